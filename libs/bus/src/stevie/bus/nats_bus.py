@@ -1,0 +1,79 @@
+"""``Bus`` over a real NATS server (nats-py), with JetStream for durable publish."""
+
+from __future__ import annotations
+
+import nats
+from nats.aio.client import Client
+from nats.aio.msg import Msg as NatsMsg
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js.api import StreamConfig
+
+from stevie.bus.core import Handler, Msg
+
+
+class _NatsSub:
+    def __init__(self, sub: object) -> None:
+        self._sub = sub
+
+    async def unsubscribe(self) -> None:
+        await self._sub.unsubscribe()  # type: ignore[attr-defined]
+
+
+class NatsBus:
+    """Bus protocol on nats-py. Build with ``await NatsBus.connect(url, name=...)``.
+
+    ``publish_durable`` publishes to JetStream with the ``Nats-Msg-Id`` header, so the
+    stream's duplicate window drops re-sends; the subject must be bound to a stream
+    (see ``ensure_stream``).
+    """
+
+    def __init__(self, nc: Client) -> None:
+        self.nc = nc
+        self.js = nc.jetstream()
+
+    @classmethod
+    async def connect(cls, url: str, name: str = "stevie", **kwargs: object) -> NatsBus:
+        """Connect, retrying forever on disconnects (nats-py reconnect logic).
+
+        Raises ``nats.errors.NoServersError`` if the server is not reachable at start."""
+        nc = await nats.connect(
+            url, name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.5, **kwargs  # type: ignore[arg-type]
+        )
+        return cls(nc)
+
+    async def publish(self, subject: str, data: bytes, headers: dict[str, str] | None = None) -> None:
+        await self.nc.publish(subject, data, headers=headers or None)
+
+    async def subscribe(self, subject: str, handler: Handler, queue: str = "") -> _NatsSub:
+        async def cb(m: NatsMsg) -> None:
+            await handler(Msg(m.subject, m.data, dict(m.headers or {}), m.reply or ""))
+
+        return _NatsSub(await self.nc.subscribe(subject, queue=queue, cb=cb))
+
+    async def request(self, subject: str, data: bytes, timeout_s: float = 2.0) -> Msg:
+        try:
+            m = await self.nc.request(subject, data, timeout=timeout_s)
+        except (NatsTimeoutError, NoRespondersError) as exc:
+            raise TimeoutError(f"no answer on {subject}: {exc!r}") from exc
+        return Msg(m.subject, m.data, dict(m.headers or {}), "")
+
+    async def respond(self, msg: Msg, data: bytes) -> None:
+        if msg.reply:
+            await self.nc.publish(msg.reply, data)
+
+    async def ensure_stream(self, name: str, subjects: list[str], duplicate_window_s: float = 120.0) -> None:
+        """Create or update a JetStream stream bound to ``subjects``."""
+        cfg = StreamConfig(name=name, subjects=subjects, duplicate_window=duplicate_window_s)
+        try:
+            await self.js.add_stream(cfg)
+        except Exception:  # noqa: BLE001 - exists with another config: update it
+            await self.js.update_stream(cfg)
+
+    async def publish_durable(self, subject: str, data: bytes, msg_id: str) -> bool:
+        ack = await self.js.publish(subject, data, headers={"Nats-Msg-Id": msg_id})
+        return not ack.duplicate
+
+    async def close(self) -> None:
+        if not self.nc.is_closed:
+            await self.nc.drain()

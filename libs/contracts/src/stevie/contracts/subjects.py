@@ -1,0 +1,69 @@
+"""The only place subject strings are built.
+
+Form: ``{root}.{domain}.{kind}.{venue}.{symbol}`` (e.g. ``stevie.md.book.binance.BTCUSDT``).
+Tokens are sanitised (anything outside ``[A-Za-z0-9_-]`` becomes ``_``); the NATS wildcards
+``*`` and ``>`` pass through as whole tokens so subscribers can build patterns.
+``root`` is a setting so tests can isolate themselves.
+"""
+
+from __future__ import annotations
+
+import re
+
+_BAD = re.compile(r"[^A-Za-z0-9_-]")
+ANY = "*"
+
+
+def token(value: str) -> str:
+    """Sanitise one subject token. Raises ValueError on an empty token."""
+    if value in ("*", ">"):
+        return value
+    if not value:
+        raise ValueError("empty subject token")
+    return _BAD.sub("_", value)
+
+
+def _join(root: str, *parts: str) -> str:
+    return ".".join([*(token(r) for r in root.split(".")), *(token(p) for p in parts)])
+
+
+def md_book(root: str, venue: str, symbol: str) -> str:
+    """Top-k book of ``venue``/``symbol`` (BookTopK)."""
+    return _join(root, "md", "book", venue, symbol)
+
+
+def md_status(root: str, venue: str, symbol: str) -> str:
+    """Book state changes (BookStatus)."""
+    return _join(root, "md", "status", venue, symbol)
+
+
+def md_trade(root: str, venue: str, symbol: str) -> str:
+    """Trades (Trade)."""
+    return _join(root, "md", "trade", venue, symbol)
+
+
+def md_bar(root: str, venue: str, symbol: str) -> str:
+    """1-minute bars built from trades (Bar)."""
+    return _join(root, "md", "bar", venue, symbol)
+
+
+def heartbeat(root: str, service: str) -> str:
+    """Service heartbeats (Heartbeat)."""
+    return _join(root, "svc", "heartbeat", service)
+
+
+def dlq(root: str, service: str) -> str:
+    """Dead letters of ``service``: raw payloads that failed to decode."""
+    return _join(root, "dlq", service)
+
+
+def all_subjects(root: str) -> dict[str, str]:
+    """Every subject pattern, for ``stevie subjects``."""
+    return {
+        "book top-k": md_book(root, ANY, ANY),
+        "book status": md_status(root, ANY, ANY),
+        "trades": md_trade(root, ANY, ANY),
+        "1m bars": md_bar(root, ANY, ANY),
+        "heartbeats": heartbeat(root, ANY),
+        "dead letters": dlq(root, ANY),
+    }

@@ -1,0 +1,184 @@
+"""The L2 order book with Binance diff-depth sequencing, on ``sortedcontainers``.
+
+This is the reference (executable specification) book. The Rust kernel implements the same
+``OrderBookLike`` protocol; parity tests run one body over both.
+
+Sequencing source: Binance "How to manage a local order book correctly"
+(spot: https://developers.binance.com/docs/binance-spot-api-docs/web-socket-streams ;
+USD-M: https://developers.binance.com/docs/derivatives/usds-margined-futures/websocket-market-streams/How-to-manage-a-local-order-book-correctly).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Sequence
+from itertools import islice
+from typing import Protocol
+
+from sortedcontainers import SortedDict
+
+Level = tuple[float, float]
+
+
+class Verdict(enum.Enum):
+    """Outcome of applying one diff: OK (applied), STALE (already covered; dropped, book
+    unchanged), GAP (does not continue the book; not applied — the caller must resync)."""
+
+    OK = "ok"
+    STALE = "stale"
+    GAP = "gap"
+
+
+class OrderBookLike(Protocol):
+    """What book-maintainer and features need from a book (Python or Rust)."""
+
+    @property
+    def last_update_id(self) -> int: ...
+    @property
+    def synced(self) -> bool: ...
+    def apply_snapshot(self, bids: Iterable[Level], asks: Iterable[Level], last_update_id: int) -> None: ...
+    def apply_diff(
+        self,
+        first_update_id: int,
+        final_update_id: int,
+        prev_final_update_id: int | None,
+        bids: Iterable[Level],
+        asks: Iterable[Level],
+    ) -> Verdict: ...
+    def best_bid(self) -> Level | None: ...
+    def best_ask(self) -> Level | None: ...
+    def top_k(self, k: int) -> tuple[list[Level], list[Level]]: ...
+    def is_crossed(self) -> bool: ...
+    def depth_within_bps(self, bps: float) -> tuple[float, float]: ...
+    def clear(self) -> None: ...
+
+
+class OrderBook:
+    """One venue+symbol L2 book. ``usdm=False`` follows the spot rule, ``True`` the USD-M rule.
+
+    After ``apply_snapshot(…, L)``:
+    - spot: diffs with ``u <= L`` are STALE; the first applied needs ``U <= L+1 <= u``;
+      later ones need ``U == prev_u + 1``.
+    - USD-M: diffs with ``u < L`` are STALE; the first applied needs ``U <= L <= u`` (or
+      ``pu == L``: the diff continues exactly from the snapshot); later ones ``pu == prev_u``.
+    Any other diff is a GAP and is not applied. Sizes are absolute; size 0 removes the level.
+    Prices in quote units, sizes in base units.
+    """
+
+    __slots__ = ("_asks", "_bids", "_first_pending", "_last", "_synced", "usdm")
+
+    def __init__(self, usdm: bool = False) -> None:
+        self.usdm = usdm
+        self._bids: SortedDict = SortedDict()
+        self._asks: SortedDict = SortedDict()
+        self._last = 0
+        self._synced = False
+        self._first_pending = False
+
+    @property
+    def last_update_id(self) -> int:
+        """Last applied update id (the snapshot's ``lastUpdateId`` before any diff)."""
+        return self._last
+
+    @property
+    def synced(self) -> bool:
+        """True once a snapshot was applied and the first continuing diff too."""
+        return self._synced and not self._first_pending
+
+    def clear(self) -> None:
+        """Forget every level and the sequence state."""
+        self._bids.clear()
+        self._asks.clear()
+        self._last = 0
+        self._synced = False
+        self._first_pending = False
+
+    def apply_snapshot(self, bids: Iterable[Level], asks: Iterable[Level], last_update_id: int) -> None:
+        """Replace the book with a REST snapshot whose ``lastUpdateId`` is ``last_update_id``."""
+        self._bids = SortedDict((p, q) for p, q in bids if q > 0)
+        self._asks = SortedDict((p, q) for p, q in asks if q > 0)
+        self._last = last_update_id
+        self._synced = True
+        self._first_pending = True
+
+    def _continues(self, first: int, final: int, prev: int | None) -> Verdict:
+        last = self._last
+        if self._first_pending:
+            if self.usdm:
+                if final < last:
+                    return Verdict.STALE
+                return Verdict.OK if first <= last <= final or prev == last else Verdict.GAP
+            if final <= last:
+                return Verdict.STALE
+            return Verdict.OK if first <= last + 1 <= final else Verdict.GAP
+        if final <= last:
+            return Verdict.STALE
+        if self.usdm:
+            return Verdict.OK if prev == last else Verdict.GAP
+        return Verdict.OK if first == last + 1 else Verdict.GAP
+
+    def apply_diff(
+        self,
+        first_update_id: int,
+        final_update_id: int,
+        prev_final_update_id: int | None,
+        bids: Iterable[Level],
+        asks: Iterable[Level],
+    ) -> Verdict:
+        """Apply one diff (Binance ``U``, ``u``, ``pu``, ``b``, ``a``) if it continues the book.
+
+        Returns the Verdict; never raises on sequencing. A book with no snapshot answers GAP.
+        """
+        if not self._synced:
+            return Verdict.GAP
+        verdict = self._continues(first_update_id, final_update_id, prev_final_update_id)
+        if verdict is not Verdict.OK:
+            return verdict
+        _set_levels(self._bids, bids)
+        _set_levels(self._asks, asks)
+        self._last = final_update_id
+        self._first_pending = False
+        return Verdict.OK
+
+    def best_bid(self) -> Level | None:
+        """Highest bid (price, size) or None when the side is empty."""
+        return self._bids.peekitem(-1) if self._bids else None  # type: ignore[no-any-return]
+
+    def best_ask(self) -> Level | None:
+        """Lowest ask (price, size) or None when the side is empty."""
+        return self._asks.peekitem(0) if self._asks else None  # type: ignore[no-any-return]
+
+    def top_k(self, k: int) -> tuple[list[Level], list[Level]]:
+        """Best ``k`` levels per side, best first: (bids descending, asks ascending)."""
+        bids = [(p, self._bids[p]) for p in islice(reversed(self._bids), k)]
+        asks = [(p, self._asks[p]) for p in islice(self._asks, k)]
+        return bids, asks
+
+    def is_crossed(self) -> bool:
+        """True when best bid >= best ask (a book that cannot be right)."""
+        return bool(self._bids and self._asks and self._bids.peekitem(-1)[0] >= self._asks.peekitem(0)[0])
+
+    def depth_within_bps(self, bps: float) -> tuple[float, float]:
+        """Total (bid size, ask size) in base units within ``bps`` basis points of the mid.
+
+        Returns (0, 0) when a side is empty."""
+        bb, ba = self.best_bid(), self.best_ask()
+        if bb is None or ba is None:
+            return 0.0, 0.0
+        mid = 0.5 * (bb[0] + ba[0])
+        lo, hi = mid * (1 - bps * 1e-4), mid * (1 + bps * 1e-4)
+        bid = sum(self._bids[p] for p in self._bids.irange(minimum=lo))
+        ask = sum(self._asks[p] for p in self._asks.irange(maximum=hi))
+        return float(bid), float(ask)
+
+    def levels(self) -> tuple[list[Level], list[Level]]:
+        """Every level, best first (for parity checks)."""
+        return self.top_k(len(self._bids) + len(self._asks))
+
+
+def _set_levels(side: SortedDict, levels: Iterable[Level] | Sequence[Level]) -> None:
+    for price, size in levels:
+        if size > 0:
+            side[price] = size
+        else:
+            side.pop(price, None)

@@ -1,0 +1,1 @@
+"""Stevie runtime: settings, logging, metrics, clocks, service lifecycle, embedded infra, CLI."""

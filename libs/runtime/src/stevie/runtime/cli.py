@@ -1,0 +1,85 @@
+"""The ``stevie`` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from stevie.contracts import subjects as subj
+from stevie.runtime.registry import SERVICES, load_spec
+from stevie.runtime.settings import CommonSettings, SettingsError, describe, load_settings
+
+app = typer.Typer(help="Stevie — a math-first crypto trading cortex (paper trading only).", no_args_is_help=True)
+console = Console(stderr=True)
+
+
+@app.command()
+def up(
+    state_dir: Annotated[Path, typer.Option(help="Where NATS and PostgreSQL keep their data.")] = Path(".stevie"),
+    speed: Annotated[float, typer.Option(help="Replay speed factor (event times unchanged).")] = 1.0,
+    window: Annotated[str, typer.Option(help="Capture window to replay.")] = "2024-08-08",
+    loop: Annotated[bool, typer.Option(help="Restart the replay as a new session at its end.")] = True,
+    gateway_port: Annotated[int, typer.Option(help="Gateway port on 127.0.0.1.")] = 5000,
+    only: Annotated[list[str] | None, typer.Option(help="Start only these services (repeatable).")] = None,
+) -> None:
+    """Start the whole stack: NATS (JetStream), PostgreSQL, migrations, every service.
+
+    STEVIE_NATS_URL / STEVIE_DATABASE_URL switch to external servers. Ctrl-C stops all."""
+    from stevie.runtime.logs import configure_logging
+    from stevie.runtime.supervisor import UpOptions, run_up
+
+    configure_logging(os.environ.get("STEVIE_LOG_LEVEL", "info"))
+    opts = UpOptions(state_dir=state_dir.resolve(), speed=speed, window=window, loop=loop,
+                     gateway_port=gateway_port, services=tuple(only or SERVICES))
+    for name in opts.services:
+        if name not in SERVICES:
+            raise typer.BadParameter(f"unknown service {name!r}; known: {', '.join(SERVICES)}")
+    raise typer.Exit(asyncio.run(run_up(opts)))
+
+
+@app.command()
+def run(service: Annotated[str, typer.Argument(help=f"One of: {', '.join(SERVICES)}")]) -> None:
+    """Run one service in the foreground (settings from STEVIE_* env vars)."""
+    from stevie.runtime.service import run as run_service
+
+    try:
+        spec = load_spec(service)
+    except KeyError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    try:
+        run_service(spec)
+    except SettingsError as exc:
+        console.print(f"[red]invalid settings:[/red] {exc}")
+        raise typer.Exit(2) from exc
+
+
+@app.command("check-config")
+def check_config(service: Annotated[str, typer.Argument(help=f"One of: {', '.join(SERVICES)}")]) -> None:
+    """Validate a service's settings from the environment and print them (secrets masked)."""
+    try:
+        spec = load_spec(service)
+        settings = load_settings(spec.settings_cls, service)
+    except (KeyError, SettingsError) as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    print(json.dumps(describe(settings), indent=2, default=str))
+
+
+@app.command()
+def subjects(root: Annotated[str, typer.Option(help="Subject root.")] = CommonSettings().subject_root) -> None:
+    """List every NATS subject pattern Stevie uses."""
+    table = Table("what", "subject")
+    for what, s in subj.all_subjects(root).items():
+        table.add_row(what, s)
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,1 @@
+"""venue-replay: serves recorded Binance captures over Binance's own REST + WebSocket protocol."""

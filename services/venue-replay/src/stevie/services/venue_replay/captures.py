@@ -1,0 +1,74 @@
+"""Loading the recorded captures of ``data/samples`` (format: data/samples/SOURCE_README.md §1).
+
+Payloads are kept verbatim (Binance decimal strings); only the recorder's ``seq``/``recv_ns``
+columns are dropped when serving.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+VENUE_DIRS = {"binance": "spot", "binance-usdm": "usdm"}
+
+
+@dataclass
+class Capture:
+    """One venue+symbol L2 capture: snapshot, diffs, trades, in arrival order."""
+
+    venue: str
+    symbol: str
+    usdm: bool
+    snapshot: dict[str, object]
+    diffs: list[dict[str, object]]
+    trades: list[dict[str, object]]
+    extra_streams: dict[str, list[dict[str, object]]] = field(default_factory=dict)
+
+
+def capture_dirs(data_dir: Path, window: str) -> dict[tuple[str, str], Path]:
+    """(venue, SYMBOL) → folder of every capture of ``window`` (e.g. ``2024-08-08``)."""
+    out = {}
+    for venue, sub in VENUE_DIRS.items():
+        for d in sorted((data_dir / "binance" / sub).glob(f"*/l2_{window}T*")):
+            out[(venue, d.parent.name.upper())] = d
+    if not out:
+        raise FileNotFoundError(f"no capture for window {window} under {data_dir}/binance")
+    return out
+
+
+def load_capture(venue: str, symbol: str, folder: Path) -> Capture:
+    """Read one capture folder. Raises FileNotFoundError / ValueError on a broken capture."""
+    usdm = venue == "binance-usdm"
+    snapshot = json.loads((folder / "depth_snapshot.json").read_text())
+    with gzip.open(folder / "depth_updates.jsonl.gz", "rt") as f:
+        diffs = [json.loads(line) for line in f]
+    trades = []
+    with gzip.open(folder / "trades.csv.gz", "rt") as f:
+        for row in csv.DictReader(f):
+            t: dict[str, object] = {"e": "trade", "E": int(row["event_time_ms"])}
+            if usdm:
+                t["T"] = int(row["trade_time_ms"])
+            t.update(
+                {"s": symbol, "t": int(row["trade_id"]), "p": row["price"], "q": row["qty"],
+                 "m": row["is_buyer_maker"] == "1"}
+            )
+            if usdm:
+                t["X"] = row.get("order_type") or "MARKET"
+            else:
+                t["T"] = int(row["trade_time_ms"])
+                t["M"] = True
+            trades.append(t)
+    extra: dict[str, list[dict[str, object]]] = {}
+    mark = folder / "mark_price.csv.gz"
+    if mark.exists():
+        with gzip.open(mark, "rt") as f:
+            extra["markPrice@1s"] = [
+                {"e": "markPriceUpdate", "E": int(r["event_time_ms"]), "s": symbol, "p": r["mark_price"],
+                 "i": r["index_price"], "P": r["est_settle_price"], "r": r["funding_rate"],
+                 "T": int(r["next_funding_time_ms"])}
+                for r in csv.DictReader(f)
+            ]
+    return Capture(venue, symbol, usdm, snapshot, diffs, trades, extra)

@@ -1,0 +1,235 @@
+"""venue-replay shell: two loopback Binance venues (``binance`` spot, ``binance-usdm``) over
+aiohttp, paced by the recorded event times on one ``ReplayClock``.
+
+REST: ``/api/v3/{depth,klines,exchangeInfo,time,ping}`` (spot) and the ``/fapi/v1/...``
+twins (USD-M). WebSocket: combined streams ``/stream?streams=btcusdt@depth@100ms/btcusdt@trade``.
+At the end of the capture with ``loop`` on, every socket is closed and a new session starts
+(update ids restart), as after an exchange restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiohttp import WSMsgType, web
+from prometheus_client import Counter, Gauge
+
+from stevie.runtime.clock import ReplayClock
+from stevie.runtime.service import ServiceContext, ServiceSpec
+from stevie.services.venue_replay.captures import Capture, capture_dirs, load_capture
+from stevie.services.venue_replay.core import (
+    MS,
+    Event,
+    ReplayBook,
+    exchange_info,
+    klines_from_trades,
+    stream_kind,
+    timeline,
+    wire_payload,
+)
+from stevie.services.venue_replay.settings import VenueReplaySettings
+
+DEPTH_LIMITS = (5, 10, 20, 50, 100, 500, 1000, 5000)
+
+
+@dataclass(eq=False)
+class _Client:
+    ws: web.WebSocketResponse
+    wants: dict[tuple[str, str], str]  # (SYMBOL, kind) → stream name as requested
+    queue: asyncio.Queue[str]
+
+
+@dataclass
+class Venue:
+    """One replayed venue: its captures, books and connected clients."""
+
+    name: str
+    usdm: bool
+    captures: dict[str, Capture]
+    books: dict[str, ReplayBook] = field(default_factory=dict)
+    clients: set[_Client] = field(default_factory=set)
+
+    def reset(self) -> None:
+        self.books = {s: ReplayBook(c) for s, c in self.captures.items()}
+
+
+class Replay:
+    """The pump and the HTTP handlers over shared replay state."""
+
+    def __init__(self, ctx: ServiceContext, settings: VenueReplaySettings) -> None:
+        self.ctx, self.s = ctx, settings
+        folders = capture_dirs(Path(settings.data_dir), settings.window)
+        caps = [load_capture(v, sym, d) for (v, sym), d in folders.items()]
+        self.venues = {
+            name: Venue(name, name == "binance-usdm", {c.symbol: c for c in caps if c.venue == name})
+            for name in ("binance", "binance-usdm")
+        }
+        self.events: list[Event] = timeline(caps)
+        self.clock = ReplayClock(self.events[0].ts_ns, settings.speed)
+        self.session = 0
+        self.sent = Counter("venue_replay_messages_total", "WS messages sent", ["venue", "kind"],
+                            registry=ctx.registry)
+        self.dropped = Counter("venue_replay_slow_clients_total", "WS clients closed for being slow",
+                               ["venue"], registry=ctx.registry)
+        self.sessions = Gauge("venue_replay_session", "Replay session number (loops)", registry=ctx.registry)
+        for v in self.venues.values():
+            v.reset()
+
+    # -- pump -------------------------------------------------------------------------
+    async def pump(self) -> None:
+        while True:
+            self.ctx.log.info("replay_session", session=self.session, events=len(self.events))  # type: ignore[attr-defined]
+            self.sessions.set(self.session)
+            self.clock = ReplayClock(self.events[0].ts_ns, self.s.speed)
+            for v in self.venues.values():
+                v.reset()
+            for ev in self.events:
+                delay = (self.clock.mono_due_ns(ev.ts_ns) - time.monotonic_ns()) / 1e9
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                self._emit(ev)
+            if not self.s.loop:
+                return
+            await self._close_all()
+            self.session += 1
+
+    def _emit(self, ev: Event) -> None:
+        venue = self.venues[ev.venue]
+        if ev.kind == "depth":
+            venue.books[ev.symbol].apply(ev.payload)
+        payload = wire_payload(ev)
+        for client in list(venue.clients):
+            stream = client.wants.get((ev.symbol, ev.kind))
+            if stream is None:
+                continue
+            try:
+                client.queue.put_nowait(json.dumps({"stream": stream, "data": payload}))
+            except asyncio.QueueFull:
+                self.dropped.labels(venue.name).inc()
+                venue.clients.discard(client)
+                asyncio.ensure_future(client.ws.close(code=1008, message=b"slow client"))
+                continue
+            self.sent.labels(venue.name, ev.kind).inc()
+
+    async def _close_all(self) -> None:
+        for v in self.venues.values():
+            for c in list(v.clients):
+                v.clients.discard(c)
+                await c.ws.close(code=1012, message=b"session restart")
+
+    # -- HTTP -------------------------------------------------------------------------
+    def app(self, venue: Venue) -> web.Application:
+        prefix = "/fapi/v1" if venue.usdm else "/api/v3"
+        app = web.Application()
+        app.router.add_get(f"{prefix}/depth", lambda r: self.depth(venue, r))
+        app.router.add_get(f"{prefix}/klines", lambda r: self.klines(venue, r))
+        app.router.add_get(f"{prefix}/exchangeInfo", lambda r: self.info(venue))
+        app.router.add_get(f"{prefix}/time", lambda r: web.json_response({"serverTime": self.now_ms()}))
+        app.router.add_get(f"{prefix}/ping", lambda r: web.json_response({}))
+        app.router.add_get("/stream", lambda r: self.stream(venue, r))
+        return app
+
+    def now_ms(self) -> int:
+        return self.clock.now_ns() // MS
+
+    @staticmethod
+    def _error(code: int, msg: str, status: int = 400) -> web.Response:
+        return web.json_response({"code": code, "msg": msg}, status=status)
+
+    def _symbol(self, venue: Venue, request: web.Request) -> str | web.Response:
+        sym = request.query.get("symbol", "").upper()
+        if not sym:
+            return self._error(-1102, "Mandatory parameter 'symbol' was not sent, was empty/null, or malformed.")
+        if sym not in venue.captures:
+            return self._error(-1121, "Invalid symbol.")
+        return sym
+
+    async def depth(self, venue: Venue, request: web.Request) -> web.Response:
+        sym = self._symbol(venue, request)
+        if isinstance(sym, web.Response):
+            return sym
+        try:
+            limit = int(request.query.get("limit", "100"))
+        except ValueError:
+            return self._error(-1100, "Illegal characters found in parameter 'limit'.")
+        if limit not in DEPTH_LIMITS:
+            return self._error(-1100, f"Illegal value for parameter 'limit'; legal: {DEPTH_LIMITS}.")
+        book = venue.books[sym]
+        body = book.snapshot(limit)
+        if venue.usdm:
+            body["E"], body["T"] = book.last_event_ms or self.now_ms(), book.last_trans_ms or self.now_ms()
+        return web.json_response(body)
+
+    async def klines(self, venue: Venue, request: web.Request) -> web.Response:
+        sym = self._symbol(venue, request)
+        if isinstance(sym, web.Response):
+            return sym
+        if request.query.get("interval", "") != "1m":
+            return self._error(-1120, "Invalid interval (this replay serves 1m).")
+        try:
+            limit = min(int(request.query.get("limit", "500")), 1500)
+            start = int(request.query.get("startTime", "0"))
+            end = int(request.query.get("endTime", str(self.now_ms())))
+        except ValueError:
+            return self._error(-1100, "Illegal characters found in a parameter.")
+        rows = klines_from_trades(venue.captures[sym].trades, min(end, self.now_ms()))
+        rows = [r for r in rows if int(r[0]) >= start]  # type: ignore[call-overload]
+        return web.json_response(rows[:limit] if start else rows[-limit:])
+
+    async def info(self, venue: Venue) -> web.Response:
+        return web.json_response(exchange_info(list(venue.captures.values()), self.now_ms()))
+
+    async def stream(self, venue: Venue, request: web.Request) -> web.StreamResponse:
+        wants: dict[tuple[str, str], str] = {}
+        for name in request.query.get("streams", "").split("/"):
+            parsed = stream_kind(name)
+            if parsed is None or parsed[0] not in venue.captures:
+                return self._error(-1100, f"Invalid stream {name!r}.")
+            wants[parsed] = name
+        ws = web.WebSocketResponse(heartbeat=20)
+        await ws.prepare(request)
+        client = _Client(ws, wants, asyncio.Queue(self.s.ws_client_queue))
+        venue.clients.add(client)
+
+        async def writer() -> None:
+            while True:
+                await ws.send_str(await client.queue.get())
+
+        task = asyncio.ensure_future(writer())
+        try:
+            async for msg in ws:
+                if msg.type == WSMsgType.ERROR:
+                    break
+        finally:
+            venue.clients.discard(client)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+                await task
+        return ws
+
+
+async def main(ctx: ServiceContext) -> None:
+    s: VenueReplaySettings = ctx.settings  # type: ignore[assignment]
+    replay = Replay(ctx, s)
+    runners = []
+    for venue, port in ((replay.venues["binance"], s.spot_port), (replay.venues["binance-usdm"], s.usdm_port)):
+        runner = web.AppRunner(replay.app(venue), access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, s.host, port).start()
+        runners.append(runner)
+        ctx.log.info("venue_listening", venue=venue.name, port=port)  # type: ignore[attr-defined]
+    try:
+        await replay.pump()
+        await asyncio.Event().wait()
+    finally:
+        await replay._close_all()
+        for r in runners:
+            await r.cleanup()
+
+
+SPEC = ServiceSpec("venue-replay", VenueReplaySettings, main)
