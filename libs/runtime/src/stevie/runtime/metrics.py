@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, disable_created_metrics, generate_latest
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 
 def new_registry() -> CollectorRegistry:
-    """A fresh registry for one service (never the process-global default)."""
+    """A fresh registry for one service (never the process-global default).
+    ``*_created`` series are disabled: they double the exposition for no use here."""
+    disable_created_metrics()
     return CollectorRegistry(auto_describe=True)
 
 

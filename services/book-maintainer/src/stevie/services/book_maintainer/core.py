@@ -1,0 +1,171 @@
+"""book-maintainer core (pure): the Binance book synchronisation state machine.
+
+Procedure (Binance "How to manage a local order book correctly", spot and USD-M):
+buffer diffs → fetch a REST snapshot → drop stale diffs → the first applied diff must
+straddle the snapshot id → every later diff must continue the previous one (spot
+``U == u+1``, USD-M ``pu == u``). Any gap, a crossed book, a run of stale diffs, a
+buffer overflow or a disconnect → SYNCING, forget the book, re-snapshot. Only a LIVE book
+is ever published as a book.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from stevie.contracts import BookState, BookStatus, BookTopK, DepthDiff, DepthSnapshot
+from stevie.quant.book import OrderBook, OrderBookLike, Verdict
+
+Out = BookTopK | BookStatus
+MAX_STALE_RUN = 100
+
+
+@dataclass
+class SyncCounters:
+    applied: int = 0
+    stale: int = 0
+    gaps: int = 0
+    crossed: int = 0
+    resyncs: int = 0
+
+
+class BookSync:
+    """One venue+symbol. Feed it diffs, snapshots and ticks; it returns messages to publish.
+
+    ``init_clock`` (injected, e.g. the shell's wall clock) stamps ``ts_init_ns``.
+    ``wants_snapshot`` tells the shell to fetch a REST snapshot (then call ``on_snapshot``).
+    Times: ``now_ns`` is the event time of the input being handled (ns since epoch).
+    """
+
+    def __init__(self, venue: str, symbol: str, usdm: bool, *, top_k: int = 20, coalesce_ns: int = 100_000_000,
+                 buffer_size: int = 5000, book: OrderBookLike | None = None,
+                 init_clock: Callable[[], int] | None = None) -> None:
+        self.venue, self.symbol = venue, symbol
+        self.book: OrderBookLike = book if book is not None else OrderBook(usdm=usdm)
+        self.top_k, self.coalesce_ns = top_k, coalesce_ns
+        self.state = BookState.SYNCING
+        self.wants_snapshot = True
+        self.buffer: deque[DepthDiff] = deque()
+        self.buffer_size = buffer_size
+        self.counters = SyncCounters()
+        self._stale_run = 0
+        self._last_pub_ns = 0
+        self._dirty = False
+        self.last_event_ns = 0
+        self._init_clock = init_clock
+
+    # -- inputs -------------------------------------------------------------------------
+    def on_diff(self, diff: DepthDiff) -> list[Out]:
+        """Handle one diff-depth event."""
+        self.last_event_ns = max(self.last_event_ns, diff.ts_event_ns)
+        if self.state is not BookState.SYNCING:
+            return self._apply(diff)
+        if self.wants_snapshot:
+            if len(self.buffer) >= self.buffer_size:
+                self.buffer.clear()
+            self.buffer.append(diff)
+            return []
+        # Snapshot applied, waiting for the first diff that continues it.
+        return self._replay([diff], diff.ts_event_ns)
+
+    def on_snapshot(self, snap: DepthSnapshot) -> list[Out]:
+        """Apply a REST snapshot, then the buffered diffs; LIVE once one diff continues it."""
+        self.wants_snapshot = False
+        self.book.apply_snapshot(snap.bids, snap.asks, snap.last_update_id)
+        pending, self.buffer = list(self.buffer), deque()
+        return self._replay(pending, snap.ts_event_ns)
+
+    def _replay(self, pending: list[DepthDiff], now_ns: int) -> list[Out]:
+        """Apply diffs to a freshly snapshotted book; LIVE once one continues it."""
+        for i, diff in enumerate(pending):
+            verdict = self.book.apply_diff(
+                diff.first_update_id, diff.final_update_id, diff.prev_final_update_id, diff.bids, diff.asks
+            )
+            if verdict is Verdict.STALE:
+                continue
+            if verdict is Verdict.GAP:
+                # The snapshot is older than the buffered stream (or the stream jumped):
+                # keep what follows and fetch a newer snapshot.
+                self.counters.gaps += 1
+                self.buffer.extend(pending[i:])
+                self.book.clear()
+                self.wants_snapshot = True
+                return []
+            self.counters.applied += 1
+        return self._go_live(now_ns) if self.book.synced else []
+
+    def resync(self, reason: str, now_ns: int) -> list[Out]:
+        """Drop to SYNCING (disconnect, overflow, gap, crossed, ...). Idempotent while SYNCING."""
+        if self.state is BookState.SYNCING and self.wants_snapshot and not self.buffer:
+            return []
+        seq = self.book.last_update_id
+        self.state = BookState.SYNCING
+        self.book.clear()
+        self.buffer.clear()
+        self.wants_snapshot = True
+        self._dirty = False
+        self.counters.resyncs += 1
+        return [self._status(reason, now_ns, seq)]
+
+    def check_stale(self, idle_ns: int, stale_after_ns: int, now_ns: int) -> list[Out]:
+        """LIVE with no update for ``idle_ns >= stale_after_ns`` → STALE (not served as LIVE)."""
+        if self.state is BookState.LIVE and idle_ns >= stale_after_ns:
+            self.state = BookState.STALE
+            return [self._status("no_updates", now_ns, self.book.last_update_id)]
+        return []
+
+    def flush(self) -> list[Out]:
+        """Publish the coalesced book if an applied diff has not been published yet."""
+        if self._dirty and self.state is BookState.LIVE:
+            return [self._top(self.last_event_ns)]
+        return []
+
+    # -- internals ----------------------------------------------------------------------
+    def _apply(self, diff: DepthDiff) -> list[Out]:
+        verdict = self.book.apply_diff(
+            diff.first_update_id, diff.final_update_id, diff.prev_final_update_id, diff.bids, diff.asks
+        )
+        if verdict is Verdict.STALE:
+            self.counters.stale += 1
+            self._stale_run += 1
+            return self.resync("stale_run", diff.ts_event_ns) if self._stale_run > MAX_STALE_RUN else []
+        if verdict is Verdict.GAP:
+            self.counters.gaps += 1
+            return self.resync("gap", diff.ts_event_ns)
+        self._stale_run = 0
+        self.counters.applied += 1
+        if self.book.is_crossed():
+            self.counters.crossed += 1
+            return self.resync("crossed", diff.ts_event_ns)
+        out: list[Out] = []
+        if self.state is BookState.STALE:
+            out += self._go_live(diff.ts_event_ns)
+            return out
+        self._dirty = True
+        if diff.ts_event_ns - self._last_pub_ns >= self.coalesce_ns:
+            out.append(self._top(diff.ts_event_ns))
+        return out
+
+    def _go_live(self, now_ns: int) -> list[Out]:
+        if self.book.is_crossed():
+            self.counters.crossed += 1
+            return self.resync("crossed", now_ns)
+        self.state = BookState.LIVE
+        self._stale_run = 0
+        return [self._status("live", now_ns, self.book.last_update_id), self._top(max(now_ns, self.last_event_ns))]
+
+    def _top(self, ts_ns: int) -> BookTopK:
+        self._dirty = False
+        self._last_pub_ns = ts_ns
+        bids, asks = self.book.top_k(self.top_k)
+        return BookTopK(venue=self.venue, symbol=self.symbol, seq=self.book.last_update_id, state=self.state,
+                        bids=bids, asks=asks, ts_event_ns=ts_ns, ts_init_ns=self._init_ns(ts_ns))
+
+    def _status(self, reason: str, now_ns: int, seq: int) -> BookStatus:
+        return BookStatus(venue=self.venue, symbol=self.symbol, state=self.state, reason=reason, seq=seq,
+                          resyncs=self.counters.resyncs, ts_event_ns=now_ns, ts_init_ns=self._init_ns(now_ns))
+
+    def _init_ns(self, event_ns: int) -> int:
+        """``ts_init_ns``: the injected clock (the shell's wall clock), else the event time."""
+        return self._init_clock() if self._init_clock else event_ns

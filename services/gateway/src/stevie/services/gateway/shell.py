@@ -1,0 +1,150 @@
+"""gateway shell: aiohttp routes over the bus view; JSON errors, never a 5xx for bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+
+import asyncpg
+import msgspec
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
+
+from stevie.bus import Msg, NatsBus
+from stevie.contracts import BookStatus, BookTopK, Heartbeat, decoder_for, subjects
+from stevie.runtime.metrics import MergedTextCollector, new_registry
+from stevie.runtime.service import ServiceContext, ServiceSpec
+from stevie.services.gateway import api
+from stevie.services.gateway.core import NotFound, View, health
+from stevie.services.gateway.settings import GatewaySettings
+from stevie.store import connect_pool
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_enc = msgspec.json.Encoder()
+
+
+def json_response(body: object, status: int = 200) -> web.Response:
+    return web.Response(body=_enc.encode(body), status=status, content_type="application/json")
+
+
+def error(status: int, err: str, detail: str) -> web.Response:
+    return json_response(api.ErrorBody(err, detail), status)
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Unknown routes, wrong methods and handler errors answer JSON ``{error, detail}``."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return error(exc.status, exc.reason.lower().replace(" ", "_"), f"{request.method} {request.path}")
+
+
+class Gateway:
+    def __init__(self, ctx: ServiceContext, s: GatewaySettings) -> None:
+        self.ctx, self.s = ctx, s
+        known = {(v, sym) for v in s.venues for sym in s.symbols}
+        self.view = View(known, int(s.book_stale_s * 1e9), int(s.liveness_s * 1e9))
+        self.pool: asyncpg.Pool | None = None
+        self.requests = Counter("gateway_requests_total", "HTTP requests", ["route", "status"], registry=ctx.registry)
+        self.dlq = Counter("gateway_dlq_total", "Undecodable bus messages", ["subject"], registry=ctx.registry)
+        self.metrics_registry = new_registry()
+        self.metrics_registry.register(MergedTextCollector(lambda: self.view.metrics_texts(time.time_ns(), exclude=ctx.name)))
+
+    # -- bus ----------------------------------------------------------------------------
+    async def subscribe(self) -> None:
+        root = self.s.subject_root
+        for subject, tp, on in (
+            (subjects.md_book(root, "*", "*"), BookTopK, self.view.on_book),
+            (subjects.md_status(root, "*", "*"), BookStatus, self.view.on_status),
+            (subjects.heartbeat(root, "*"), Heartbeat, self.view.on_heartbeat),
+        ):
+            await self.ctx.bus.subscribe(subject, self._handler(tp, on))
+
+    def _handler(self, tp: type, on: Callable[[object, int], None]) -> Callable[[Msg], Awaitable[None]]:
+        dec = decoder_for(tp)
+
+        async def handle(msg: Msg) -> None:
+            try:
+                item = dec.decode(msg.data)
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                await self.ctx.dead_letter(msg, exc, self.dlq.labels(msg.subject.split(".")[1]))
+                return
+            on(item, time.time_ns())
+
+        return handle
+
+    # -- routes -------------------------------------------------------------------------
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[json_errors])
+        app.router.add_get("/api/health", self.health)
+        app.router.add_get("/api/l2/{venue}/{symbol}", self.l2)
+        app.router.add_get("/api/ws/status", self.ws_status)
+        app.router.add_get("/api/openapi.json", lambda r: json_response(api.openapi()))
+        app.router.add_get("/metrics", self.metrics)
+        return app
+
+    async def l2(self, request: web.Request) -> web.Response:
+        venue, symbol = request.match_info["venue"].lower(), request.match_info["symbol"].upper()
+        raw = request.query.get("depth", str(self.s.max_depth))
+        if not raw.isdigit() or not 1 <= int(raw) <= self.s.max_depth:
+            return error(400, "bad_parameter", f"depth must be an integer in [1, {self.s.max_depth}], got {raw!r}")
+        try:
+            body = self.view.l2(venue, symbol, int(raw), time.time_ns())
+        except NotFound:
+            return error(404, "unknown_book", f"no book for venue {venue!r} symbol {symbol!r}; known: "
+                         + ", ".join(f"{v}/{s}" for v, s in sorted(self.view.known)))
+        return json_response(body)
+
+    async def _db_latency(self) -> tuple[float | None, str]:
+        if not self.s.database_url:
+            return None, "no database configured"
+        try:
+            if self.pool is None:
+                self.pool = await connect_pool(self.s.database_url, max_size=2)
+            t0 = time.perf_counter()
+            await asyncio.wait_for(self.pool.fetchval("SELECT 1"), 2.0)
+            return round((time.perf_counter() - t0) * 1e3, 3), ""
+        except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
+            return None, f"{type(exc).__name__}: {exc}"[:200]
+
+    async def health(self, request: web.Request) -> web.Response:
+        now = time.time_ns()
+        latency, err = await self._db_latency()
+        nc = self.ctx.bus.nc if isinstance(self.ctx.bus, NatsBus) else None
+        ws = self.view.streams(now)
+        body = health(self.view.service_health(self.s.services, now), latency, err,
+                      bool(nc is None or nc.is_connected), sum(s.connected for s in ws.streams),
+                      bool(self.s.database_url))
+        return json_response(body)
+
+    async def ws_status(self, request: web.Request) -> web.Response:
+        return json_response(self.view.streams(time.time_ns()))
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        text = generate_latest(self.ctx.registry) + generate_latest(self.metrics_registry)
+        return web.Response(body=text, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def main(ctx: ServiceContext) -> None:
+    s: GatewaySettings = ctx.settings  # type: ignore[assignment]
+    gw = Gateway(ctx, s)
+    await gw.subscribe()
+    runner = web.AppRunner(gw.app(), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, s.host, s.port).start()
+    ctx.log.info("gateway_listening", host=s.host, port=s.port)  # type: ignore[attr-defined]
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
+        if gw.pool is not None:
+            with contextlib.suppress(Exception):
+                await gw.pool.close()
+
+
+SPEC = ServiceSpec("gateway", GatewaySettings, main)
