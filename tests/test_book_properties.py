@@ -24,8 +24,9 @@ level_updates = st.lists(st.tuples(st.integers(0, 7), st.sampled_from([0.0, 1.0,
 def scenario(draw):
     usdm = draw(st.booleans())
     n = draw(st.integers(5, 60))
-    steps = [(draw(level_updates), draw(level_updates), draw(st.integers(1, 5) if usdm else st.just(1)))
-             for _ in range(n)]
+    steps = [
+        (draw(level_updates), draw(level_updates), draw(st.integers(1, 5) if usdm else st.just(1))) for _ in range(n)
+    ]
     faults = draw(st.lists(st.tuples(st.integers(0, n - 1), st.sampled_from(["drop", "dup", "swap"])), max_size=6))
     snap_at = draw(st.integers(0, n - 1))
     return usdm, steps, faults, snap_at
@@ -46,9 +47,19 @@ def _truth(steps, usdm):
             bids.pop(p, None) if q == 0 else bids.__setitem__(p, q)
         for p, q in al:
             asks.pop(p, None) if q == 0 else asks.__setitem__(p, q)
-        diffs.append(DepthDiff(venue="v", symbol="S", first_update_id=first, final_update_id=final,
-                               prev_final_update_id=last if usdm else None, bids=bl, asks=al,
-                               ts_event_ns=final * 1_000_000, ts_init_ns=0))
+        diffs.append(
+            DepthDiff(
+                venue="v",
+                symbol="S",
+                first_update_id=first,
+                final_update_id=final,
+                prev_final_update_id=last if usdm else None,
+                bids=bl,
+                asks=al,
+                ts_event_ns=final * 1_000_000,
+                ts_init_ns=0,
+            )
+        )
         states[final] = (dict(bids), dict(asks))
         last = final
     return diffs, states
@@ -91,8 +102,11 @@ def test_live_book_is_never_wrong(sc):
         _check(sync, states)
         if sync.wants_snapshot and sync.buffer and n >= snap_at:
             b, a = _top(states[emitted_last])
-            sync.on_snapshot(DepthSnapshot(venue="v", symbol="S", last_update_id=emitted_last, bids=b, asks=a,
-                                           ts_event_ns=0, ts_init_ns=0))
+            sync.on_snapshot(
+                DepthSnapshot(
+                    venue="v", symbol="S", last_update_id=emitted_last, bids=b, asks=a, ts_event_ns=0, ts_init_ns=0
+                )
+            )
             _check(sync, states)
 
 
@@ -107,8 +121,9 @@ def test_recovers_to_live_after_faults(sc):
         sync.on_diff(d)
     last = diffs[min(2, len(diffs) - 1)].final_update_id
     b, a = _top(states[last])
-    sync.on_snapshot(DepthSnapshot(venue="v", symbol="S", last_update_id=last, bids=b, asks=a,
-                                   ts_event_ns=0, ts_init_ns=0))
+    sync.on_snapshot(
+        DepthSnapshot(venue="v", symbol="S", last_update_id=last, bids=b, asks=a, ts_event_ns=0, ts_init_ns=0)
+    )
     for d in diffs[2:]:
         sync.on_diff(d)
         _check(sync, states)

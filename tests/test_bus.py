@@ -37,6 +37,7 @@ async def test_wildcards_and_queue_groups(bus, subject_root):
     def member(tag: str):
         async def h(m: Msg) -> None:
             group.append(tag)
+
         return h
 
     await bus.subscribe(f"{subject_root}.md.*.binance.>", all_)
@@ -74,9 +75,16 @@ async def test_durable_publish_deduplicates_on_msg_id(bus, subject_root):
         assert info.state.messages == 2
 
 
-@pytest.mark.parametrize(("pattern", "subject", "ok"), [
-    ("a.*.c", "a.b.c", True), ("a.*", "a.b.c", False), ("a.>", "a.b.c", True), ("a.>", "a", False),
-    ("a.b", "a.b", True), ("a.b", "a.c", False),
-])
+@pytest.mark.parametrize(
+    ("pattern", "subject", "ok"),
+    [
+        ("a.*.c", "a.b.c", True),
+        ("a.*", "a.b.c", False),
+        ("a.>", "a.b.c", True),
+        ("a.>", "a", False),
+        ("a.b", "a.b", True),
+        ("a.b", "a.c", False),
+    ],
+)
 def test_subject_matching(pattern, subject, ok):
     assert subject_matches(pattern, subject) is ok

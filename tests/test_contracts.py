@@ -8,8 +8,18 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from stevie.contracts import (
-    Bar, BookState, BookStatus, BookTopK, DepthDiff, DepthSnapshot, Heartbeat, StreamStatus, Trade, decoder_for,
-    encode, subjects,
+    Bar,
+    BookState,
+    BookStatus,
+    BookTopK,
+    DepthDiff,
+    DepthSnapshot,
+    Heartbeat,
+    StreamStatus,
+    Trade,
+    decoder_for,
+    encode,
+    subjects,
 )
 
 fin = st.floats(allow_nan=False, allow_infinity=False, width=64)
@@ -18,23 +28,90 @@ name = st.text(min_size=1, max_size=12)
 levels = st.lists(st.tuples(fin, fin), max_size=5)
 
 STRATEGIES = {
-    DepthSnapshot: st.builds(DepthSnapshot, venue=name, symbol=name, last_update_id=ids, bids=levels, asks=levels,
-                             ts_event_ns=ids, ts_init_ns=ids),
-    DepthDiff: st.builds(DepthDiff, venue=name, symbol=name, first_update_id=ids, final_update_id=ids,
-                         prev_final_update_id=st.none() | ids, bids=levels, asks=levels, ts_event_ns=ids,
-                         ts_init_ns=ids),
-    BookTopK: st.builds(BookTopK, venue=name, symbol=name, seq=ids, state=st.sampled_from(BookState), bids=levels,
-                        asks=levels, ts_event_ns=ids, ts_init_ns=ids),
-    BookStatus: st.builds(BookStatus, venue=name, symbol=name, state=st.sampled_from(BookState), reason=name,
-                          seq=ids, resyncs=ids, ts_event_ns=ids, ts_init_ns=ids),
-    Trade: st.builds(Trade, venue=name, symbol=name, trade_id=ids, price=fin, size=fin,
-                     aggressor=st.sampled_from(["buy", "sell"]), ts_event_ns=ids, ts_init_ns=ids),
-    Bar: st.builds(Bar, venue=name, symbol=name, interval_ns=ids, open_time_ns=ids, open=fin, high=fin, low=fin,
-                   close=fin, volume=fin, trades=ids, ts_event_ns=ids, ts_init_ns=ids),
-    Heartbeat: st.builds(Heartbeat, service=name, instance=name, pid=ids, started_ns=ids, backend=name,
-                         streams=st.lists(st.builds(StreamStatus, venue=name, connected=st.booleans(),
-                                                    backlog_size=ids, last_beat_ns=ids), max_size=3),
-                         metrics_text=st.text(max_size=50), ts_event_ns=ids, ts_init_ns=ids),
+    DepthSnapshot: st.builds(
+        DepthSnapshot,
+        venue=name,
+        symbol=name,
+        last_update_id=ids,
+        bids=levels,
+        asks=levels,
+        ts_event_ns=ids,
+        ts_init_ns=ids,
+    ),
+    DepthDiff: st.builds(
+        DepthDiff,
+        venue=name,
+        symbol=name,
+        first_update_id=ids,
+        final_update_id=ids,
+        prev_final_update_id=st.none() | ids,
+        bids=levels,
+        asks=levels,
+        ts_event_ns=ids,
+        ts_init_ns=ids,
+    ),
+    BookTopK: st.builds(
+        BookTopK,
+        venue=name,
+        symbol=name,
+        seq=ids,
+        state=st.sampled_from(BookState),
+        bids=levels,
+        asks=levels,
+        ts_event_ns=ids,
+        ts_init_ns=ids,
+    ),
+    BookStatus: st.builds(
+        BookStatus,
+        venue=name,
+        symbol=name,
+        state=st.sampled_from(BookState),
+        reason=name,
+        seq=ids,
+        resyncs=ids,
+        ts_event_ns=ids,
+        ts_init_ns=ids,
+    ),
+    Trade: st.builds(
+        Trade,
+        venue=name,
+        symbol=name,
+        trade_id=ids,
+        price=fin,
+        size=fin,
+        aggressor=st.sampled_from(["buy", "sell"]),
+        ts_event_ns=ids,
+        ts_init_ns=ids,
+    ),
+    Bar: st.builds(
+        Bar,
+        venue=name,
+        symbol=name,
+        interval_ns=ids,
+        open_time_ns=ids,
+        open=fin,
+        high=fin,
+        low=fin,
+        close=fin,
+        volume=fin,
+        trades=ids,
+        ts_event_ns=ids,
+        ts_init_ns=ids,
+    ),
+    Heartbeat: st.builds(
+        Heartbeat,
+        service=name,
+        instance=name,
+        pid=ids,
+        started_ns=ids,
+        backend=name,
+        streams=st.lists(
+            st.builds(StreamStatus, venue=name, connected=st.booleans(), backlog_size=ids, last_beat_ns=ids), max_size=3
+        ),
+        metrics_text=st.text(max_size=50),
+        ts_event_ns=ids,
+        ts_init_ns=ids,
+    ),
 }
 
 
@@ -51,8 +128,9 @@ def test_round_trip(tp):
 
 def test_tagged_union_decodes_the_right_type():
     dec = decoder_for(BookTopK | BookStatus)
-    st_ = BookStatus(venue="v", symbol="s", state=BookState.SYNCING, reason="gap", seq=1, resyncs=1,
-                     ts_event_ns=1, ts_init_ns=2)
+    st_ = BookStatus(
+        venue="v", symbol="s", state=BookState.SYNCING, reason="gap", seq=1, resyncs=1, ts_event_ns=1, ts_init_ns=2
+    )
     assert isinstance(dec.decode(encode(st_)), BookStatus)
 
 

@@ -23,13 +23,36 @@ async def test_migrations_are_idempotent_and_indexed(pg_server):
 async def test_bar_upsert_and_resync_log(pg_server):
     await migrate(pg_server.url)
     pool = await connect_pool(pg_server.url)
-    bar = Bar(venue="binance", symbol="TSTUSDT", interval_ns=60_000_000_000, open_time_ns=1_723_161_240_000_000_000,
-              open=1, high=2, low=0.5, close=1.5, volume=3, trades=4, ts_event_ns=0, ts_init_ns=0)
+    bar = Bar(
+        venue="binance",
+        symbol="TSTUSDT",
+        interval_ns=60_000_000_000,
+        open_time_ns=1_723_161_240_000_000_000,
+        open=1,
+        high=2,
+        low=0.5,
+        close=1.5,
+        volume=3,
+        trades=4,
+        ts_event_ns=0,
+        ts_init_ns=0,
+    )
     await insert_bar(pool, bar)
     await insert_bar(pool, bar)  # re-sent: still one row
     rows = await pool.fetch("SELECT timeframe, close FROM bars WHERE symbol='TSTUSDT'")
     assert [(r["timeframe"], r["close"]) for r in rows] == [("1m", 1.5)]
-    await insert_resync(pool, BookStatus(venue="binance", symbol="TSTUSDT", state=BookState.SYNCING, reason="gap",
-                                         seq=42, resyncs=1, ts_event_ns=1, ts_init_ns=1))
+    await insert_resync(
+        pool,
+        BookStatus(
+            venue="binance",
+            symbol="TSTUSDT",
+            state=BookState.SYNCING,
+            reason="gap",
+            seq=42,
+            resyncs=1,
+            ts_event_ns=1,
+            ts_init_ns=1,
+        ),
+    )
     assert await pool.fetchval("SELECT reason FROM l2_resync_log WHERE symbol='TSTUSDT' AND seq=42") == "gap"
     await pool.close()

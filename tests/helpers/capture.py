@@ -48,14 +48,29 @@ def _levels(rows: list[list[str]]) -> list[tuple[float, float]]:
 
 def to_snapshot(venue: str, symbol: str, snap: dict) -> DepthSnapshot:
     ts = int(snap.get("E", 0)) * 1_000_000 or int(snap["recv_ns"])
-    return DepthSnapshot(venue=venue, symbol=symbol, last_update_id=snap["lastUpdateId"], bids=_levels(snap["bids"]),
-                         asks=_levels(snap["asks"]), ts_event_ns=ts, ts_init_ns=ts)
+    return DepthSnapshot(
+        venue=venue,
+        symbol=symbol,
+        last_update_id=snap["lastUpdateId"],
+        bids=_levels(snap["bids"]),
+        asks=_levels(snap["asks"]),
+        ts_event_ns=ts,
+        ts_init_ns=ts,
+    )
 
 
 def to_diff(venue: str, d: dict) -> DepthDiff:
-    return DepthDiff(venue=venue, symbol=d["s"], first_update_id=d["U"], final_update_id=d["u"],
-                     prev_final_update_id=d.get("pu"), bids=_levels(d["b"]), asks=_levels(d["a"]),
-                     ts_event_ns=d["E"] * 1_000_000, ts_init_ns=d["E"] * 1_000_000)
+    return DepthDiff(
+        venue=venue,
+        symbol=d["s"],
+        first_update_id=d["U"],
+        final_update_id=d["u"],
+        prev_final_update_id=d.get("pu"),
+        bids=_levels(d["b"]),
+        asks=_levels(d["a"]),
+        ts_event_ns=d["E"] * 1_000_000,
+        ts_init_ns=d["E"] * 1_000_000,
+    )
 
 
 class DecimalBook:

@@ -38,7 +38,11 @@ class NatsBus:
 
         Raises ``nats.errors.NoServersError`` if the server is not reachable at start."""
         nc = await nats.connect(
-            url, name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.5, **kwargs  # type: ignore[arg-type]
+            url,
+            name=name,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,
+            **kwargs,
         )
         return cls(nc)
 
@@ -67,7 +71,7 @@ class NatsBus:
         cfg = StreamConfig(name=name, subjects=subjects, duplicate_window=duplicate_window_s)
         try:
             await self.js.add_stream(cfg)
-        except Exception:  # noqa: BLE001 - exists with another config: update it
+        except Exception:
             await self.js.update_stream(cfg)
 
     async def publish_durable(self, subject: str, data: bytes, msg_id: str) -> bool:

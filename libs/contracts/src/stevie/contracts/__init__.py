@@ -5,6 +5,7 @@ timestamps: ``ts_event_ns`` (venue/event time) and ``ts_init_ns`` (when Stevie c
 Wire Structs only grow by appending defaulted fields.
 """
 
+from stevie.contracts.codec import decoder_for, encode
 from stevie.contracts.market import (
     Bar,
     BookState,
@@ -17,7 +18,6 @@ from stevie.contracts.market import (
     Trade,
 )
 from stevie.contracts.service import Heartbeat, StreamStatus
-from stevie.contracts.codec import decoder_for, encode
 
 __all__ = [
     "Bar",

@@ -142,11 +142,11 @@ class OrderBook:
 
     def best_bid(self) -> Level | None:
         """Highest bid (price, size) or None when the side is empty."""
-        return self._bids.peekitem(-1) if self._bids else None  # type: ignore[no-any-return]
+        return self._bids.peekitem(-1) if self._bids else None
 
     def best_ask(self) -> Level | None:
         """Lowest ask (price, size) or None when the side is empty."""
-        return self._asks.peekitem(0) if self._asks else None  # type: ignore[no-any-return]
+        return self._asks.peekitem(0) if self._asks else None
 
     def top_k(self, k: int) -> tuple[list[Level], list[Level]]:
         """Best ``k`` levels per side, best first: (bids descending, asks ascending)."""

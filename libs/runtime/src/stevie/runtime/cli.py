@@ -36,8 +36,14 @@ def up(
     from stevie.runtime.supervisor import UpOptions, run_up
 
     configure_logging(os.environ.get("STEVIE_LOG_LEVEL", "info"))
-    opts = UpOptions(state_dir=state_dir.resolve(), speed=speed, window=window, loop=loop,
-                     gateway_port=gateway_port, services=tuple(only or SERVICES))
+    opts = UpOptions(
+        state_dir=state_dir.resolve(),
+        speed=speed,
+        window=window,
+        loop=loop,
+        gateway_port=gateway_port,
+        services=tuple(only or SERVICES),
+    )
     for name in opts.services:
         if name not in SERVICES:
             raise typer.BadParameter(f"unknown service {name!r}; known: {', '.join(SERVICES)}")
@@ -78,6 +84,31 @@ def subjects(root: Annotated[str, typer.Option(help="Subject root.")] = CommonSe
     table = Table("what", "subject")
     for what, s in subj.all_subjects(root).items():
         table.add_row(what, s)
+    Console().print(table)
+
+
+@app.command()
+def bench(
+    data_dir: Annotated[Path, typer.Option(help="The data/samples folder.")] = Path("data/samples"),
+    rounds: Annotated[int, typer.Option(help="Round-robin passes (best time kept).")] = 3,
+) -> None:
+    """Benchmark ratios on the real BTCUSDT spot capture (printed as a table)."""
+    from stevie.runtime import bench as b
+
+    folder = next((data_dir / "binance/spot/btcusdt").glob("l2_*"), None)
+    if folder is None:
+        raise typer.BadParameter(f"no BTCUSDT capture under {data_dir}")
+    snap, diffs = b.load_diffs(folder)
+    best = b.measure(
+        {
+            "sorted book": lambda: b.run_sorted_book(snap, diffs),
+            "naive dict book": lambda: b.run_naive_book(snap, diffs),
+        },
+        rounds,
+    )
+    table = Table("kernel", "diffs/s (apply + top-20)", "ratio vs naive")
+    for name, t in best.items():
+        table.add_row(name, f"{len(diffs) / t:,.0f}", f"{best['naive dict book'] / t:.2f}x")
     Console().print(table)
 
 

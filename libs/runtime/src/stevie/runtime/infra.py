@@ -92,11 +92,23 @@ class NatsServer:
         port = port or free_port()
         monitor = free_port()
         store_dir.mkdir(parents=True, exist_ok=True)
-        out = open(log_file or store_dir / "nats.log", "ab")  # noqa: SIM115 - owned by the child
+        out = open(log_file or store_dir / "nats.log", "ab")
         proc = subprocess.Popen(
-            [nats_server_binary(), "-a", "127.0.0.1", "-p", str(port), "-m", str(monitor),
-             "-js", "-sd", str(store_dir)],
-            stdout=out, stderr=subprocess.STDOUT, preexec_fn=_pdeathsig,
+            [
+                nats_server_binary(),
+                "-a",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "-m",
+                str(monitor),
+                "-js",
+                "-sd",
+                str(store_dir),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_pdeathsig,
         )
         try:
             wait_port(port, 15, proc)
@@ -168,9 +180,19 @@ class PostgresServer:
             _chown_tree(data_dir, user)
         if not (pgdata / "PG_VERSION").exists():
             res = subprocess.run(
-                [str(_pg_bin() / "initdb"), "-D", str(pgdata), "-U", "postgres", "--auth=trust",
-                 "--encoding=utf8", "--no-sync"],
-                capture_output=True, user=user, check=False,
+                [
+                    str(_pg_bin() / "initdb"),
+                    "-D",
+                    str(pgdata),
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "--encoding=utf8",
+                    "--no-sync",
+                ],
+                capture_output=True,
+                user=user,
+                check=False,
             )
             if res.returncode != 0:
                 raise InfraError(f"initdb failed: {res.stderr.decode()[-2000:]}")
@@ -179,11 +201,27 @@ class PostgresServer:
             pid = int(pidfile.read_text().split()[0] or 0)
             if not _alive(pid):
                 pidfile.unlink()
-        out = open(log, "ab")  # noqa: SIM115 - owned by the child
+        out = open(log, "ab")
         proc = subprocess.Popen(
-            [str(_pg_bin() / "postgres"), "-D", str(pgdata), "-p", str(port), "-h", "127.0.0.1",
-             "-k", str(pgdata), "-c", "fsync=off", "-c", "max_connections=200"],
-            stdout=out, stderr=subprocess.STDOUT, user=user, preexec_fn=_pdeathsig,
+            [
+                str(_pg_bin() / "postgres"),
+                "-D",
+                str(pgdata),
+                "-p",
+                str(port),
+                "-h",
+                "127.0.0.1",
+                "-k",
+                str(pgdata),
+                "-c",
+                "fsync=off",
+                "-c",
+                "max_connections=200",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            user=user,
+            preexec_fn=_pdeathsig,
         )
         try:
             wait_port(port, 30, proc)

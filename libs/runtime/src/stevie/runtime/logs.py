@@ -28,4 +28,4 @@ def configure_logging(level: str = "info") -> None:
 
 def get_logger(**context: object) -> structlog.typing.FilteringBoundLogger:
     """A logger with ``context`` bound (service, venue, symbol, ...)."""
-    return structlog.get_logger().bind(**context)  # type: ignore[no-any-return]
+    return structlog.get_logger().bind(**context)

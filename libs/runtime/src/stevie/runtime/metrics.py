@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, disable_created_metrics, generate_latest
 from prometheus_client.metrics_core import Metric
@@ -25,7 +25,7 @@ class MergedTextCollector:
     """Collector that re-exposes other services' exposition texts, merging families by name
     (samples of the same family from several services are grouped under one HELP/TYPE)."""
 
-    def __init__(self, texts: callable) -> None:  # type: ignore[valid-type]
+    def __init__(self, texts: Callable[[], list[str]]) -> None:
         self._texts = texts
 
     def collect(self) -> Iterator[Metric]:

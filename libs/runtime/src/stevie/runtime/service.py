@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import stamina
 from nats.errors import NoServersError
 from prometheus_client import CollectorRegistry
+from structlog.typing import FilteringBoundLogger
 
 from stevie.bus import Bus, Msg, NatsBus
 from stevie.contracts import Heartbeat, StreamStatus, encode, subjects
@@ -36,7 +37,7 @@ class ServiceContext:
     bus: Bus
     registry: CollectorRegistry
     clock: Clock
-    log: object
+    log: FilteringBoundLogger
     started_ns: int
     backend: str = "python"
     streams: Callable[[], list[StreamStatus]] = field(default=lambda: [])
@@ -44,7 +45,7 @@ class ServiceContext:
     async def dead_letter(self, msg: Msg, error: Exception, counter: object) -> None:
         """Count and publish an undecodable message to ``{root}.dlq.{service}``."""
         counter.inc()  # type: ignore[attr-defined]
-        self.log.warning("dead_letter", subject=msg.subject, error=str(error)[:200])  # type: ignore[attr-defined]
+        self.log.warning("dead_letter", subject=msg.subject, error=str(error)[:200])
         await self.bus.publish(
             subjects.dlq(self.settings.subject_root, self.name),
             msg.data,

@@ -72,11 +72,19 @@ class Supervisor:
         log_dir.mkdir(parents=True, exist_ok=True)
 
     async def _spawn(self, child: Child) -> None:
-        out = open(child.log_path, "ab")  # noqa: SIM115 - handed to the child
+        out = open(child.log_path, "ab")
         try:
             child.proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "stevie.runtime.cli", "run", child.name,
-                env=self.env, stdout=out, stderr=out, start_new_session=True, preexec_fn=_pdeathsig,
+                sys.executable,
+                "-m",
+                "stevie.runtime.cli",
+                "run",
+                child.name,
+                env=self.env,
+                stdout=out,
+                stderr=out,
+                start_new_session=True,
+                preexec_fn=_pdeathsig,
             )
         finally:
             out.close()
@@ -116,7 +124,7 @@ class Supervisor:
         for p in running:
             try:
                 await asyncio.wait_for(p.wait(), self.grace_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 with contextlib.suppress(ProcessLookupError):
                     p.kill()
                 await p.wait()
@@ -140,13 +148,18 @@ async def run_up(opts: UpOptions) -> int:
             pg = await asyncio.to_thread(PostgresServer.start, opts.state_dir / "postgres")
             env["STEVIE_DATABASE_URL"] = pg.url
         applied = await migrate(env["STEVIE_DATABASE_URL"])
-        log.info("infra_ready", nats=env["STEVIE_NATS_URL"], database=env["STEVIE_DATABASE_URL"],
-                 migrations_applied=applied)
+        log.info(
+            "infra_ready", nats=env["STEVIE_NATS_URL"], database=env["STEVIE_DATABASE_URL"], migrations_applied=applied
+        )
         env = stack_env(opts, env)
         sup = Supervisor(opts.services, env, opts.state_dir / "logs", opts.grace_s)
         task = asyncio.ensure_future(sup.run())
-        log.info("stack_up", gateway=f"http://127.0.0.1:{env['STEVIE_GATEWAY_PORT']}",
-                 logs=str(opts.state_dir / "logs"), services=list(opts.services))
+        log.info(
+            "stack_up",
+            gateway=f"http://127.0.0.1:{env['STEVIE_GATEWAY_PORT']}",
+            logs=str(opts.state_dir / "logs"),
+            services=list(opts.services),
+        )
         await stop.wait()
         log.info("stack_stopping")
         sup.stopping.set()

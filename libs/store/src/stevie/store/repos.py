@@ -30,8 +30,16 @@ async def insert_bar(pool: asyncpg.Pool, bar: Bar) -> None:
            ON CONFLICT (venue, symbol, timeframe, ts) DO UPDATE SET
              open=EXCLUDED.open, high=EXCLUDED.high, low=EXCLUDED.low, close=EXCLUDED.close,
              volume=EXCLUDED.volume, trades=EXCLUDED.trades""",
-        bar.venue, bar.symbol, timeframe_of(bar.interval_ns), _ts(bar.open_time_ns),
-        bar.open, bar.high, bar.low, bar.close, bar.volume, bar.trades,
+        bar.venue,
+        bar.symbol,
+        timeframe_of(bar.interval_ns),
+        _ts(bar.open_time_ns),
+        bar.open,
+        bar.high,
+        bar.low,
+        bar.close,
+        bar.volume,
+        bar.trades,
     )
 
 
@@ -39,5 +47,9 @@ async def insert_resync(pool: asyncpg.Pool, status: BookStatus) -> None:
     """Log one resync (a BookStatus going to SYNCING)."""
     await pool.execute(
         "INSERT INTO l2_resync_log (venue, symbol, seq, reason, ts) VALUES ($1,$2,$3,$4,$5)",
-        status.venue, status.symbol, status.seq, status.reason, _ts(status.ts_event_ns),
+        status.venue,
+        status.symbol,
+        status.seq,
+        status.reason,
+        _ts(status.ts_event_ns),
     )

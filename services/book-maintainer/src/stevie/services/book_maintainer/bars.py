@@ -18,8 +18,9 @@ MINUTE_NS = 60_000_000_000
 class BarBuilder:
     """Aggregates one venue+symbol's trades into bars of ``interval_ns``."""
 
-    def __init__(self, venue: str, symbol: str, interval_ns: int = MINUTE_NS,
-                 init_clock: Callable[[], int] | None = None) -> None:
+    def __init__(
+        self, venue: str, symbol: str, interval_ns: int = MINUTE_NS, init_clock: Callable[[], int] | None = None
+    ) -> None:
         if interval_ns <= 0:
             raise ValueError("interval_ns must be > 0")
         self.venue, self.symbol, self.interval_ns = venue, symbol, interval_ns
@@ -52,6 +53,17 @@ class BarBuilder:
     def _bar(self) -> Bar:
         assert self._open_ns is not None
         close_ns = self._open_ns + self.interval_ns
-        return Bar(venue=self.venue, symbol=self.symbol, interval_ns=self.interval_ns, open_time_ns=self._open_ns,
-                   open=self._o, high=self._h, low=self._l, close=self._c, volume=self._v, trades=self._n,
-                   ts_event_ns=close_ns, ts_init_ns=self._init_clock() if self._init_clock else close_ns)
+        return Bar(
+            venue=self.venue,
+            symbol=self.symbol,
+            interval_ns=self.interval_ns,
+            open_time_ns=self._open_ns,
+            open=self._o,
+            high=self._h,
+            low=self._l,
+            close=self._c,
+            volume=self._v,
+            trades=self._n,
+            ts_event_ns=close_ns,
+            ts_init_ns=self._init_clock() if self._init_clock else close_ns,
+        )

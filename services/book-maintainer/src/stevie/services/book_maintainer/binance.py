@@ -60,18 +60,42 @@ snapshot_decoder = msgspec.json.Decoder(BnDepthSnapshot, strict=False)
 
 def to_diff(venue: str, d: BnDepth, init_ns: int) -> DepthDiff:
     """Binance depthUpdate → DepthDiff (event time = ``E``)."""
-    return DepthDiff(venue=venue, symbol=d.s, first_update_id=d.U, final_update_id=d.u,
-                     prev_final_update_id=d.pu, bids=d.b, asks=d.a, ts_event_ns=d.E * MS, ts_init_ns=init_ns)
+    return DepthDiff(
+        venue=venue,
+        symbol=d.s,
+        first_update_id=d.U,
+        final_update_id=d.u,
+        prev_final_update_id=d.pu,
+        bids=d.b,
+        asks=d.a,
+        ts_event_ns=d.E * MS,
+        ts_init_ns=init_ns,
+    )
 
 
 def to_trade(venue: str, t: BnTrade, init_ns: int) -> Trade:
     """Binance trade → Trade (event time = trade time ``T``; ``m`` true means the seller was
     the aggressor)."""
-    return Trade(venue=venue, symbol=t.s, trade_id=t.t, price=t.p, size=t.q, aggressor="sell" if t.m else "buy",
-                 ts_event_ns=t.T * MS, ts_init_ns=init_ns)
+    return Trade(
+        venue=venue,
+        symbol=t.s,
+        trade_id=t.t,
+        price=t.p,
+        size=t.q,
+        aggressor="sell" if t.m else "buy",
+        ts_event_ns=t.T * MS,
+        ts_init_ns=init_ns,
+    )
 
 
 def to_snapshot(venue: str, symbol: str, s: BnDepthSnapshot, init_ns: int) -> DepthSnapshot:
     """REST depth body → DepthSnapshot (event time = ``E`` when the venue gives one, else receive time)."""
-    return DepthSnapshot(venue=venue, symbol=symbol, last_update_id=s.lastUpdateId, bids=s.bids, asks=s.asks,
-                         ts_event_ns=(s.E * MS) if s.E else init_ns, ts_init_ns=init_ns)
+    return DepthSnapshot(
+        venue=venue,
+        symbol=symbol,
+        last_update_id=s.lastUpdateId,
+        bids=s.bids,
+        asks=s.asks,
+        ts_event_ns=(s.E * MS) if s.E else init_ns,
+        ts_init_ns=init_ns,
+    )

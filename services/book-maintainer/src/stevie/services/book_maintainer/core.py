@@ -38,9 +38,18 @@ class BookSync:
     Times: ``now_ns`` is the event time of the input being handled (ns since epoch).
     """
 
-    def __init__(self, venue: str, symbol: str, usdm: bool, *, top_k: int = 20, coalesce_ns: int = 100_000_000,
-                 buffer_size: int = 5000, book: OrderBookLike | None = None,
-                 init_clock: Callable[[], int] | None = None) -> None:
+    def __init__(
+        self,
+        venue: str,
+        symbol: str,
+        usdm: bool,
+        *,
+        top_k: int = 20,
+        coalesce_ns: int = 100_000_000,
+        buffer_size: int = 5000,
+        book: OrderBookLike | None = None,
+        init_clock: Callable[[], int] | None = None,
+    ) -> None:
         self.venue, self.symbol = venue, symbol
         self.book: OrderBookLike = book if book is not None else OrderBook(usdm=usdm)
         self.top_k, self.coalesce_ns = top_k, coalesce_ns
@@ -159,12 +168,28 @@ class BookSync:
         self._dirty = False
         self._last_pub_ns = ts_ns
         bids, asks = self.book.top_k(self.top_k)
-        return BookTopK(venue=self.venue, symbol=self.symbol, seq=self.book.last_update_id, state=self.state,
-                        bids=bids, asks=asks, ts_event_ns=ts_ns, ts_init_ns=self._init_ns(ts_ns))
+        return BookTopK(
+            venue=self.venue,
+            symbol=self.symbol,
+            seq=self.book.last_update_id,
+            state=self.state,
+            bids=bids,
+            asks=asks,
+            ts_event_ns=ts_ns,
+            ts_init_ns=self._init_ns(ts_ns),
+        )
 
     def _status(self, reason: str, now_ns: int, seq: int) -> BookStatus:
-        return BookStatus(venue=self.venue, symbol=self.symbol, state=self.state, reason=reason, seq=seq,
-                          resyncs=self.counters.resyncs, ts_event_ns=now_ns, ts_init_ns=self._init_ns(now_ns))
+        return BookStatus(
+            venue=self.venue,
+            symbol=self.symbol,
+            state=self.state,
+            reason=reason,
+            seq=seq,
+            resyncs=self.counters.resyncs,
+            ts_event_ns=now_ns,
+            ts_init_ns=self._init_ns(now_ns),
+        )
 
     def _init_ns(self, event_ns: int) -> int:
         """``ts_init_ns``: the injected clock (the shell's wall clock), else the event time."""

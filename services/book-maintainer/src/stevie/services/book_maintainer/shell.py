@@ -25,7 +25,7 @@ from stevie.services.book_maintainer import binance
 from stevie.services.book_maintainer.bars import BarBuilder
 from stevie.services.book_maintainer.core import BookSync, Out
 from stevie.services.book_maintainer.settings import BookMaintainerSettings
-from stevie.store import connect_pool, insert_bar, insert_resync
+from stevie.store import connect_pool, insert_bar, insert_resync, migrate
 
 _OVERFLOW = object()
 RESYNC_REASONS = ("gap", "crossed", "stale_run", "overflow", "disconnect")
@@ -71,22 +71,35 @@ class VenueStream:
     fetching: set[str] = field(default_factory=set)
 
     def status(self) -> StreamStatus:
-        return StreamStatus(venue=self.venue, connected=self.connected, backlog_size=self.queue.qsize(),
-                            last_beat_ns=self.last_beat_ns)
+        return StreamStatus(
+            venue=self.venue, connected=self.connected, backlog_size=self.queue.qsize(), last_beat_ns=self.last_beat_ns
+        )
 
 
 class BookMaintainer:
-    def __init__(self, ctx: ServiceContext, s: BookMaintainerSettings, http: aiohttp.ClientSession,
-                 pool: asyncpg.Pool | None) -> None:
+    def __init__(
+        self, ctx: ServiceContext, s: BookMaintainerSettings, http: aiohttp.ClientSession, pool: asyncpg.Pool | None
+    ) -> None:
         self.ctx, self.s, self.http, self.pool = ctx, s, http, pool
         self.m = Metrics.create(ctx)
         self.root = s.subject_root
         clock = ctx.clock.now_ns
         self.streams = {
             v: VenueStream(
-                v, asyncio.Queue(s.queue_size),
-                syncs={sym: BookSync(v, sym, v == "binance-usdm", top_k=s.top_k, coalesce_ns=s.coalesce_ms * 1_000_000,
-                                     buffer_size=s.buffer_size, init_clock=clock) for sym in s.symbols},
+                v,
+                asyncio.Queue(s.queue_size),
+                syncs={
+                    sym: BookSync(
+                        v,
+                        sym,
+                        v == "binance-usdm",
+                        top_k=s.top_k,
+                        coalesce_ns=s.coalesce_ms * 1_000_000,
+                        buffer_size=s.buffer_size,
+                        init_clock=clock,
+                    )
+                    for sym in s.symbols
+                },
                 bars={sym: BarBuilder(v, sym, init_clock=clock) for sym in s.symbols},
             )
             for v in s.venues
@@ -107,8 +120,14 @@ class BookMaintainer:
                 continue
             await self.ctx.bus.publish(subjects.md_status(self.root, out.venue, out.symbol), encode(out))
             self.m.book_live.labels(out.venue, out.symbol).set(1 if out.state.value == "LIVE" else 0)
-            self.ctx.log.info("book_state", venue=out.venue, symbol=out.symbol, state=out.state.value,  # type: ignore[attr-defined]
-                              reason=out.reason, seq=out.seq)
+            self.ctx.log.info(
+                "book_state",
+                venue=out.venue,
+                symbol=out.symbol,
+                state=out.state.value,
+                reason=out.reason,
+                seq=out.seq,
+            )
             if out.state.value == "SYNCING":
                 self.m.resyncs.labels(out.venue, out.symbol, out.reason).inc()
                 await self._persist(insert_resync, out)
@@ -119,7 +138,7 @@ class BookMaintainer:
         try:
             await fn(self.pool, item)  # type: ignore[operator]
         except (OSError, asyncpg.PostgresError) as exc:
-            self.ctx.log.warning("persist_failed", error=str(exc))  # type: ignore[attr-defined]
+            self.ctx.log.warning("persist_failed", error=str(exc))
 
     async def resync_all(self, st: VenueStream, reason: str) -> None:
         now = self.ctx.clock.now_ns()
@@ -151,8 +170,8 @@ class BookMaintainer:
         try:
             raw = await self._get_depth(st.venue, symbol)
             snap = binance.to_snapshot(st.venue, symbol, binance.snapshot_decoder.decode(raw), self.ctx.clock.now_ns())
-        except (aiohttp.ClientError, asyncio.TimeoutError, VenueUnavailable, msgspec.DecodeError) as exc:
-            self.ctx.log.warning("snapshot_failed", venue=st.venue, symbol=symbol, error=str(exc))  # type: ignore[attr-defined]
+        except (TimeoutError, aiohttp.ClientError, VenueUnavailable, msgspec.DecodeError) as exc:
+            self.ctx.log.warning("snapshot_failed", venue=st.venue, symbol=symbol, error=str(exc))
             return
         finally:
             st.fetching.discard(symbol)
@@ -171,7 +190,7 @@ class BookMaintainer:
                 async with self.http.ws_connect(url, heartbeat=10, max_msg_size=0) as ws:
                     st.connected, backoff = True, 0.2
                     self.m.connected.labels(st.venue).set(1)
-                    self.ctx.log.info("stream_connected", venue=st.venue)  # type: ignore[attr-defined]
+                    self.ctx.log.info("stream_connected", venue=st.venue)
                     async for msg in ws:
                         if msg.type != aiohttp.WSMsgType.TEXT:
                             break
@@ -181,10 +200,10 @@ class BookMaintainer:
                         except asyncio.QueueFull:
                             self._drain(st)
                             st.queue.put_nowait(_OVERFLOW)
-            except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
-                self.ctx.log.warning("stream_error", venue=st.venue, error=str(exc))  # type: ignore[attr-defined]
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                self.ctx.log.warning("stream_error", venue=st.venue, error=str(exc))
             if st.connected:
-                self.ctx.log.warning("stream_disconnected", venue=st.venue)  # type: ignore[attr-defined]
+                self.ctx.log.warning("stream_disconnected", venue=st.venue)
             st.connected = False
             self.m.connected.labels(st.venue).set(0)
             self._drain(st)
@@ -250,9 +269,11 @@ class BookMaintainer:
 
 
 async def main(ctx: ServiceContext) -> None:
-    s: BookMaintainerSettings = ctx.settings  # type: ignore[assignment]
+    s = ctx.settings
+    assert isinstance(s, BookMaintainerSettings)
     pool = None
     if s.database_url:
+        await stamina.retry(on=(OSError, asyncpg.PostgresError), attempts=20, timeout=30.0)(migrate)(s.database_url)
         pool = await stamina.retry(on=(OSError, asyncpg.PostgresError), attempts=20, timeout=30.0)(connect_pool)(
             s.database_url
         )
@@ -269,5 +290,3 @@ async def main(ctx: ServiceContext) -> None:
 
 
 SPEC = ServiceSpec("book-maintainer", BookMaintainerSettings, main)
-
-

@@ -83,18 +83,31 @@ def openapi() -> dict[str, object]:
     _, components = msgspec.json.schema_components(types, ref_template="#/components/schemas/{name}")
     paths: dict[str, object] = {}
     for method, path, summary, tp in ROUTES:
-        params = [{"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
-                  for p in ("venue", "symbol") if "{" + p + "}" in path]
-        paths[path] = {method: {
-            "summary": summary,
-            "parameters": params,
-            "responses": {
-                "200": {"description": "OK", "content": {"application/json": {
-                    "schema": {"$ref": f"#/components/schemas/{tp.__name__}"}}}},
-                "4XX": {"description": "Bad request", "content": {"application/json": {
-                    "schema": {"$ref": "#/components/schemas/ErrorBody"}}}},
-            },
-        }}
+        params = [
+            {"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
+            for p in ("venue", "symbol")
+            if "{" + p + "}" in path
+        ]
+        paths[path] = {
+            method: {
+                "summary": summary,
+                "parameters": params,
+                "responses": {
+                    "200": {
+                        "description": "OK",
+                        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{tp.__name__}"}}},
+                    },
+                    "4XX": {
+                        "description": "Bad request",
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
+                    },
+                },
+            }
+        }
     paths["/metrics"] = {"get": {"summary": "Prometheus text", "responses": {"200": {"description": "OK"}}}}
-    return {"openapi": "3.1.0", "info": {"title": "Stevie gateway", "version": "0.1.0"},
-            "paths": paths, "components": {"schemas": components}}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Stevie gateway", "version": "0.1.0"},
+        "paths": paths,
+        "components": {"schemas": components},
+    }

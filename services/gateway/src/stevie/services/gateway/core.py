@@ -67,8 +67,9 @@ class View:
         if state is BookState.LIVE and now_ns - b.received_ns > self.stale_ns:
             state = BookState.STALE
         if state is BookState.LIVE and b.top is not None:
-            return L2Response(venue, symbol, b.top.bids[:depth], b.top.asks[:depth], b.top.seq,
-                              b.top.ts_event_ns // MS, state.value)
+            return L2Response(
+                venue, symbol, b.top.bids[:depth], b.top.asks[:depth], b.top.seq, b.top.ts_event_ns // MS, state.value
+            )
         return L2Response(venue, symbol, [], [], b.seq, b.ts_event_ns // MS, state.value)
 
     def service_health(self, expected: list[str], now_ns: int) -> dict[str, ServiceHealth]:
@@ -89,21 +90,34 @@ class View:
             if now_ns - at > self.liveness_ns:
                 continue
             for s in hb.streams:
-                last = (datetime.fromtimestamp(s.last_beat_ns / 1e9, tz=UTC).isoformat()
-                        if s.last_beat_ns else None)
+                last = datetime.fromtimestamp(s.last_beat_ns / 1e9, tz=UTC).isoformat() if s.last_beat_ns else None
                 views.append(StreamStatusView(s.venue, s.connected, s.backlog_size, last))
         return WsStatusResponse(sorted(views, key=lambda v: v.venue))
 
     def metrics_texts(self, now_ns: int, exclude: str = "") -> list[str]:
         """Prometheus texts of the live services (except ``exclude``, e.g. the gateway itself)."""
-        return [hb.metrics_text for name, (hb, at) in self.beats.items()
-                if name != exclude and now_ns - at <= self.liveness_ns]
+        return [
+            hb.metrics_text
+            for name, (hb, at) in self.beats.items()
+            if name != exclude and now_ns - at <= self.liveness_ns
+        ]
 
 
-def health(services: dict[str, ServiceHealth], db_latency_ms: float | None, db_error: str,
-           nats_connected: bool, ws_clients: int, db_expected: bool) -> HealthResponse:
+def health(
+    services: dict[str, ServiceHealth],
+    db_latency_ms: float | None,
+    db_error: str,
+    nats_connected: bool,
+    ws_clients: int,
+    db_expected: bool,
+) -> HealthResponse:
     """Overall status: ``ok`` when every service is up, NATS is connected and (if a database
     is configured) it answered; else ``degraded``."""
     ok = all(s.up for s in services.values()) and nats_connected and (db_latency_ms is not None or not db_expected)
-    return HealthResponse("ok" if ok else "degraded", services, DbHealth(db_latency_ms, db_error),
-                          NatsHealth(nats_connected), WsHealth(ws_clients))
+    return HealthResponse(
+        "ok" if ok else "degraded",
+        services,
+        DbHealth(db_latency_ms, db_error),
+        NatsHealth(nats_connected),
+        WsHealth(ws_clients),
+    )

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import asyncpg
 import msgspec
@@ -53,7 +54,8 @@ class Gateway:
         self.requests = Counter("gateway_requests_total", "HTTP requests", ["route", "status"], registry=ctx.registry)
         self.dlq = Counter("gateway_dlq_total", "Undecodable bus messages", ["subject"], registry=ctx.registry)
         self.metrics_registry = new_registry()
-        self.metrics_registry.register(MergedTextCollector(lambda: self.view.metrics_texts(time.time_ns(), exclude=ctx.name)))
+        others = MergedTextCollector(lambda: self.view.metrics_texts(time.time_ns(), exclude=ctx.name))
+        self.metrics_registry.register(others)
 
     # -- bus ----------------------------------------------------------------------------
     async def subscribe(self) -> None:
@@ -65,8 +67,8 @@ class Gateway:
         ):
             await self.ctx.bus.subscribe(subject, self._handler(tp, on))
 
-    def _handler(self, tp: type, on: Callable[[object, int], None]) -> Callable[[Msg], Awaitable[None]]:
-        dec = decoder_for(tp)
+    def _handler(self, tp: type, on: Callable[[Any, int], None]) -> Callable[[Msg], Awaitable[None]]:
+        dec: msgspec.json.Decoder[Any] = decoder_for(tp)
 
         async def handle(msg: Msg) -> None:
             try:
@@ -84,7 +86,7 @@ class Gateway:
         app.router.add_get("/api/health", self.health)
         app.router.add_get("/api/l2/{venue}/{symbol}", self.l2)
         app.router.add_get("/api/ws/status", self.ws_status)
-        app.router.add_get("/api/openapi.json", lambda r: json_response(api.openapi()))
+        app.router.add_get("/api/openapi.json", self.openapi)
         app.router.add_get("/metrics", self.metrics)
         return app
 
@@ -96,8 +98,12 @@ class Gateway:
         try:
             body = self.view.l2(venue, symbol, int(raw), time.time_ns())
         except NotFound:
-            return error(404, "unknown_book", f"no book for venue {venue!r} symbol {symbol!r}; known: "
-                         + ", ".join(f"{v}/{s}" for v, s in sorted(self.view.known)))
+            return error(
+                404,
+                "unknown_book",
+                f"no book for venue {venue!r} symbol {symbol!r}; known: "
+                + ", ".join(f"{v}/{s}" for v, s in sorted(self.view.known)),
+            )
         return json_response(body)
 
     async def _db_latency(self) -> tuple[float | None, str]:
@@ -109,7 +115,7 @@ class Gateway:
             t0 = time.perf_counter()
             await asyncio.wait_for(self.pool.fetchval("SELECT 1"), 2.0)
             return round((time.perf_counter() - t0) * 1e3, 3), ""
-        except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
             return None, f"{type(exc).__name__}: {exc}"[:200]
 
     async def health(self, request: web.Request) -> web.Response:
@@ -117,10 +123,18 @@ class Gateway:
         latency, err = await self._db_latency()
         nc = self.ctx.bus.nc if isinstance(self.ctx.bus, NatsBus) else None
         ws = self.view.streams(now)
-        body = health(self.view.service_health(self.s.services, now), latency, err,
-                      bool(nc is None or nc.is_connected), sum(s.connected for s in ws.streams),
-                      bool(self.s.database_url))
+        body = health(
+            self.view.service_health(self.s.services, now),
+            latency,
+            err,
+            bool(nc is None or nc.is_connected),
+            sum(s.connected for s in ws.streams),
+            bool(self.s.database_url),
+        )
         return json_response(body)
+
+    async def openapi(self, request: web.Request) -> web.Response:
+        return json_response(api.openapi())
 
     async def ws_status(self, request: web.Request) -> web.Response:
         return json_response(self.view.streams(time.time_ns()))
@@ -131,13 +145,14 @@ class Gateway:
 
 
 async def main(ctx: ServiceContext) -> None:
-    s: GatewaySettings = ctx.settings  # type: ignore[assignment]
+    s = ctx.settings
+    assert isinstance(s, GatewaySettings)
     gw = Gateway(ctx, s)
     await gw.subscribe()
     runner = web.AppRunner(gw.app(), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, s.host, s.port).start()
-    ctx.log.info("gateway_listening", host=s.host, port=s.port)  # type: ignore[attr-defined]
+    ctx.log.info("gateway_listening", host=s.host, port=s.port)
     try:
         await asyncio.Event().wait()
     finally:

@@ -1,6 +1,7 @@
 """Loading the recorded captures of ``data/samples`` (format: data/samples/SOURCE_README.md §1).
 
-Payloads are kept verbatim (Binance decimal strings); only the recorder's ``seq``/``recv_ns``
+These are raw exchange payloads (the venue simulator's own data, never passed to Stevie's
+cores), hence plain dicts. Payloads are kept verbatim (Binance decimal strings); only the recorder's ``seq``/``recv_ns``
 columns are dropped when serving.
 """
 
@@ -11,6 +12,7 @@ import gzip
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 VENUE_DIRS = {"binance": "spot", "binance-usdm": "usdm"}
 
@@ -22,10 +24,10 @@ class Capture:
     venue: str
     symbol: str
     usdm: bool
-    snapshot: dict[str, object]
-    diffs: list[dict[str, object]]
-    trades: list[dict[str, object]]
-    extra_streams: dict[str, list[dict[str, object]]] = field(default_factory=dict)
+    snapshot: dict[str, Any]
+    diffs: list[dict[str, Any]]
+    trades: list[dict[str, Any]]
+    extra_streams: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
 
 def capture_dirs(data_dir: Path, window: str) -> dict[tuple[str, str], Path]:
@@ -48,12 +50,17 @@ def load_capture(venue: str, symbol: str, folder: Path) -> Capture:
     trades = []
     with gzip.open(folder / "trades.csv.gz", "rt") as f:
         for row in csv.DictReader(f):
-            t: dict[str, object] = {"e": "trade", "E": int(row["event_time_ms"])}
+            t: dict[str, Any] = {"e": "trade", "E": int(row["event_time_ms"])}
             if usdm:
                 t["T"] = int(row["trade_time_ms"])
             t.update(
-                {"s": symbol, "t": int(row["trade_id"]), "p": row["price"], "q": row["qty"],
-                 "m": row["is_buyer_maker"] == "1"}
+                {
+                    "s": symbol,
+                    "t": int(row["trade_id"]),
+                    "p": row["price"],
+                    "q": row["qty"],
+                    "m": row["is_buyer_maker"] == "1",
+                }
             )
             if usdm:
                 t["X"] = row.get("order_type") or "MARKET"
@@ -61,14 +68,21 @@ def load_capture(venue: str, symbol: str, folder: Path) -> Capture:
                 t["T"] = int(row["trade_time_ms"])
                 t["M"] = True
             trades.append(t)
-    extra: dict[str, list[dict[str, object]]] = {}
+    extra: dict[str, list[dict[str, Any]]] = {}
     mark = folder / "mark_price.csv.gz"
     if mark.exists():
         with gzip.open(mark, "rt") as f:
             extra["markPrice@1s"] = [
-                {"e": "markPriceUpdate", "E": int(r["event_time_ms"]), "s": symbol, "p": r["mark_price"],
-                 "i": r["index_price"], "P": r["est_settle_price"], "r": r["funding_rate"],
-                 "T": int(r["next_funding_time_ms"])}
+                {
+                    "e": "markPriceUpdate",
+                    "E": int(r["event_time_ms"]),
+                    "s": symbol,
+                    "p": r["mark_price"],
+                    "i": r["index_price"],
+                    "P": r["est_settle_price"],
+                    "r": r["funding_rate"],
+                    "T": int(r["next_funding_time_ms"]),
+                }
                 for r in csv.DictReader(f)
             ]
     return Capture(venue, symbol, usdm, snapshot, diffs, trades, extra)

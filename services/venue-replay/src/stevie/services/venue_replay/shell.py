@@ -72,10 +72,11 @@ class Replay:
         self.events: list[Event] = timeline(caps)
         self.clock = ReplayClock(self.events[0].ts_ns, settings.speed)
         self.session = 0
-        self.sent = Counter("venue_replay_messages_total", "WS messages sent", ["venue", "kind"],
-                            registry=ctx.registry)
-        self.dropped = Counter("venue_replay_slow_clients_total", "WS clients closed for being slow",
-                               ["venue"], registry=ctx.registry)
+        self._closing: set[asyncio.Future[bool]] = set()
+        self.sent = Counter("venue_replay_messages_total", "WS messages sent", ["venue", "kind"], registry=ctx.registry)
+        self.dropped = Counter(
+            "venue_replay_slow_clients_total", "WS clients closed for being slow", ["venue"], registry=ctx.registry
+        )
         self.sessions = Gauge("venue_replay_session", "Replay session number (loops)", registry=ctx.registry)
         for v in self.venues.values():
             v.reset()
@@ -83,7 +84,7 @@ class Replay:
     # -- pump -------------------------------------------------------------------------
     async def pump(self) -> None:
         while True:
-            self.ctx.log.info("replay_session", session=self.session, events=len(self.events))  # type: ignore[attr-defined]
+            self.ctx.log.info("replay_session", session=self.session, events=len(self.events))
             self.sessions.set(self.session)
             self.clock = ReplayClock(self.events[0].ts_ns, self.s.speed)
             for v in self.venues.values():
@@ -112,7 +113,9 @@ class Replay:
             except asyncio.QueueFull:
                 self.dropped.labels(venue.name).inc()
                 venue.clients.discard(client)
-                asyncio.ensure_future(client.ws.close(code=1008, message=b"slow client"))
+                task = asyncio.ensure_future(client.ws.close(code=1008, message=b"slow client"))
+                self._closing.add(task)
+                task.add_done_callback(self._closing.discard)
                 continue
             self.sent.labels(venue.name, ev.kind).inc()
 
@@ -129,10 +132,16 @@ class Replay:
         app.router.add_get(f"{prefix}/depth", lambda r: self.depth(venue, r))
         app.router.add_get(f"{prefix}/klines", lambda r: self.klines(venue, r))
         app.router.add_get(f"{prefix}/exchangeInfo", lambda r: self.info(venue))
-        app.router.add_get(f"{prefix}/time", lambda r: web.json_response({"serverTime": self.now_ms()}))
-        app.router.add_get(f"{prefix}/ping", lambda r: web.json_response({}))
+        app.router.add_get(f"{prefix}/time", self.server_time)
+        app.router.add_get(f"{prefix}/ping", self.ping)
         app.router.add_get("/stream", lambda r: self.stream(venue, r))
         return app
+
+    async def server_time(self, request: web.Request) -> web.Response:
+        return web.json_response({"serverTime": self.now_ms()})
+
+    async def ping(self, request: web.Request) -> web.Response:
+        return web.json_response({})
 
     def now_ms(self) -> int:
         return self.clock.now_ns() // MS
@@ -178,7 +187,7 @@ class Replay:
         except ValueError:
             return self._error(-1100, "Illegal characters found in a parameter.")
         rows = klines_from_trades(venue.captures[sym].trades, min(end, self.now_ms()))
-        rows = [r for r in rows if int(r[0]) >= start]  # type: ignore[call-overload]
+        rows = [r for r in rows if int(str(r[0])) >= start]
         return web.json_response(rows[:limit] if start else rows[-limit:])
 
     async def info(self, venue: Venue) -> web.Response:
@@ -214,7 +223,8 @@ class Replay:
 
 
 async def main(ctx: ServiceContext) -> None:
-    s: VenueReplaySettings = ctx.settings  # type: ignore[assignment]
+    s = ctx.settings
+    assert isinstance(s, VenueReplaySettings)
     replay = Replay(ctx, s)
     runners = []
     for venue, port in ((replay.venues["binance"], s.spot_port), (replay.venues["binance-usdm"], s.usdm_port)):
@@ -222,7 +232,7 @@ async def main(ctx: ServiceContext) -> None:
         await runner.setup()
         await web.TCPSite(runner, s.host, port).start()
         runners.append(runner)
-        ctx.log.info("venue_listening", venue=venue.name, port=port)  # type: ignore[attr-defined]
+        ctx.log.info("venue_listening", venue=venue.name, port=port)
     try:
         await replay.pump()
         await asyncio.Event().wait()
