@@ -99,7 +99,7 @@ def test_smile_matches_deribit_published_deltas(name):
     for r in rows:
         by_exp.setdefault(int(r["expiration_timestamp_ms"]), []).append(r)
     compared = 0
-    for exp, rs in sorted(by_exp.items()):
+    for _exp, rs in sorted(by_exp.items()):
         fwd = float(np.median([float(r["underlying_price"]) for r in rs]))
         quotes = o.chain_quotes(_chain_rows(rs))
         if quotes[0].tenor_years < 3 / 365:
