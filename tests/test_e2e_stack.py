@@ -35,6 +35,20 @@ def get(port: int, path: str) -> tuple[int, dict]:
         return e.code, json.loads(e.read())
 
 
+def post(port: int, path: str, body: dict) -> tuple[int, dict]:
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=15) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
 def text(port: int, path: str) -> str:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
         return r.read().decode()
@@ -91,7 +105,7 @@ def test_stack_boots_serves_correct_books_and_recovers(stack):
     def healthy():
         status, h = get(port, "/api/health")
         ok = status == 200 and all(s["up"] for s in h["services"].values()) and h["db"]["latencyMs"] is not None
-        return h if ok and len(h["services"]) == 3 else None
+        return h if ok and len(h["services"]) == 4 else None
 
     health = wait_for(healthy, 60, "every service up")
     boot_s = time.monotonic() - t0
@@ -112,6 +126,35 @@ def test_stack_boots_serves_correct_books_and_recovers(stack):
     assert get(port, "/api/l2/kraken/BTCUSDT")[0] == 404
     assert get(port, "/api/l2/binance/BTCUSDT?depth=0")[0] == 400
     assert get(port, "/api/openapi.json")[1]["openapi"].startswith("3.")
+
+    # Quant routes answer real numbers (vol history comes from the venue's klines endpoint).
+    def forecast():
+        status, body = get(port, "/api/vol/forecast/BTCUSDT?h=60")
+        return body if status == 200 else None
+
+    fc = wait_for(forecast, 60, "vol forecast")
+    assert 0 < fc["sigmaHAR"] < 0.05 and 0 < fc["sigmaGARCH"] < 0.05 and fc["h"] == 60
+    chain = {
+        "chain": [
+            {"k": 0.9, "tenor": "7d", "type": "call", "iv": 0.6},
+            {"k": 1.1, "tenor": "7d", "type": "put", "iv": 0.7},
+        ]
+    }
+    assert post(port, "/api/options/chain/BTCUSDT", chain)[0] == 200
+    status, smile = get(port, "/api/options/smile/BTCUSDT")
+    assert status == 200 and smile["rr25"] > 0 and smile["fly25"] == 0 and smile["iv_term_slope"] is None
+    assert "iv_term_slope" in smile["reasons"]
+    status, pf = post(
+        port, "/api/portfolio/optimize", {"symbols": ["BTCUSDT", "ETHUSDT"], "cvarBudget": 0.05, "volTarget": 0.02}
+    )
+    assert status == 200 and sum(pf["weights"].values()) <= 1 + 1e-6
+    assert sum(pf["weights"][s] * pf["cvar"][s] for s in pf["weights"]) <= 0.05 + 1e-9
+    assert (
+        post(port, "/api/options/chain/BTCUSDT", {"chain": [{"k": 0.9, "tenor": "7q", "type": "call", "iv": 0.6}]})[0]
+        == 400
+    )
+    assert post(port, "/api/portfolio/optimize", {"symbols": ["NOPE"], "cvarBudget": 0.05})[0] == 404
+    assert get(port, "/api/vol/forecast/BTCUSDT?h=-5")[0] == 400
 
     # Kill the venue: books must stop being served as LIVE, then recover correctly.
     replay_pid = health["services"]["venue-replay"]["pid"]

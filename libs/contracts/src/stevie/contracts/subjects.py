@@ -57,6 +57,11 @@ def dlq(root: str, service: str) -> str:
     return _join(root, "dlq", service)
 
 
+def rpc(root: str, service: str, method: str) -> str:
+    """Request/reply endpoint ``method`` of ``service`` (queue group = the service name)."""
+    return _join(root, "rpc", service, method)
+
+
 def all_subjects(root: str) -> dict[str, str]:
     """Every subject pattern, for ``stevie subjects``."""
     return {
@@ -66,4 +71,5 @@ def all_subjects(root: str) -> dict[str, str]:
         "1m bars": md_bar(root, ANY, ANY),
         "heartbeats": heartbeat(root, ANY),
         "dead letters": dlq(root, ANY),
+        "rpc endpoints": rpc(root, ANY, ANY),
     }

@@ -10,6 +10,10 @@ class QuantInputError(ValueError):
     """An argument is empty, too short, non-finite, out of range or of the wrong shape."""
 
 
+class NotFitted(RuntimeError):
+    """A model was asked for a forecast before it was fitted (e.g. history still loading)."""
+
+
 def finite_1d(name: str, x: object, min_len: int = 1) -> np.ndarray:
     """``x`` as a finite float64 1-d array of at least ``min_len`` items, else QuantInputError."""
     try:

@@ -73,7 +73,7 @@ def optimize(
     """Maximise expected return under the CVaR budget, the vol target and the bounds.
 
     ``returns`` (T, N). Raises QuantInputError on bad input; RuntimeError if the solver fails.
-    Weights are zero-clipped at 1e-10 (solver noise)."""
+    Weights below 1e-7 are set to 0 (solver noise)."""
     r = _returns_2d(returns)
     if not (np.isfinite(cvar_budget) and cvar_budget >= 0):
         raise QuantInputError(f"cvar_budget must be >= 0, got {cvar_budget}")
@@ -93,7 +93,7 @@ def optimize(
     prob.solve(solver=cp.CLARABEL)
     if w.value is None or prob.status not in ("optimal", "optimal_inaccurate"):
         raise RuntimeError(f"portfolio optimisation failed: {prob.status}")
-    weights = np.where(np.abs(w.value) < 1e-10, 0.0, w.value)
+    weights = np.where(np.abs(w.value) < 1e-7, 0.0, w.value)
     port = r @ weights
     _, pcvar = var_cvar(port, alpha)
     sig = r.std(axis=0, ddof=1)

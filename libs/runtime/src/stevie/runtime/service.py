@@ -13,7 +13,9 @@ import signal
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
+import msgspec
 import stamina
 from nats.errors import NoServersError
 from prometheus_client import CollectorRegistry
@@ -21,10 +23,13 @@ from structlog.typing import FilteringBoundLogger
 
 from stevie.bus import Bus, Msg, NatsBus
 from stevie.contracts import Heartbeat, StreamStatus, encode, subjects
+from stevie.contracts.rpc import RpcError
 from stevie.runtime.clock import Clock, LiveClock
 from stevie.runtime.logs import configure_logging, get_logger
 from stevie.runtime.metrics import exposition, new_registry
 from stevie.runtime.settings import CommonSettings, describe, load_settings
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -50,6 +55,30 @@ class ServiceContext:
             subjects.dlq(self.settings.subject_root, self.name),
             msg.data,
             {"Stevie-Error": str(error)[:200], "Stevie-Subject": msg.subject},
+        )
+
+    async def serve_rpc(self, method: str, request_type: type[T], handler: Callable[[T], msgspec.Struct]) -> None:
+        """Answer ``{root}.rpc.{service}.{method}`` (queue group = service name): decode the
+        request, call ``handler``, reply with its Struct or an ``RpcError`` — 400 for an
+        undecodable request or ``QuantInputError``/``ValueError``, 404 for ``KeyError``, 503 for
+        ``RuntimeError`` (model not fitted yet, solver failure)."""
+        decoder = msgspec.json.Decoder(request_type)
+
+        async def on_request(msg: Msg) -> None:
+            try:
+                reply: msgspec.Struct = handler(decoder.decode(msg.data))
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                reply = RpcError(400, "bad_request", str(exc))
+            except KeyError as exc:
+                reply = RpcError(404, "not_found", str(exc).strip("'\""))
+            except ValueError as exc:
+                reply = RpcError(400, "bad_input", str(exc))
+            except RuntimeError as exc:  # not fitted yet, solver failure: try again later
+                reply = RpcError(503, "unavailable", str(exc))
+            await self.bus.respond(msg, encode(reply))
+
+        await self.bus.subscribe(
+            subjects.rpc(self.settings.subject_root, self.name, method), on_request, queue=self.name
         )
 
 

@@ -17,10 +17,11 @@ class GatewaySettings(CommonSettings, frozen=True, kw_only=True, forbid_unknown_
     port: int = 5000
     venues: list[str] = msgspec.field(default_factory=lambda: ["binance", "binance-usdm"])
     symbols: list[str] = msgspec.field(default_factory=lambda: ["BTCUSDT", "ETHUSDT"])
-    services: list[str] = msgspec.field(default_factory=lambda: ["venue-replay", "book-maintainer", "gateway"])
+    services: list[str] = msgspec.field(default_factory=lambda: ["venue-replay", "book-maintainer", "vol", "gateway"])
     liveness_s: float = 5.0
     book_stale_s: float = 5.0
     max_depth: int = 20
+    rpc_timeout_s: float = 10.0
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import msgspec
@@ -14,7 +14,8 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 
 from stevie.bus import Msg, NatsBus
-from stevie.contracts import BookStatus, BookTopK, Heartbeat, decoder_for, subjects
+from stevie.contracts import BookStatus, BookTopK, Heartbeat, decoder_for, encode, subjects
+from stevie.contracts.rpc import OptionsChainRequest, PortfolioRequest, RpcError, SmileRequest, VolForecastRequest
 from stevie.runtime.metrics import MergedTextCollector, new_registry
 from stevie.runtime.service import ServiceContext, ServiceSpec
 from stevie.services.gateway import api
@@ -22,6 +23,7 @@ from stevie.services.gateway.core import NotFound, View, health
 from stevie.services.gateway.settings import GatewaySettings
 from stevie.store import connect_pool
 
+T = TypeVar("T")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _enc = msgspec.json.Encoder()
 
@@ -53,6 +55,7 @@ class Gateway:
         self.pool: asyncpg.Pool | None = None
         self.requests = Counter("gateway_requests_total", "HTTP requests", ["route", "status"], registry=ctx.registry)
         self.dlq = Counter("gateway_dlq_total", "Undecodable bus messages", ["subject"], registry=ctx.registry)
+        self._rpc_reply = msgspec.json.Decoder(RpcError)
         self.metrics_registry = new_registry()
         others = MergedTextCollector(lambda: self.view.metrics_texts(time.time_ns(), exclude=ctx.name))
         self.metrics_registry.register(others)
@@ -88,7 +91,54 @@ class Gateway:
         app.router.add_get("/api/ws/status", self.ws_status)
         app.router.add_get("/api/openapi.json", self.openapi)
         app.router.add_get("/metrics", self.metrics)
+        app.router.add_get("/api/vol/forecast/{symbol}", self.vol_forecast)
+        app.router.add_post("/api/options/chain/{symbol}", self.options_chain)
+        app.router.add_get("/api/options/smile/{symbol}", self.options_smile)
+        app.router.add_post("/api/portfolio/optimize", self.portfolio)
         return app
+
+    # -- routes answered by services over request/reply ---------------------------------
+    async def forward(self, service: str, method: str, req: msgspec.Struct) -> web.Response:
+        """Send ``req`` to ``{service}.{method}``; the reply (or its RpcError) becomes JSON.
+        A service that does not answer in time → 503 ``service_unavailable``."""
+        subject = subjects.rpc(self.s.subject_root, service, method)
+        try:
+            msg = await self.ctx.bus.request(subject, encode(req), timeout_s=self.s.rpc_timeout_s)
+        except TimeoutError:
+            return error(503, "service_unavailable", f"{service} did not answer {method} in {self.s.rpc_timeout_s} s")
+        try:
+            reply = self._rpc_reply.decode(msg.data)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return json_response(msgspec.json.decode(msg.data))
+        return error(reply.status, reply.error, reply.detail)
+
+    async def _body(self, request: web.Request, tp: type[T], **extra: object) -> T | web.Response:
+        try:
+            raw = await request.read()
+            obj = msgspec.json.decode(raw or b"{}")
+            if not isinstance(obj, dict):
+                return error(400, "bad_request", "the body must be a JSON object")
+            obj.update(extra)
+            return msgspec.convert(obj, tp)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            return error(400, "bad_request", str(exc))
+
+    async def vol_forecast(self, request: web.Request) -> web.Response:
+        raw = request.query.get("h", "60")
+        if not raw.isdigit():
+            return error(400, "bad_parameter", f"h must be a positive integer number of minutes, got {raw!r}")
+        return await self.forward("vol", "forecast", VolForecastRequest(request.match_info["symbol"].upper(), int(raw)))
+
+    async def options_chain(self, request: web.Request) -> web.Response:
+        req = await self._body(request, OptionsChainRequest, symbol=request.match_info["symbol"].upper())
+        return req if isinstance(req, web.Response) else await self.forward("vol", "options_chain", req)
+
+    async def options_smile(self, request: web.Request) -> web.Response:
+        return await self.forward("vol", "options_smile", SmileRequest(request.match_info["symbol"].upper()))
+
+    async def portfolio(self, request: web.Request) -> web.Response:
+        req = await self._body(request, PortfolioRequest)
+        return req if isinstance(req, web.Response) else await self.forward("vol", "portfolio", req)
 
     async def l2(self, request: web.Request) -> web.Response:
         venue, symbol = request.match_info["venue"].lower(), request.match_info["symbol"].upper()

@@ -86,3 +86,31 @@ def load_capture(venue: str, symbol: str, folder: Path) -> Capture:
                 for r in csv.DictReader(f)
             ]
     return Capture(venue, symbol, usdm, snapshot, diffs, trades, extra)
+
+
+def load_kline_history(data_dir: Path) -> dict[str, list[list[object]]]:
+    """USD-M 1-minute kline history per symbol, as Binance kline rows (strings kept verbatim):
+    ``[openTime, open, high, low, close, volume, closeTime, "0", 0, "0", "0", "0"]``
+    (the recorded files carry no quote volume or trade count)."""
+    out: dict[str, list[list[object]]] = {}
+    for f in sorted((data_dir / "binance" / "usdm" / "klines_1m").glob("*.csv.gz")):
+        with gzip.open(f, "rt") as fh:
+            rows = [
+                [
+                    int(r["open_time_ms"]),
+                    r["open"],
+                    r["high"],
+                    r["low"],
+                    r["close"],
+                    r["volume"],
+                    int(r["open_time_ms"]) + 59_999,
+                    "0",
+                    0,
+                    "0",
+                    "0",
+                    "0",
+                ]
+                for r in csv.DictReader(fh)
+            ]
+        out[f.name.split(".")[0]] = rows
+    return out

@@ -186,3 +186,17 @@ def klines_from_trades(trades: list[dict[str, Any]], until_ms: int, interval_ms:
         k.quote += px * qty
         k.n += 1
     return [k.row(interval_ms) for k in out]
+
+
+DAY_MS = 86_400_000
+
+
+def reanchor(rows: list[list[object]], origin_ms: int) -> list[list[object]]:
+    """Shift kline rows by a whole number of days so the last bar closes at or before
+    ``origin_ms`` (the replay start): recorded history then precedes the replayed window,
+    time-of-day is kept and values are unchanged."""
+    if not rows:
+        return []
+    last_close = int(str(rows[-1][6])) + 1
+    shift = -((last_close - origin_ms + DAY_MS - 1) // DAY_MS) * DAY_MS
+    return [[int(str(r[0])) + shift, *r[1:6], int(str(r[6])) + shift, *r[7:]] for r in rows]

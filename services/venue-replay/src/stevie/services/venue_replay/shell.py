@@ -10,24 +10,27 @@ At the end of the capture with ``loop`` on, every socket is closed and a new ses
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from aiohttp import WSMsgType, web
 from prometheus_client import Counter, Gauge
 
 from stevie.runtime.clock import ReplayClock
 from stevie.runtime.service import ServiceContext, ServiceSpec
-from stevie.services.venue_replay.captures import Capture, capture_dirs, load_capture
+from stevie.services.venue_replay.captures import Capture, capture_dirs, load_capture, load_kline_history
 from stevie.services.venue_replay.core import (
     MS,
     Event,
     ReplayBook,
     exchange_info,
     klines_from_trades,
+    reanchor,
     stream_kind,
     timeline,
     wire_payload,
@@ -51,6 +54,7 @@ class Venue:
     name: str
     usdm: bool
     captures: dict[str, Capture]
+    history: dict[str, list[list[Any]]] = field(default_factory=dict)
     books: dict[str, ReplayBook] = field(default_factory=dict)
     clients: set[_Client] = field(default_factory=set)
 
@@ -70,6 +74,9 @@ class Replay:
             for name in ("binance", "binance-usdm")
         }
         self.events: list[Event] = timeline(caps)
+        origin_ms = self.events[0].ts_ns // MS
+        for sym, rows in load_kline_history(Path(settings.data_dir)).items():
+            self.venues["binance-usdm"].history[sym] = reanchor(rows, origin_ms)
         self.clock = ReplayClock(self.events[0].ts_ns, settings.speed)
         self.session = 0
         self._closing: set[asyncio.Future[bool]] = set()
@@ -150,11 +157,11 @@ class Replay:
     def _error(code: int, msg: str, status: int = 400) -> web.Response:
         return web.json_response({"code": code, "msg": msg}, status=status)
 
-    def _symbol(self, venue: Venue, request: web.Request) -> str | web.Response:
+    def _symbol(self, venue: Venue, request: web.Request, klines: bool = False) -> str | web.Response:
         sym = request.query.get("symbol", "").upper()
         if not sym:
             return self._error(-1102, "Mandatory parameter 'symbol' was not sent, was empty/null, or malformed.")
-        if sym not in venue.captures:
+        if sym not in venue.captures and not (klines and sym in venue.history):
             return self._error(-1121, "Invalid symbol.")
         return sym
 
@@ -175,7 +182,7 @@ class Replay:
         return web.json_response(body)
 
     async def klines(self, venue: Venue, request: web.Request) -> web.Response:
-        sym = self._symbol(venue, request)
+        sym = self._symbol(venue, request, klines=True)
         if isinstance(sym, web.Response):
             return sym
         if request.query.get("interval", "") != "1m":
@@ -186,8 +193,12 @@ class Replay:
             end = int(request.query.get("endTime", str(self.now_ms())))
         except ValueError:
             return self._error(-1100, "Illegal characters found in a parameter.")
-        rows = klines_from_trades(venue.captures[sym].trades, min(end, self.now_ms()))
-        rows = [r for r in rows if int(str(r[0])) >= start]
+        cap = venue.captures.get(sym)
+        live = klines_from_trades(cap.trades, min(end, self.now_ms())) if cap else []
+        hist = venue.history.get(sym, [])
+        lo = bisect.bisect_left(hist, start, key=lambda r: r[0])
+        hi = bisect.bisect_right(hist, end, key=lambda r: r[0])
+        rows = hist[lo:hi] + [r for r in live if start <= int(str(r[0])) <= end]
         return web.json_response(rows[:limit] if start else rows[-limit:])
 
     async def info(self, venue: Venue) -> web.Response:

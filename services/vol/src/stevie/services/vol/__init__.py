@@ -1,0 +1,1 @@
+"""vol: volatility forecasts (HAR-RV, GARCH), option smiles and portfolio CVaR allocation."""
