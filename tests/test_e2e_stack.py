@@ -105,7 +105,7 @@ def test_stack_boots_serves_correct_books_and_recovers(stack):
     def healthy():
         status, h = get(port, "/api/health")
         ok = status == 200 and all(s["up"] for s in h["services"].values()) and h["db"]["latencyMs"] is not None
-        return h if ok and len(h["services"]) == 4 else None
+        return h if ok and len(h["services"]) == 5 else None
 
     health = wait_for(healthy, 60, "every service up")
     boot_s = time.monotonic() - t0
@@ -126,6 +126,14 @@ def test_stack_boots_serves_correct_books_and_recovers(stack):
     assert get(port, "/api/l2/kraken/BTCUSDT")[0] == 404
     assert get(port, "/api/l2/binance/BTCUSDT?depth=0")[0] == 400
     assert get(port, "/api/openapi.json")[1]["openapi"].startswith("3.")
+
+    def micro():
+        status, body = get(port, "/api/microstructure/BTCUSDT?venue=binance-usdm")
+        return body if status == 200 and body["obi"] is not None else None
+
+    m = wait_for(micro, 20, "microstructure features")
+    assert -1 <= m["obi"] <= 1 and -1 <= m["ti"] <= 1 and m["spread_bps"] > 0 and m["micro_vol"] >= 0
+    assert get(port, "/api/microstructure/DOGEUSDT")[0] == 404
 
     # Quant routes answer real numbers (vol history comes from the venue's klines endpoint).
     def forecast():

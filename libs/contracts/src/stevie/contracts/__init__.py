@@ -15,6 +15,7 @@ from stevie.contracts.market import (
     DepthSnapshot,
     Level,
     MarketKind,
+    MicroFeatures,
     Trade,
 )
 from stevie.contracts.service import Heartbeat, StreamStatus
@@ -29,6 +30,7 @@ __all__ = [
     "Heartbeat",
     "Level",
     "MarketKind",
+    "MicroFeatures",
     "StreamStatus",
     "Trade",
     "decoder_for",

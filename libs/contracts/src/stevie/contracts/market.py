@@ -122,3 +122,20 @@ class Bar(msgspec.Struct, frozen=True, kw_only=True, tag=True):
     trades: int
     ts_event_ns: int
     ts_init_ns: int
+
+
+class MicroFeatures(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    """Rolling microstructure features of one venue+symbol at a book update (event time).
+    obi, ti ∈ [−1, 1]; spread_bps and micro_vol_bps in basis points; cancel_rate in base
+    units per second; mid in quote units."""
+
+    venue: str
+    symbol: str
+    obi: float
+    ti: float
+    spread_bps: float
+    micro_vol_bps: float
+    cancel_rate: float
+    mid: float
+    ts_event_ns: int
+    ts_init_ns: int

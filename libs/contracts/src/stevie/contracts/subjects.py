@@ -47,6 +47,11 @@ def md_bar(root: str, venue: str, symbol: str) -> str:
     return _join(root, "md", "bar", venue, symbol)
 
 
+def feat_micro(root: str, venue: str, symbol: str) -> str:
+    """Microstructure features (MicroFeatures)."""
+    return _join(root, "feat", "micro", venue, symbol)
+
+
 def heartbeat(root: str, service: str) -> str:
     """Service heartbeats (Heartbeat)."""
     return _join(root, "svc", "heartbeat", service)
@@ -69,6 +74,7 @@ def all_subjects(root: str) -> dict[str, str]:
         "book status": md_status(root, ANY, ANY),
         "trades": md_trade(root, ANY, ANY),
         "1m bars": md_bar(root, ANY, ANY),
+        "microstructure features": feat_micro(root, ANY, ANY),
         "heartbeats": heartbeat(root, ANY),
         "dead letters": dlq(root, ANY),
         "rpc endpoints": rpc(root, ANY, ANY),

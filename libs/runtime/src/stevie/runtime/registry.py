@@ -6,7 +6,7 @@ import importlib
 
 from stevie.runtime.service import ServiceSpec
 
-SERVICES: tuple[str, ...] = ("venue-replay", "book-maintainer", "vol", "gateway")
+SERVICES: tuple[str, ...] = ("venue-replay", "book-maintainer", "features", "vol", "gateway")
 
 
 def load_spec(name: str) -> ServiceSpec:

@@ -29,6 +29,21 @@ class L2Response(msgspec.Struct, frozen=True):
     state: str
 
 
+class MicrostructureResponse(msgspec.Struct, frozen=True):
+    """Latest rolling features of a LIVE book (nulls while there is none): obi, ti ∈ [−1, 1];
+    spread_bps, micro_vol (realised over the window) in bps; cancel_rate in base units/s;
+    ``ts`` event time in ms."""
+
+    symbol: str
+    venue: str
+    obi: float | None
+    ti: float | None
+    spread_bps: float | None
+    micro_vol: float | None
+    cancel_rate: float | None
+    ts: int | None
+
+
 class ServiceHealth(msgspec.Struct, frozen=True):
     up: bool
     lastBeatAgoMs: float | None
@@ -74,6 +89,7 @@ ROUTES: list[tuple[str, str, str, type]] = [
     ("get", "/api/health", "Liveness of every service, database latency, NATS connection", HealthResponse),
     ("get", "/api/l2/{venue}/{symbol}", "Top-k L2 book (query: depth, 1..20)", L2Response),
     ("get", "/api/ws/status", "Venue WebSocket streams", WsStatusResponse),
+    ("get", "/api/microstructure/{symbol}", "Microstructure features (query: venue)", MicrostructureResponse),
 ]
 
 

@@ -6,11 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from stevie.contracts import BookState, BookStatus, BookTopK, Heartbeat
+from stevie.contracts import BookState, BookStatus, BookTopK, Heartbeat, MicroFeatures
 from stevie.services.gateway.api import (
     DbHealth,
     HealthResponse,
     L2Response,
+    MicrostructureResponse,
     NatsHealth,
     ServiceHealth,
     StreamStatusView,
@@ -43,6 +44,22 @@ class View:
     liveness_ns: int
     books: dict[tuple[str, str], _Book] = field(default_factory=dict)
     beats: dict[str, tuple[Heartbeat, int]] = field(default_factory=dict)
+    micro: dict[tuple[str, str], MicroFeatures] = field(default_factory=dict)
+
+    def on_micro(self, f: MicroFeatures, now_ns: int) -> None:
+        self.micro[(f.venue, f.symbol)] = f
+
+    def microstructure(self, venue: str, symbol: str) -> MicrostructureResponse:
+        """Latest features while the book is LIVE. Raises NotFound for an unknown book."""
+        if (venue, symbol) not in self.known:
+            raise NotFound(f"{venue}/{symbol}")
+        f = self.micro.get((venue, symbol))
+        book = self.books.get((venue, symbol))
+        if f is None or book is None or book.state is not BookState.LIVE:
+            return MicrostructureResponse(symbol, venue, None, None, None, None, None, None)
+        return MicrostructureResponse(
+            symbol, venue, f.obi, f.ti, f.spread_bps, f.micro_vol_bps, f.cancel_rate, f.ts_event_ns // MS
+        )
 
     def on_book(self, top: BookTopK, now_ns: int) -> None:
         b = self.books.setdefault((top.venue, top.symbol), _Book())

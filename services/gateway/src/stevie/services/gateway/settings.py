@@ -17,7 +17,9 @@ class GatewaySettings(CommonSettings, frozen=True, kw_only=True, forbid_unknown_
     port: int = 5000
     venues: list[str] = msgspec.field(default_factory=lambda: ["binance", "binance-usdm"])
     symbols: list[str] = msgspec.field(default_factory=lambda: ["BTCUSDT", "ETHUSDT"])
-    services: list[str] = msgspec.field(default_factory=lambda: ["venue-replay", "book-maintainer", "vol", "gateway"])
+    services: list[str] = msgspec.field(
+        default_factory=lambda: ["venue-replay", "book-maintainer", "features", "vol", "gateway"]
+    )
     liveness_s: float = 5.0
     book_stale_s: float = 5.0
     max_depth: int = 20

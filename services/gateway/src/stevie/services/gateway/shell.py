@@ -14,7 +14,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 
 from stevie.bus import Msg, NatsBus
-from stevie.contracts import BookStatus, BookTopK, Heartbeat, decoder_for, encode, subjects
+from stevie.contracts import BookStatus, BookTopK, Heartbeat, MicroFeatures, decoder_for, encode, subjects
 from stevie.contracts.rpc import OptionsChainRequest, PortfolioRequest, RpcError, SmileRequest, VolForecastRequest
 from stevie.runtime.metrics import MergedTextCollector, new_registry
 from stevie.runtime.service import ServiceContext, ServiceSpec
@@ -67,6 +67,7 @@ class Gateway:
             (subjects.md_book(root, "*", "*"), BookTopK, self.view.on_book),
             (subjects.md_status(root, "*", "*"), BookStatus, self.view.on_status),
             (subjects.heartbeat(root, "*"), Heartbeat, self.view.on_heartbeat),
+            (subjects.feat_micro(root, "*", "*"), MicroFeatures, self.view.on_micro),
         ):
             await self.ctx.bus.subscribe(subject, self._handler(tp, on))
 
@@ -91,6 +92,7 @@ class Gateway:
         app.router.add_get("/api/ws/status", self.ws_status)
         app.router.add_get("/api/openapi.json", self.openapi)
         app.router.add_get("/metrics", self.metrics)
+        app.router.add_get("/api/microstructure/{symbol}", self.microstructure)
         app.router.add_get("/api/vol/forecast/{symbol}", self.vol_forecast)
         app.router.add_post("/api/options/chain/{symbol}", self.options_chain)
         app.router.add_get("/api/options/smile/{symbol}", self.options_smile)
@@ -155,6 +157,13 @@ class Gateway:
                 + ", ".join(f"{v}/{s}" for v, s in sorted(self.view.known)),
             )
         return json_response(body)
+
+    async def microstructure(self, request: web.Request) -> web.Response:
+        venue, symbol = request.query.get("venue", "binance").lower(), request.match_info["symbol"].upper()
+        try:
+            return json_response(self.view.microstructure(venue, symbol))
+        except NotFound:
+            return error(404, "unknown_book", f"no features for venue {venue!r} symbol {symbol!r}")
 
     async def _db_latency(self) -> tuple[float | None, str]:
         if not self.s.database_url:

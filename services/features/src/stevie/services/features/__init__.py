@@ -1,0 +1,1 @@
+"""features: rolling microstructure features per venue+symbol from books and trades."""
