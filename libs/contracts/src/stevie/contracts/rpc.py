@@ -102,3 +102,91 @@ class PortfolioResult(msgspec.Struct, frozen=True, tag=True):
     portfolioCvar: float
     bars: int
     status: str
+
+
+# -- budgeter ---------------------------------------------------------------------------
+
+
+class GrantRequest(msgspec.Struct, frozen=True, tag=True, forbid_unknown_fields=True):
+    """Ask to spend ``weight`` of ``provider``'s request budget; ``alternatives`` are other
+    providers that can serve the same data (the cheapest viable one is used if needed)."""
+
+    provider: str
+    weight: int = 1
+    caller: str = ""
+    alternatives: list[str] = []
+
+
+class Grant(msgspec.Struct, frozen=True, tag=True):
+    """decision: ``grant`` (go, on ``provider``), ``defer`` (retry after ``retryAfterMs``) or
+    ``deny`` (never fits: ``reason``)."""
+
+    decision: str
+    provider: str
+    retryAfterMs: int = 0
+    reason: str = ""
+
+
+class BudgetStatusRequest(msgspec.Struct, frozen=True, tag=True):
+    pass
+
+
+class ProviderBudget(msgspec.Struct, frozen=True):
+    provider: str
+    calls: int
+    weightUsed: int
+    weightLimit: int
+    rateRemaining: int
+    cost: float
+    deferred: int
+    denied: int
+    resetAt: int  # ms since epoch (wall)
+
+
+class BudgetStatus(msgspec.Struct, frozen=True, tag=True):
+    providers: list[ProviderBudget]
+
+
+# -- risk guards ------------------------------------------------------------------------
+
+
+class OrderCheck(msgspec.Struct, frozen=True, tag=True, forbid_unknown_fields=True):
+    """A proposed paper order with the exposure it would leave. side +1 buy / −1 sell; size in
+    base units; price, mid and notionals in quote units; book_age_ms since the last update."""
+
+    venue: str
+    symbol: str
+    side: int
+    size: float
+    price: float
+    mid: float
+    book_state: str
+    book_age_ms: float
+    position_after_quote: float
+    gross_after_quote: float
+    equity_quote: float
+    ts_ns: int
+
+
+class GuardDecision(msgspec.Struct, frozen=True, tag=True):
+    """``blocked`` with the first guard that failed as ``reason`` (empty when allowed)."""
+
+    blocked: bool
+    reason: str = ""
+
+
+class GuardsStateRequest(msgspec.Struct, frozen=True, tag=True):
+    pass
+
+
+class KillRequest(msgspec.Struct, frozen=True, tag=True, forbid_unknown_fields=True):
+    on: bool
+
+
+class GuardsState(msgspec.Struct, frozen=True, tag=True):
+    limits: dict[str, float]
+    usage: dict[str, float]
+    ordersLastMin: dict[str, int]
+    breaker: dict[str, float | bool | None]
+    killSwitch: bool
+    blocked: dict[str, int]

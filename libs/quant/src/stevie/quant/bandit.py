@@ -92,8 +92,14 @@ class LinearTS:
         i = int(np.argmax(sampled))
         draws = means[None, :] + sds[None, :] * rng.standard_normal((self.mc, len(self.arms)))
         propensity = float(np.mean(np.argmax(draws, axis=1) == i))
-        return Choice(self.arms[i], float(sampled[i]), float(sampled[i] - means[i]), max(propensity, 1.0 / self.mc),
-                      float(sds[i]), dict(zip(self.arms, map(float, sampled), strict=True)))
+        return Choice(
+            self.arms[i],
+            float(sampled[i]),
+            float(sampled[i] - means[i]),
+            max(propensity, 1.0 / self.mc),
+            float(sds[i]),
+            dict(zip(self.arms, map(float, sampled), strict=True)),
+        )
 
     def update(self, arm: str, reward: float, context: object) -> ArmPosterior:
         """Bayesian update of ``arm`` with (context, reward). Raises KeyError for an unknown arm."""

@@ -6,7 +6,15 @@ import importlib
 
 from stevie.runtime.service import ServiceSpec
 
-SERVICES: tuple[str, ...] = ("venue-replay", "book-maintainer", "features", "vol", "gateway")
+SERVICES: tuple[str, ...] = (
+    "budgeter",
+    "venue-replay",
+    "book-maintainer",
+    "features",
+    "vol",
+    "risk-guards",
+    "gateway",
+)
 
 
 def load_spec(name: str) -> ServiceSpec:

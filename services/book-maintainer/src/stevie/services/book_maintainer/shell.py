@@ -20,6 +20,7 @@ from prometheus_client import Counter, Gauge
 
 from stevie.bus import Msg
 from stevie.contracts import BookTopK, StreamStatus, encode, subjects
+from stevie.runtime.budget import acquire
 from stevie.runtime.service import ServiceContext, ServiceSpec
 from stevie.services.book_maintainer import binance
 from stevie.services.book_maintainer.bars import BarBuilder
@@ -29,6 +30,16 @@ from stevie.store import connect_pool, insert_bar, insert_resync, migrate
 
 _OVERFLOW = object()
 RESYNC_REASONS = ("gap", "crossed", "stale_run", "overflow", "disconnect")
+
+
+def depth_weight(venue: str, limit: int) -> int:
+    """Request weight of a depth snapshot (Binance REST docs: spot 5/25/50/250 and USD-M
+    2/5/10/20 for limits up to 100/500/1000/5000)."""
+    tiers = (2, 5, 10, 20) if venue == "binance-usdm" else (5, 25, 50, 250)
+    for bound, w in zip((100, 500, 1000, 5000), tiers, strict=True):
+        if limit <= bound:
+            return w
+    return tiers[-1]
 
 
 class VenueUnavailable(Exception):
@@ -168,6 +179,9 @@ class BookMaintainer:
 
     async def fetch_snapshot(self, st: VenueStream, symbol: str) -> None:
         try:
+            await acquire(
+                self.ctx.bus, self.root, st.venue, depth_weight(st.venue, self.s.snapshot_limit), self.ctx.name
+            )
             raw = await self._get_depth(st.venue, symbol)
             snap = binance.to_snapshot(st.venue, symbol, binance.snapshot_decoder.decode(raw), self.ctx.clock.now_ns())
         except (TimeoutError, aiohttp.ClientError, VenueUnavailable, msgspec.DecodeError) as exc:

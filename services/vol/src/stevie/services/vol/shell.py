@@ -22,6 +22,7 @@ from stevie.contracts.rpc import (
     VolForecastRequest,
 )
 from stevie.quant.errors import QuantInputError
+from stevie.runtime.budget import acquire
 from stevie.runtime.service import ServiceContext, ServiceSpec
 from stevie.services.vol.core import OptionsDesk, SymbolVol, allocate
 from stevie.services.vol.settings import VolSettings
@@ -54,11 +55,19 @@ class Vol:
             return _klines.decode(await r.read())
 
     async def load_history(self, symbol: str) -> None:
-        """Page through the klines endpoint from the oldest bar, then fit."""
+        """Page through the klines endpoint from the oldest bar (each page granted by the
+        budgeter: Binance weight 10 on USD-M, 2 on spot for 1500 bars), then fit."""
         times: list[int] = []
         closes: list[float] = []
         start = 1
         while len(times) < self.s.history_bars:
+            await acquire(
+                self.ctx.bus,
+                self.s.subject_root,
+                self.s.venue,
+                10 if self.s.venue == "binance-usdm" else 2,
+                self.ctx.name,
+            )
             rows = await self._get(symbol, start)
             rows = [r for r in rows if not times or r[0] > times[-1]]
             if not rows:

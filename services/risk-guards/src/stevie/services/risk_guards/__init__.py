@@ -1,0 +1,1 @@
+"""risk-guards: pre-trade checks on every paper order."""
