@@ -10,24 +10,46 @@ from stevie.services.risk_guards.core import RiskGuards
 from stevie.services.risk_guards.settings import RiskGuardsSettings
 
 S = 1_000_000_000
-LIMITS = RiskGuardsSettings(global_notional_cap_quote=1000, symbol_notional_cap_quote=600, max_order_notional_quote=500,
-                            orders_per_min=3, collar_bps=50, max_drawdown_quote=100, breaker_reset_s=60,
-                            stale_book_ms=2000)
+LIMITS = RiskGuardsSettings(
+    global_notional_cap_quote=1000,
+    symbol_notional_cap_quote=600,
+    max_order_notional_quote=500,
+    orders_per_min=3,
+    collar_bps=50,
+    max_drawdown_quote=100,
+    breaker_reset_s=60,
+    stale_book_ms=2000,
+)
 
 
 def order(**kw):
-    base = dict(venue="binance", symbol="BTCUSDT", side=1, size=1.0, price=100.0, mid=100.0, book_state="LIVE",
-                book_age_ms=10.0, position_after_quote=100.0, gross_after_quote=100.0, equity_quote=10_000.0, ts_ns=S)
+    base = dict(
+        venue="binance",
+        symbol="BTCUSDT",
+        side=1,
+        size=1.0,
+        price=100.0,
+        mid=100.0,
+        book_state="LIVE",
+        book_age_ms=10.0,
+        position_after_quote=100.0,
+        gross_after_quote=100.0,
+        equity_quote=10_000.0,
+        ts_ns=S,
+    )
     base.update(kw)
     return OrderCheck(**base)
 
 
-@pytest.mark.parametrize(("field", "at", "beyond", "reason"), [
-    ("size", 5.0, 5.01, "max_order_notional"),
-    ("position_after_quote", 600.0, 600.01, "symbol_notional_cap"),
-    ("gross_after_quote", 1000.0, 1000.01, "global_notional_cap"),
-    ("book_age_ms", 2000.0, 2000.1, "book_stale"),
-])
+@pytest.mark.parametrize(
+    ("field", "at", "beyond", "reason"),
+    [
+        ("size", 5.0, 5.01, "max_order_notional"),
+        ("position_after_quote", 600.0, 600.01, "symbol_notional_cap"),
+        ("gross_after_quote", 1000.0, 1000.01, "global_notional_cap"),
+        ("book_age_ms", 2000.0, 2000.1, "book_stale"),
+    ],
+)
 def test_each_limit_allows_at_and_blocks_beyond(field, at, beyond, reason):
     assert not RiskGuards(LIMITS).check(order(**{field: at})).blocked
     d = RiskGuards(LIMITS).check(order(**{field: beyond}))

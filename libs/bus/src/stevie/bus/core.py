@@ -18,6 +18,7 @@ class Msg:
 
 
 Handler = Callable[[Msg], Awaitable[None]]
+AckHandler = Callable[[Msg], Awaitable[bool]]
 
 
 class Subscription(Protocol):
@@ -44,6 +45,14 @@ class Bus(Protocol):
     async def respond(self, msg: Msg, data: bytes) -> None: ...
 
     async def publish_durable(self, subject: str, data: bytes, msg_id: str) -> bool: ...
+
+    async def ensure_stream(self, name: str, subjects: list[str], duplicate_window_s: float = 120.0) -> None: ...
+
+    async def consume_durable(self, stream: str, durable: str, subject: str, handler: AckHandler) -> None:
+        """Deliver every durable message on ``subject`` (at least once, from where the named
+        consumer left off) until cancelled; ``handler`` returns True to ack, False to have
+        the message redelivered later."""
+        ...
 
     async def close(self) -> None: ...
 

@@ -11,7 +11,7 @@ import itertools
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from stevie.bus.core import Handler, Msg, subject_matches
+from stevie.bus.core import AckHandler, Handler, Msg, subject_matches
 
 
 @dataclass(eq=False)
@@ -90,6 +90,23 @@ class InMemoryBus:
         self.durable_log.append(msg)
         await self._deliver(msg)
         return True
+
+    async def ensure_stream(self, name: str, subjects: list[str], duplicate_window_s: float = 120.0) -> None:
+        """Durable messages are kept in ``durable_log``; nothing to create."""
+
+    async def consume_durable(self, stream: str, durable: str, subject: str, handler: AckHandler) -> None:
+        """Replay the durable log, then follow new durable messages (a nak'd message is
+        retried once more at the end of the replay)."""
+        retry = [m for m in self.durable_log if subject_matches(subject, m.subject) and not await handler(m)]
+        for m in retry:
+            await handler(m)
+
+        async def live(m: Msg) -> None:
+            if m.headers.get("Nats-Msg-Id") and not await handler(m):
+                await handler(m)
+
+        await self.subscribe(subject, live)
+        await asyncio.Event().wait()
 
     async def close(self) -> None:
         self._subs.clear()

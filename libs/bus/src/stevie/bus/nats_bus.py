@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import nats
 from nats.aio.client import Client
 from nats.aio.msg import Msg as NatsMsg
@@ -9,7 +11,7 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import StreamConfig
 
-from stevie.bus.core import Handler, Msg
+from stevie.bus.core import AckHandler, Handler, Msg
 
 
 class _NatsSub:
@@ -77,6 +79,20 @@ class NatsBus:
     async def publish_durable(self, subject: str, data: bytes, msg_id: str) -> bool:
         ack = await self.js.publish(subject, data, headers={"Nats-Msg-Id": msg_id})
         return not ack.duplicate
+
+    async def consume_durable(self, stream: str, durable: str, subject: str, handler: AckHandler) -> None:
+        """Durable pull consumer with explicit acks: a nak'd message is redelivered by
+        JetStream after a short delay; an unacked one after ``ack_wait``."""
+        psub = await self.js.pull_subscribe(subject, durable=durable, stream=stream)
+        while True:
+            try:
+                batch = await psub.fetch(batch=64, timeout=1.0)
+            except NatsTimeoutError:
+                continue
+            for m in batch:
+                ok = await handler(Msg(m.subject, m.data, dict(m.headers or {}), ""))
+                await (m.ack() if ok else m.nak(delay=1.0))
+            await asyncio.sleep(0)
 
     async def close(self) -> None:
         if not self.nc.is_closed:

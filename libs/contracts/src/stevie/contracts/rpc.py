@@ -190,3 +190,202 @@ class GuardsState(msgspec.Struct, frozen=True, tag=True):
     breaker: dict[str, float | bool | None]
     killSwitch: bool
     blocked: dict[str, int]
+
+
+# -- router -----------------------------------------------------------------------------
+
+
+class RouterContext(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The decision context (units in the names). Missing values default to 0 (neutral)."""
+
+    obi: float = 0.0
+    ti: float = 0.0
+    spread_bps: float = 0.0
+    micro_vol_bps: float = 0.0
+    micro_dev_bps: float = 0.0
+    sigma_garch_bps: float = 0.0
+    sigma_har_bps: float = 0.0
+    rr25: float = 0.0
+    regime: float = 0.0
+
+
+class ChooseRequest(msgspec.Struct, frozen=True, tag=True, forbid_unknown_fields=True):
+    context: RouterContext
+
+
+class Choice(msgspec.Struct, frozen=True, tag=True):
+    """Chosen policy; ``propensity`` = P(TS picks it | context) (Monte Carlo); ``width`` =
+    posterior uncertainty of its score; ``sampled`` = every policy's sampled score."""
+
+    policyId: str
+    score: float
+    explorationBonus: float
+    propensity: float
+    width: float
+    sampled: dict[str, float]
+    features: list[float]
+
+
+class UpdateRequest(msgspec.Struct, frozen=True, tag=True, forbid_unknown_fields=True):
+    policyId: str
+    reward: float
+    context: RouterContext
+
+
+class PosteriorSummary(msgspec.Struct, frozen=True, tag=True):
+    policyId: str
+    n: int
+    mean: list[float]
+    updates: dict[str, int]
+
+
+class SnapshotRequest(msgspec.Struct, frozen=True, tag=True):
+    pass
+
+
+class RouterSnapshot(msgspec.Struct, frozen=True, tag=True):
+    lastChoice: Choice | None
+    featureNames: list[str]
+    updates: dict[str, int]
+    decisions: int
+    decisionsLastMin: int
+
+
+# -- execution --------------------------------------------------------------------------
+
+
+class SizingSnapshot(msgspec.Struct, frozen=True, tag=True):
+    """How a decision was sized: s = s_max·sigmoid(−w/w*), capped by vol targeting
+    (capital·σ_target/σ_forecast over the horizon). Notionals in quote units."""
+
+    symbol: str
+    s_max_quote: float
+    w: float
+    w_star: float
+    uncertainty_notional_quote: float
+    sigma_forecast: float
+    sigma_source: str
+    vol_cap_notional_quote: float
+    target_notional_quote: float
+    signal: int
+    target_size: float
+    ts: int
+
+
+class FillView(msgspec.Struct, frozen=True):
+    side: int
+    requested: float
+    filled: float
+    avg_price: float
+    fee_quote: float
+    slippage_bps: float
+
+
+class ExecutionRecord(msgspec.Struct, frozen=True, tag=True):
+    """One decision's outcome: ``blocked`` with ``reason`` when a guard stopped it."""
+
+    eventId: str
+    symbol: str
+    venue: str
+    policyId: str
+    requestedSize: float
+    finalSize: float
+    fillPrice: float | None
+    ts: int
+    blocked: bool = False
+    reason: str = ""
+    position: float = 0.0
+
+
+class Audit(msgspec.Struct, frozen=True, tag=True):
+    """Everything a decision used and did; ``provenance`` = SHA-256 (hex) of the canonical
+    (sorted-key msgspec JSON) encoding of ``ProvenanceInput(feature_window, context, decision)``."""
+
+    event_id: str
+    ts_event_ns: int
+    ts_init_ns: int
+    venue: str
+    symbol: str
+    policy_id: str
+    feature_window: list[list[float]]
+    context: RouterContext
+    choice: Choice
+    sizing: SizingSnapshot
+    guard: GuardDecision
+    fill: FillView | None
+    position_after: float
+    provenance: str
+
+
+class ProvenanceInput(msgspec.Struct, frozen=True):
+    feature_window: list[list[float]]
+    context: RouterContext
+    decision: Choice
+
+
+class PlanRequest(msgspec.Struct, frozen=True, tag=True, forbid_unknown_fields=True):
+    symbol: str
+    venue: str = "binance"
+
+
+class SimulateRequest(msgspec.Struct, frozen=True, tag=True, forbid_unknown_fields=True):
+    symbol: str
+    size: float
+    venue: str = "binance"
+    urgency: float = 0.5
+
+
+class SimulateResult(msgspec.Struct, frozen=True, tag=True):
+    """A plan and its cost preview (bps): walk-the-book cost now and the impact-model cost of
+    the planned slices."""
+
+    symbol: str
+    venue: str
+    size: float
+    style: str
+    slices: list[float]
+    intervalS: float
+    costBps: float
+    immediateSlippageBps: float
+    spreadBps: float
+    reason: str
+
+
+class PaperOrder(msgspec.Struct, frozen=True, tag=True, forbid_unknown_fields=True):
+    symbol: str
+    side: str
+    size: float
+    venue: str = "binance"
+
+
+class SizingLastRequest(msgspec.Struct, frozen=True, tag=True):
+    pass
+
+
+class PositionsRequest(msgspec.Struct, frozen=True, tag=True):
+    pass
+
+
+class PositionView(msgspec.Struct, frozen=True):
+    venue: str
+    symbol: str
+    size: float
+    avgPrice: float
+    mark: float
+    unrealizedQuote: float
+    realizedQuote: float
+
+
+class Positions(msgspec.Struct, frozen=True, tag=True):
+    positions: list[PositionView]
+    cashQuote: float
+    equityQuote: float
+    blockedLastMin: int
+
+
+class AuditLatestRequest(msgspec.Struct, frozen=True, tag=True, forbid_unknown_fields=True):
+    limit: int = 5
+
+
+class AuditList(msgspec.Struct, frozen=True, tag=True):
+    audits: list[Audit]

@@ -52,6 +52,21 @@ def feat_micro(root: str, venue: str, symbol: str) -> str:
     return _join(root, "feat", "micro", venue, symbol)
 
 
+def audit(root: str, venue: str, symbol: str) -> str:
+    """Decision audits (Audit), on the durable JetStream stream."""
+    return _join(root, "audit", "decision", venue, symbol)
+
+
+def exec_record(root: str, venue: str, symbol: str) -> str:
+    """Execution records (ExecutionRecord), on the durable JetStream stream."""
+    return _join(root, "exec", "record", venue, symbol)
+
+
+def durable_patterns(root: str) -> list[str]:
+    """Subjects bound to the durable events stream."""
+    return [_join(root, "audit", ">"), _join(root, "exec", ">")]
+
+
 def heartbeat(root: str, service: str) -> str:
     """Service heartbeats (Heartbeat)."""
     return _join(root, "svc", "heartbeat", service)
@@ -75,6 +90,8 @@ def all_subjects(root: str) -> dict[str, str]:
         "trades": md_trade(root, ANY, ANY),
         "1m bars": md_bar(root, ANY, ANY),
         "microstructure features": feat_micro(root, ANY, ANY),
+        "audits (durable)": audit(root, ANY, ANY),
+        "execution records (durable)": exec_record(root, ANY, ANY),
         "heartbeats": heartbeat(root, ANY),
         "dead letters": dlq(root, ANY),
         "rpc endpoints": rpc(root, ANY, ANY),

@@ -12,7 +12,10 @@ SERVICES: tuple[str, ...] = (
     "book-maintainer",
     "features",
     "vol",
+    "router",
     "risk-guards",
+    "execution",
+    "reporter",
     "gateway",
 )
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import os
 import signal
 import socket
@@ -57,7 +58,9 @@ class ServiceContext:
             {"Stevie-Error": str(error)[:200], "Stevie-Subject": msg.subject},
         )
 
-    async def serve_rpc(self, method: str, request_type: type[T], handler: Callable[[T], msgspec.Struct]) -> None:
+    async def serve_rpc(
+        self, method: str, request_type: type[T], handler: Callable[[T], msgspec.Struct | Awaitable[msgspec.Struct]]
+    ) -> None:
         """Answer ``{root}.rpc.{service}.{method}`` (queue group = service name): decode the
         request, call ``handler``, reply with its Struct or an ``RpcError`` — 400 for an
         undecodable request or ``QuantInputError``/``ValueError``, 404 for ``KeyError``, 503 for
@@ -66,7 +69,8 @@ class ServiceContext:
 
         async def on_request(msg: Msg) -> None:
             try:
-                reply: msgspec.Struct = handler(decoder.decode(msg.data))
+                result = handler(decoder.decode(msg.data))
+                reply: msgspec.Struct = await result if inspect.isawaitable(result) else result
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                 reply = RpcError(400, "bad_request", str(exc))
             except KeyError as exc:

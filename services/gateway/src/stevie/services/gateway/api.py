@@ -64,14 +64,26 @@ class WsHealth(msgspec.Struct, frozen=True):
     clients: int
 
 
+class RouterHealth(msgspec.Struct, frozen=True):
+    decisionsLastMin: int | None
+
+
+class ExecHealth(msgspec.Struct, frozen=True):
+    blockedLastMin: int | None
+
+
 class HealthResponse(msgspec.Struct, frozen=True):
-    """``status`` ok when every expected service is up and the database answers."""
+    """``status`` ok when every expected service is up and the database answers.
+    ``lastOHLCVSync``: wall time (ms since epoch) of the vol service's last history load or bar."""
 
     status: str
     services: dict[str, ServiceHealth]
     db: DbHealth
     nats: NatsHealth
     ws: WsHealth
+    router: RouterHealth
+    exec: ExecHealth
+    lastOHLCVSync: int | None
 
 
 class StreamStatusView(msgspec.Struct, frozen=True):

@@ -9,10 +9,12 @@ from datetime import UTC, datetime
 from stevie.contracts import BookState, BookStatus, BookTopK, Heartbeat, MicroFeatures
 from stevie.services.gateway.api import (
     DbHealth,
+    ExecHealth,
     HealthResponse,
     L2Response,
     MicrostructureResponse,
     NatsHealth,
+    RouterHealth,
     ServiceHealth,
     StreamStatusView,
     WsHealth,
@@ -111,6 +113,19 @@ class View:
                 views.append(StreamStatusView(s.venue, s.connected, s.backlog_size, last))
         return WsStatusResponse(sorted(views, key=lambda v: v.venue))
 
+    def gauge(self, service: str, name: str) -> float | None:
+        """A sample value from ``service``'s last heartbeat metrics (None if absent)."""
+        beat = self.beats.get(service)
+        if beat is None:
+            return None
+        for line in beat[0].metrics_text.splitlines():
+            if line.startswith(name + " "):
+                try:
+                    return float(line.split()[1])
+                except (IndexError, ValueError):
+                    return None
+        return None
+
     def metrics_texts(self, now_ns: int, exclude: str = "") -> list[str]:
         """Prometheus texts of the live services (except ``exclude``, e.g. the gateway itself)."""
         return [
@@ -127,6 +142,9 @@ def health(
     nats_connected: bool,
     ws_clients: int,
     db_expected: bool,
+    decisions_last_min: int | None = None,
+    blocked_last_min: int | None = None,
+    last_ohlcv_ms: int | None = None,
 ) -> HealthResponse:
     """Overall status: ``ok`` when every service is up, NATS is connected and (if a database
     is configured) it answered; else ``degraded``."""
@@ -137,4 +155,7 @@ def health(
         DbHealth(db_latency_ms, db_error),
         NatsHealth(nats_connected),
         WsHealth(ws_clients),
+        RouterHealth(decisions_last_min),
+        ExecHealth(blocked_last_min),
+        last_ohlcv_ms,
     )

@@ -15,7 +15,26 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 
 from stevie.bus import Msg, NatsBus
 from stevie.contracts import BookStatus, BookTopK, Heartbeat, MicroFeatures, decoder_for, encode, subjects
-from stevie.contracts.rpc import OptionsChainRequest, PortfolioRequest, RpcError, SmileRequest, VolForecastRequest
+from stevie.contracts.rpc import (
+    AuditLatestRequest,
+    BudgetStatusRequest,
+    ChooseRequest,
+    GuardsStateRequest,
+    OptionsChainRequest,
+    PaperOrder,
+    PlanRequest,
+    PortfolioRequest,
+    Positions,
+    PositionsRequest,
+    RouterSnapshot,
+    RpcError,
+    SimulateRequest,
+    SizingLastRequest,
+    SmileRequest,
+    SnapshotRequest,
+    UpdateRequest,
+    VolForecastRequest,
+)
 from stevie.runtime.metrics import MergedTextCollector, new_registry
 from stevie.runtime.service import ServiceContext, ServiceSpec
 from stevie.services.gateway import api
@@ -26,6 +45,22 @@ from stevie.store import connect_pool
 T = TypeVar("T")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _enc = msgspec.json.Encoder()
+
+
+# (HTTP method, path, service, rpc method, request type, query parameters copied into it)
+FORWARDS: list[tuple[str, str, str, str, type, tuple[str, ...]]] = [
+    ("POST", "/api/router/choose", "router", "choose", ChooseRequest, ()),
+    ("POST", "/api/router/update", "router", "update", UpdateRequest, ()),
+    ("GET", "/api/router/snapshot", "router", "snapshot", SnapshotRequest, ()),
+    ("POST", "/api/exec/plan-and-execute", "execution", "plan_and_execute", PlanRequest, ()),
+    ("POST", "/api/exec/simulate", "execution", "simulate", SimulateRequest, ()),
+    ("GET", "/api/exec/sizing/last", "execution", "sizing_last", SizingLastRequest, ()),
+    ("POST", "/api/trading/paper/order", "execution", "paper_order", PaperOrder, ()),
+    ("GET", "/api/trading/positions", "execution", "positions", PositionsRequest, ()),
+    ("GET", "/api/guards/state", "risk-guards", "state", GuardsStateRequest, ()),
+    ("GET", "/api/budget/status", "budgeter", "status", BudgetStatusRequest, ()),
+    ("GET", "/api/audit/latest", "reporter", "audit_latest", AuditLatestRequest, ("limit",)),
+]
 
 
 def json_response(body: object, status: int = 200) -> web.Response:
@@ -97,7 +132,29 @@ class Gateway:
         app.router.add_post("/api/options/chain/{symbol}", self.options_chain)
         app.router.add_get("/api/options/smile/{symbol}", self.options_smile)
         app.router.add_post("/api/portfolio/optimize", self.portfolio)
+        for method, path, service, rpc, tp, query in FORWARDS:
+            app.router.add_route(method, path, self._forwarder(service, rpc, tp, query))
         return app
+
+    def _forwarder(self, service: str, rpc: str, tp: type, query: tuple[str, ...]) -> Handler:
+        """A route whose body (POST) or query parameters (GET) become the request Struct."""
+
+        async def handle(request: web.Request) -> web.StreamResponse:
+            extra: dict[str, object] = dict(request.match_info)
+            for q in query:
+                if q in request.query:
+                    raw = request.query[q]
+                    extra[q] = int(raw) if raw.lstrip("-").isdigit() else raw
+            if request.method == "POST":
+                req = await self._body(request, tp, **extra)
+            else:
+                try:
+                    req = msgspec.convert(extra, tp)
+                except msgspec.ValidationError as exc:
+                    return error(400, "bad_parameter", str(exc))
+            return req if isinstance(req, web.Response) else await self.forward(service, rpc, req)
+
+        return handle
 
     # -- routes answered by services over request/reply ---------------------------------
     async def forward(self, service: str, method: str, req: msgspec.Struct) -> web.Response:
@@ -177,9 +234,19 @@ class Gateway:
         except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
             return None, f"{type(exc).__name__}: {exc}"[:200]
 
+    async def _ask(self, service: str, method: str, req: msgspec.Struct, tp: type[T]) -> T | None:
+        try:
+            msg = await self.ctx.bus.request(subjects.rpc(self.s.subject_root, service, method), encode(req), 0.5)
+            return msgspec.json.decode(msg.data, type=tp)
+        except (TimeoutError, msgspec.DecodeError, msgspec.ValidationError):
+            return None
+
     async def health(self, request: web.Request) -> web.Response:
         now = time.time_ns()
         latency, err = await self._db_latency()
+        snap = await self._ask("router", "snapshot", SnapshotRequest(), RouterSnapshot)
+        pos = await self._ask("execution", "positions", PositionsRequest(), Positions)
+        ohlcv = self.view.gauge("vol", "ohlcv_last_sync_ts_seconds")
         nc = self.ctx.bus.nc if isinstance(self.ctx.bus, NatsBus) else None
         ws = self.view.streams(now)
         body = health(
@@ -189,6 +256,9 @@ class Gateway:
             bool(nc is None or nc.is_connected),
             sum(s.connected for s in ws.streams),
             bool(self.s.database_url),
+            snap.decisionsLastMin if snap else None,
+            pos.blockedLastMin if pos else None,
+            int(ohlcv * 1000) if ohlcv else None,
         )
         return json_response(body)
 

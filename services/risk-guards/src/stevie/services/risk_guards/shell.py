@@ -16,7 +16,7 @@ async def main(ctx: ServiceContext) -> None:
     s = ctx.settings
     assert isinstance(s, RiskGuardsSettings)
     guards = RiskGuards(s)
-    blocked = Counter("exec_blocked_total", "Orders blocked by a risk guard", ["reason"], registry=ctx.registry)
+    blocked = Counter("risk_blocked_total", "Orders blocked by a risk guard", ["reason"], registry=ctx.registry)
     checked = Counter("risk_checks_total", "Orders checked", registry=ctx.registry)
 
     def check(o: OrderCheck) -> GuardDecision:

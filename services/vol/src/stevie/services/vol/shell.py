@@ -9,6 +9,7 @@ import asyncio
 import aiohttp
 import msgspec
 import stamina
+from prometheus_client import Gauge
 
 from stevie.bus import Msg
 from stevie.contracts import Bar, decoder_for, subjects
@@ -43,6 +44,9 @@ class Vol:
         }
         self.desk = OptionsDesk()
         self._bar: msgspec.json.Decoder[Bar] = decoder_for(Bar)
+        self.last_sync = Gauge(
+            "ohlcv_last_sync_ts_seconds", "Wall time of the last OHLCV history load or bar", registry=ctx.registry
+        )
 
     @stamina.retry(on=(aiohttp.ClientError, asyncio.TimeoutError, VenueUnavailable), attempts=10, timeout=60.0)
     async def _get(self, symbol: str, start_ms: int) -> list[KlineRow]:
@@ -77,6 +81,7 @@ class Vol:
             start = rows[-1][0] + 1
         times, closes = times[-self.s.history_bars :], closes[-self.s.history_bars :]
         await asyncio.to_thread(self.books[symbol].add_bars, times, closes)
+        self.last_sync.set_to_current_time()
         self.ctx.log.info("history_loaded", symbol=symbol, bars=len(times))
 
     async def on_bar(self, msg: Msg) -> None:
@@ -88,6 +93,7 @@ class Vol:
         book = self.books.get(bar.symbol)
         if book is not None and book.closes:
             await asyncio.to_thread(book.add_bars, [bar.open_time_ns // 1_000_000], [bar.close])
+            self.last_sync.set_to_current_time()
 
     # -- request handlers (pure calls into the core) --------------------------------------
     def forecast(self, req: VolForecastRequest) -> VolForecast:

@@ -1,0 +1,324 @@
+"""execution core (pure): books, features, positions, sizing, paper fills, audits, rewards.
+
+The shell does the request/reply calls (vol forecast, router choose/update, risk check) and
+hands their answers to these functions; everything here is deterministic given its inputs.
+Sizing: s = s_max·sigmoid(−w/w*) (``stevie.quant.sizing``), capped by vol targeting
+capital·σ_target/σ_forecast(horizon). Fills walk the LIVE top-k book (``stevie.quant.impact``)
+and pay ``fee_bps``. Reward of a decision = signal·(mid(t+H) − mid(t))/mid(t) in bps.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+
+import msgspec
+
+from stevie.contracts import BookState, BookTopK, MicroFeatures
+from stevie.contracts.rpc import (
+    Audit,
+    Choice,
+    ExecutionRecord,
+    FillView,
+    GuardDecision,
+    OrderCheck,
+    PositionView,
+    ProvenanceInput,
+    RouterContext,
+    SimulateResult,
+    SizingSnapshot,
+)
+from stevie.quant import impact, sizing
+from stevie.quant.policies import POLICIES, PolicyInputs, micro_price
+from stevie.services.execution.settings import ExecutionSettings
+
+Key = tuple[str, str]
+_canonical = msgspec.json.Encoder(order="sorted")
+
+
+def provenance(feature_window: list[list[float]], context: RouterContext, decision: Choice) -> str:
+    """SHA-256 (hex) of the canonical, sorted-key JSON of (feature window, context, decision)."""
+    return hashlib.sha256(_canonical.encode(ProvenanceInput(feature_window, context, decision))).hexdigest()
+
+
+class NotTradable(RuntimeError):
+    """No LIVE book (or no features yet) for the requested venue/symbol."""
+
+
+@dataclass
+class Position:
+    size: float = 0.0
+    avg_price: float = 0.0
+    realized: float = 0.0
+
+    def apply(self, side: int, qty: float, price: float) -> None:
+        """Average-cost accounting; realised PnL when a fill reduces or flips the position."""
+        signed = side * qty
+        if self.size == 0 or (self.size > 0) == (signed > 0):
+            total = self.size + signed
+            self.avg_price = (self.avg_price * abs(self.size) + price * qty) / abs(total)
+            self.size = total
+            return
+        closing = min(qty, abs(self.size))
+        self.realized += closing * (price - self.avg_price) * (1 if self.size > 0 else -1)
+        self.size += signed
+        if abs(self.size) < 1e-15:
+            self.size, self.avg_price = 0.0, 0.0
+        elif (self.size > 0) == (signed > 0):  # flipped: the remainder opens at the fill price
+            self.avg_price = price
+
+
+@dataclass
+class Pending:
+    due_ns: int
+    policy: str
+    context: RouterContext
+    signal: int
+    mid: float
+
+
+@dataclass
+class BookSlot:
+    top: BookTopK | None = None
+    features: deque[MicroFeatures] = field(default_factory=lambda: deque(maxlen=64))
+    last_decision_ns: int = 0
+    pending: list[Pending] = field(default_factory=list)
+
+
+class ExecutionCore:
+    def __init__(self, s: ExecutionSettings) -> None:
+        self.s = s
+        self.slots: dict[Key, BookSlot] = {k: BookSlot() for k in s.pairs()}
+        self.positions: dict[Key, Position] = {k: Position() for k in s.pairs()}
+        self.cash = s.capital_quote
+        self.last_sizing: SizingSnapshot | None = None
+        self.seq = 0
+
+    # -- market state -----------------------------------------------------------------
+    def on_book(self, top: BookTopK) -> None:
+        slot = self.slots.get((top.venue, top.symbol))
+        if slot is not None:
+            slot.top = top if top.state is BookState.LIVE else None
+
+    def on_features(self, f: MicroFeatures) -> bool:
+        """Record features; True when a decision is due for this book (event time)."""
+        slot = self.slots.get((f.venue, f.symbol))
+        if slot is None:
+            return False
+        if slot.features and f.ts_event_ns < slot.features[-1].ts_event_ns:  # venue session restart
+            slot.features.clear()
+            slot.pending.clear()
+            slot.last_decision_ns = 0
+        slot.features.append(f)
+        return f.ts_event_ns - slot.last_decision_ns >= self.s.decision_interval_s * 1e9
+
+    def slot(self, key: Key) -> BookSlot:
+        """The book's slot. Raises NotTradable when unknown, not LIVE or without features."""
+        slot = self.slots.get(key)
+        if slot is None or slot.top is None or not slot.features:
+            raise NotTradable(f"{key[0]}/{key[1]} has no LIVE book with features")
+        return slot
+
+    def mid(self, key: Key) -> float:
+        top = self.slot(key).top
+        assert top is not None
+        return 0.5 * (top.bids[0][0] + top.asks[0][0])
+
+    # -- decision steps -----------------------------------------------------------------
+    def context(self, key: Key, sigma_garch: float, sigma_har: float, rr25: float = 0.0) -> RouterContext:
+        slot = self.slot(key)
+        f, top = slot.features[-1], slot.top
+        assert top is not None
+        (bp, bq), (ap, aq) = top.bids[0], top.asks[0]
+        dev = (micro_price(bp, bq, ap, aq) - f.mid) / f.mid * 1e4
+        return RouterContext(
+            obi=f.obi,
+            ti=f.ti,
+            spread_bps=f.spread_bps,
+            micro_vol_bps=f.micro_vol_bps,
+            micro_dev_bps=dev,
+            sigma_garch_bps=sigma_garch * 1e4,
+            sigma_har_bps=sigma_har * 1e4,
+            rr25=rr25,
+        )
+
+    def feature_window(self, key: Key) -> list[list[float]]:
+        fs = list(self.slot(key).features)[-self.s.feature_window :]
+        return [[f.ts_event_ns / 1e9, f.obi, f.ti, f.spread_bps, f.micro_vol_bps, f.cancel_rate, f.mid] for f in fs]
+
+    def size(
+        self, key: Key, choice: Choice, ctx: RouterContext, sigma: float, source: str, now_ns: int
+    ) -> SizingSnapshot:
+        """Signal from the chosen policy, size from uncertainty and vol targeting."""
+        signal = POLICIES[choice.policyId](PolicyInputs(ctx.obi, ctx.ti, ctx.micro_dev_bps, ctx.micro_vol_bps))
+        u = sizing.uncertainty_size(self.s.s_max_quote, max(choice.width, 0.0), self.s.w_star)
+        cap = (
+            sizing.vol_target_notional(self.s.capital_quote, self.s.sigma_target_bps / 1e4, sigma, 10.0)
+            if sigma > 0
+            else u
+        )
+        notional = min(u, cap)
+        snap = SizingSnapshot(
+            key[1],
+            self.s.s_max_quote,
+            choice.width,
+            self.s.w_star,
+            u,
+            sigma,
+            source,
+            cap,
+            notional,
+            signal,
+            signal * notional / self.mid(key),
+            now_ns // 1_000_000,
+        )
+        self.last_sizing = snap
+        return snap
+
+    def order_check(self, key: Key, side: int, size: float, now_ns: int) -> OrderCheck:
+        slot = self.slot(key)
+        top = slot.top
+        assert top is not None
+        mid = self.mid(key)
+        levels = top.asks if side > 0 else top.bids
+        fill = impact.walk_the_book(levels, size)
+        pos_after = (self.positions[key].size + side * size) * mid
+        gross_after = sum(abs(p.size) * self._mark(k) for k, p in self.positions.items() if k != key) + abs(pos_after)
+        return OrderCheck(
+            venue=key[0],
+            symbol=key[1],
+            side=side,
+            size=size,
+            price=fill.avg_price,
+            mid=mid,
+            book_state=top.state.value,
+            book_age_ms=max(0.0, (now_ns - top.ts_event_ns) / 1e6),
+            position_after_quote=pos_after,
+            gross_after_quote=gross_after,
+            equity_quote=self.equity(),
+            ts_ns=now_ns,
+        )
+
+    def fill(self, key: Key, side: int, size: float) -> FillView:
+        """Paper fill: walk the LIVE book, pay the taker fee, update position and cash."""
+        top = self.slot(key).top
+        assert top is not None
+        f = impact.walk_the_book(top.asks if side > 0 else top.bids, size)
+        fee = f.filled * f.avg_price * self.s.fee_bps / 1e4
+        self.positions[key].apply(side, f.filled, f.avg_price)
+        self.cash -= side * f.filled * f.avg_price + fee
+        return FillView(side, size, f.filled, f.avg_price, fee, f.slippage_bps)
+
+    def next_id(self, key: Key, now_ns: int) -> str:
+        self.seq += 1
+        return str(uuid.uuid5(uuid.NAMESPACE_URL, f"stevie:{key[0]}:{key[1]}:{now_ns}:{self.seq}"))
+
+    def record(
+        self,
+        key: Key,
+        event_id: str,
+        choice: Choice,
+        sizing_: SizingSnapshot,
+        guard: GuardDecision,
+        fill: FillView | None,
+        ctx: RouterContext,
+        window: list[list[float]],
+        now_ns: int,
+        init_ns: int,
+        requested: float,
+    ) -> tuple[Audit, ExecutionRecord]:
+        """The audit (with provenance) and the execution record of one decision; schedules
+        its reward when it was not blocked."""
+        pos = self.positions[key].size
+        audit = Audit(
+            event_id=event_id,
+            ts_event_ns=now_ns,
+            ts_init_ns=init_ns,
+            venue=key[0],
+            symbol=key[1],
+            policy_id=choice.policyId,
+            feature_window=window,
+            context=ctx,
+            choice=choice,
+            sizing=sizing_,
+            guard=guard,
+            fill=fill,
+            position_after=pos,
+            provenance=provenance(window, ctx, choice),
+        )
+        rec = ExecutionRecord(
+            eventId=event_id,
+            symbol=key[1],
+            venue=key[0],
+            policyId=choice.policyId,
+            requestedSize=requested,
+            finalSize=fill.filled if fill else 0.0,
+            fillPrice=fill.avg_price if fill and fill.filled > 0 else None,
+            ts=now_ns // 1_000_000,
+            blocked=guard.blocked,
+            reason=guard.reason,
+            position=pos,
+        )
+        slot = self.slots[key]
+        slot.last_decision_ns = now_ns
+        if not guard.blocked:
+            slot.pending.append(
+                Pending(now_ns + int(self.s.horizon_s * 1e9), choice.policyId, ctx, sizing_.signal, self.mid(key))
+            )
+        return audit, rec
+
+    def due_rewards(self, key: Key) -> list[tuple[str, float, RouterContext]]:
+        """Rewards whose horizon has passed at the latest features' event time."""
+        slot = self.slots[key]
+        if not slot.features or slot.top is None:
+            return []
+        now, mid = slot.features[-1].ts_event_ns, self.mid(key)
+        due = [p for p in slot.pending if p.due_ns <= now]
+        slot.pending = [p for p in slot.pending if p.due_ns > now]
+        return [(p.policy, p.signal * (mid - p.mid) / p.mid * 1e4, p.context) for p in due]
+
+    # -- views --------------------------------------------------------------------------
+    def _mark(self, key: Key) -> float:
+        top = self.slots[key].top
+        return 0.5 * (top.bids[0][0] + top.asks[0][0]) if top is not None else self.positions[key].avg_price
+
+    def equity(self) -> float:
+        return self.cash + sum(p.size * self._mark(k) for k, p in self.positions.items())
+
+    def positions_view(self) -> list[PositionView]:
+        out = []
+        for (venue, sym), p in self.positions.items():
+            mark = self._mark((venue, sym))
+            out.append(PositionView(venue, sym, p.size, p.avg_price, mark, p.size * (mark - p.avg_price), p.realized))
+        return out
+
+    def simulate(self, key: Key, size: float, urgency: float) -> SimulateResult:
+        """Plan and cost preview for a buy of ``size`` base units (impact fitted on the book now)."""
+        slot = self.slot(key)
+        top = slot.top
+        assert top is not None
+        f = slot.features[-1]
+        asks = top.asks
+        depth = sum(q for _, q in asks)
+        probe = [depth * x for x in (0.05, 0.1, 0.2, 0.4, 0.6, 0.8)]
+        slips = [impact.walk_the_book(asks, q).slippage_bps for q in probe]
+        try:
+            model = impact.fit_impact(probe, slips, 0.0)
+        except ValueError:
+            model = impact.ImpactModel(0.0, 1.0)
+        plan = impact.plan_execution(size, f.spread_bps, asks[0][1], f.micro_vol_bps, urgency, model)
+        now = impact.walk_the_book(asks, size)
+        return SimulateResult(
+            key[1],
+            key[0],
+            size,
+            plan.style,
+            plan.slices,
+            plan.interval_s,
+            plan.cost_bps,
+            now.slippage_bps + f.spread_bps / 2,
+            f.spread_bps,
+            plan.reason,
+        )

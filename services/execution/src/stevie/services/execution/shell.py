@@ -1,0 +1,250 @@
+"""execution shell: the event-time decision clock and the request/reply calls around the core
+(vol forecast, router choose/update, risk check); audits and execution records go to the
+durable JetStream stream (``Nats-Msg-Id`` = event id) for the reporter."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import msgspec
+from prometheus_client import Counter
+
+from stevie.bus import Msg
+from stevie.contracts import BookStatus, BookTopK, MicroFeatures, decoder_for, encode, subjects
+from stevie.contracts.rpc import (
+    Choice,
+    ChooseRequest,
+    ExecutionRecord,
+    FillView,
+    GuardDecision,
+    PaperOrder,
+    PlanRequest,
+    Positions,
+    PositionsRequest,
+    PosteriorSummary,
+    RouterContext,
+    RpcError,
+    SimulateRequest,
+    SimulateResult,
+    SizingLastRequest,
+    SizingSnapshot,
+    UpdateRequest,
+    VolForecast,
+    VolForecastRequest,
+)
+from stevie.quant.errors import QuantInputError
+from stevie.runtime.service import ServiceContext, ServiceSpec
+from stevie.services.execution.core import ExecutionCore, Key, NotTradable
+from stevie.services.execution.settings import ExecutionSettings
+
+R = TypeVar("R")
+STREAM = "STEVIE_EVENTS"
+
+
+class Execution:
+    def __init__(self, ctx: ServiceContext, s: ExecutionSettings) -> None:
+        self.ctx, self.s, self.root = ctx, s, s.subject_root
+        self.core = ExecutionCore(s)
+        self.locks: dict[Key, asyncio.Lock] = {k: asyncio.Lock() for k in self.core.slots}
+        self.vol_cache: dict[str, tuple[float, VolForecast | None]] = {}
+        self.blocked_times: deque[float] = deque()
+        r = ctx.registry
+        self.m_decisions = Counter("exec_decisions_total", "Decisions made", ["venue", "symbol"], registry=r)
+        self.m_blocked = Counter("exec_blocked_total", "Orders blocked by risk guards", ["reason"], registry=r)
+        self.m_fills = Counter("exec_fills_total", "Paper fills", ["venue", "symbol"], registry=r)
+        self.m_rewards = Counter("exec_rewards_total", "Rewards sent to the router", ["policy"], registry=r)
+
+    async def call(self, service: str, method: str, req: msgspec.Struct, tp: type[R]) -> R:
+        """Request/reply; raises TimeoutError (no answer) or RuntimeError (an RpcError)."""
+        msg = await self.ctx.bus.request(subjects.rpc(self.root, service, method), encode(req), self.s.rpc_timeout_s)
+        out = msgspec.json.decode(msg.data, type=tp | RpcError)
+        if isinstance(out, RpcError):
+            raise RuntimeError(f"{service}.{method}: {out.status} {out.error}: {out.detail}")
+        return out
+
+    async def sigma(self, symbol: str) -> tuple[float, float, str]:
+        """(σ GARCH, σ HAR, source) of the return over the horizon from the vol service
+        (cached 60 s); zeros when the vol service has no answer."""
+        at, fc = self.vol_cache.get(symbol, (0.0, None))
+        if time.monotonic() - at > 60:
+            h = max(1, math.ceil(self.s.horizon_s / 60))
+            try:
+                fc = await self.call("vol", "forecast", VolForecastRequest(symbol, h), VolForecast)
+            except (TimeoutError, RuntimeError):
+                fc = None
+            self.vol_cache[symbol] = (time.monotonic(), fc)
+        if fc is None:
+            return 0.0, 0.0, "none"
+        return fc.sigmaGARCH, fc.sigmaHAR, f"garch h={fc.h}m"
+
+    async def decide(self, key: Key, choice: Choice | None = None) -> ExecutionRecord:
+        """One decision at the latest event time of ``key``. Raises NotTradable."""
+        async with self.locks[key]:
+            slot = self.core.slot(key)
+            now = slot.features[-1].ts_event_ns
+            sigma, sigma_har, source = await self.sigma(key[1])
+            ctx = self.core.context(key, sigma, sigma_har)
+            window = self.core.feature_window(key)
+            if choice is None:
+                choice = await self.call("router", "choose", ChooseRequest(ctx), Choice)
+            sizing = self.core.size(key, choice, ctx, sigma, source, now)
+            order = sizing.target_size - self.core.positions[key].size
+            side, qty = (1 if order > 0 else -1), abs(order)
+            return await self.execute(key, choice, sizing, ctx, window, side, qty, now)
+
+    async def execute(
+        self,
+        key: Key,
+        choice: Choice,
+        sizing: SizingSnapshot,
+        ctx: RouterContext,
+        window: list[list[float]],
+        side: int,
+        qty: float,
+        now: int,
+    ) -> ExecutionRecord:
+        fill: FillView | None = None
+        if qty * self.core.mid(key) < self.s.min_order_quote:
+            guard = GuardDecision(False, "no_order")
+        else:
+            check = self.core.order_check(key, side, qty, now)
+            try:
+                guard = await self.call("risk-guards", "check", check, GuardDecision)
+            except (TimeoutError, RuntimeError) as exc:
+                guard = GuardDecision(True, f"risk_unavailable: {exc}"[:120])
+            if guard.blocked:
+                self.m_blocked.labels(guard.reason.split(":")[0]).inc()
+                self.blocked_times.append(time.monotonic())
+            else:
+                fill = self.core.fill(key, side, qty)
+                self.m_fills.labels(*key).inc()
+        event_id = self.core.next_id(key, now)
+        audit, rec = self.core.record(
+            key, event_id, choice, sizing, guard, fill, ctx, window, now, self.ctx.clock.now_ns(), side * qty
+        )
+        await self.ctx.bus.publish_durable(subjects.audit(self.root, *key), encode(audit), event_id)
+        await self.ctx.bus.publish_durable(subjects.exec_record(self.root, *key), encode(rec), event_id + ":rec")
+        self.m_decisions.labels(*key).inc()
+        return rec
+
+    async def rewards(self, key: Key) -> None:
+        for policy, reward, ctx in self.core.due_rewards(key):
+            try:
+                await self.call("router", "update", UpdateRequest(policy, reward, ctx), PosteriorSummary)
+                self.m_rewards.labels(policy).inc()
+            except (TimeoutError, RuntimeError, msgspec.ValidationError) as exc:
+                self.ctx.log.warning("reward_not_sent", policy=policy, error=str(exc)[:200])
+
+    async def on_features(self, f: MicroFeatures) -> None:
+        key = (f.venue, f.symbol)
+        due = self.core.on_features(f)
+        if key not in self.locks:
+            return
+        await self.rewards(key)
+        if due and not self.locks[key].locked():
+            try:
+                await self.decide(key)
+            except (NotTradable, TimeoutError, RuntimeError, QuantInputError) as exc:
+                self.ctx.log.warning("decision_skipped", venue=key[0], symbol=key[1], error=str(exc)[:200])
+
+    # -- request handlers ---------------------------------------------------------------
+    def _key(self, venue: str, symbol: str) -> Key:
+        key = (venue.lower(), symbol.upper())
+        if key not in self.core.slots:
+            raise KeyError(f"{venue}/{symbol} is not traded; books: {', '.join(self.s.books)}")
+        return key
+
+    async def plan_and_execute(self, req: PlanRequest) -> ExecutionRecord:
+        return await self.decide(self._key(req.venue, req.symbol))
+
+    async def paper_order(self, req: PaperOrder) -> ExecutionRecord:
+        if req.side not in ("buy", "sell") or not (math.isfinite(req.size) and req.size > 0):
+            raise QuantInputError("side must be 'buy' or 'sell' and size > 0 (base units)")
+        key = self._key(req.venue, req.symbol)
+        async with self.locks[key]:
+            slot = self.core.slot(key)
+            now = slot.features[-1].ts_event_ns
+            ctx = self.core.context(key, 0.0, 0.0)
+            manual = Choice("manual", 0.0, 0.0, 1.0, 0.0, {}, [])
+            side = 1 if req.side == "buy" else -1
+            sizing = SizingSnapshot(
+                key[1],
+                0.0,
+                0.0,
+                self.s.w_star,
+                0.0,
+                0.0,
+                "manual",
+                0.0,
+                req.size * self.core.mid(key),
+                side,
+                side * req.size,
+                now // 1_000_000,
+            )
+            return await self.execute(key, manual, sizing, ctx, self.core.feature_window(key), side, req.size, now)
+
+    def simulate(self, req: SimulateRequest) -> SimulateResult:
+        if not (math.isfinite(req.size) and req.size > 0) or not 0 <= req.urgency <= 1:
+            raise QuantInputError("size must be > 0 (base units) and urgency in [0, 1]")
+        return self.core.simulate(self._key(req.venue, req.symbol), req.size, req.urgency)
+
+    def sizing_last(self, _: SizingLastRequest) -> SizingSnapshot:
+        if self.core.last_sizing is None:
+            raise KeyError("no sizing yet")
+        return self.core.last_sizing
+
+    def positions(self, _: PositionsRequest) -> Positions:
+        while self.blocked_times and self.blocked_times[0] < time.monotonic() - 60:
+            self.blocked_times.popleft()
+        return Positions(self.core.positions_view(), self.core.cash, self.core.equity(), len(self.blocked_times))
+
+
+def _on(
+    tp: type, ctx: ServiceContext, fn: Callable[[Any], Awaitable[None] | None], dlq: Counter
+) -> Callable[[Msg], Awaitable[None]]:
+    dec: msgspec.json.Decoder[Any] = decoder_for(tp)
+
+    async def handle(msg: Msg) -> None:
+        try:
+            item = dec.decode(msg.data)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            await ctx.dead_letter(msg, exc, dlq.labels(tp.__name__))
+            return
+        out = fn(item)
+        if out is not None:
+            await out
+
+    return handle
+
+
+async def main(ctx: ServiceContext) -> None:
+    s = ctx.settings
+    assert isinstance(s, ExecutionSettings)
+    ex = Execution(ctx, s)
+    await ctx.bus.ensure_stream(STREAM, subjects.durable_patterns(s.subject_root))
+    dlq = Counter("exec_dlq_total", "Undecodable messages", ["type"], registry=ctx.registry)
+    root = s.subject_root
+
+    def status(st: BookStatus) -> None:
+        if st.state.value != "LIVE":
+            slot = ex.core.slots.get((st.venue, st.symbol))
+            if slot is not None:
+                slot.top = None
+
+    await ctx.bus.subscribe(subjects.md_book(root, "*", "*"), _on(BookTopK, ctx, ex.core.on_book, dlq))
+    await ctx.bus.subscribe(subjects.md_status(root, "*", "*"), _on(BookStatus, ctx, status, dlq))
+    await ctx.bus.subscribe(subjects.feat_micro(root, "*", "*"), _on(MicroFeatures, ctx, ex.on_features, dlq))
+    await ctx.serve_rpc("plan_and_execute", PlanRequest, ex.plan_and_execute)
+    await ctx.serve_rpc("paper_order", PaperOrder, ex.paper_order)
+    await ctx.serve_rpc("simulate", SimulateRequest, ex.simulate)
+    await ctx.serve_rpc("sizing_last", SizingLastRequest, ex.sizing_last)
+    await ctx.serve_rpc("positions", PositionsRequest, ex.positions)
+    await asyncio.Event().wait()
+
+
+SPEC = ServiceSpec("execution", ExecutionSettings, main)

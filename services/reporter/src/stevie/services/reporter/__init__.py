@@ -1,0 +1,1 @@
+"""reporter: durable audit and execution events → PostgreSQL; audit queries."""

@@ -1,0 +1,1 @@
+"""router: Bayesian linear Thompson sampling over trading policies."""

@@ -1,0 +1,20 @@
+"""router settings (``STEVIE_ROUTER_*``)."""
+
+from __future__ import annotations
+
+from stevie.runtime.settings import CommonSettings, SettingsError
+
+
+class RouterSettings(CommonSettings, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """seed: RNG seed (reproducible choices). prior_precision: λ. exploration: v.
+    mc_draws: Monte-Carlo draws for the propensity."""
+
+    seed: int = 0
+    prior_precision: float = 1.0
+    exploration: float = 0.5
+    mc_draws: int = 2000
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.prior_precision <= 0 or self.exploration <= 0 or self.mc_draws < 10:
+            raise SettingsError("prior_precision > 0, exploration > 0, mc_draws >= 10")

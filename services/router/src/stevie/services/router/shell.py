@@ -1,0 +1,48 @@
+"""router shell: ``router.choose``, ``router.update``, ``router.snapshot`` over request/reply."""
+
+from __future__ import annotations
+
+import asyncio
+
+from prometheus_client import Counter
+
+from stevie.contracts.rpc import (
+    Choice,
+    ChooseRequest,
+    PosteriorSummary,
+    RouterSnapshot,
+    SnapshotRequest,
+    UpdateRequest,
+)
+from stevie.runtime.service import ServiceContext, ServiceSpec
+from stevie.services.router.core import Router
+from stevie.services.router.settings import RouterSettings
+
+
+async def main(ctx: ServiceContext) -> None:
+    s = ctx.settings
+    assert isinstance(s, RouterSettings)
+    router = Router(s.seed, s.prior_precision, s.exploration, s.mc_draws)
+    decisions = Counter("router_decisions_total", "Policy choices", ["policy"], registry=ctx.registry)
+    updates = Counter("router_updates_total", "Posterior updates", ["policy"], registry=ctx.registry)
+
+    def choose(req: ChooseRequest) -> Choice:
+        c = router.choose(req.context, ctx.clock.now_ns())
+        decisions.labels(c.policyId).inc()
+        return c
+
+    def update(req: UpdateRequest) -> PosteriorSummary:
+        out = router.update(req.policyId, req.reward, req.context)
+        updates.labels(req.policyId).inc()
+        return out
+
+    def snapshot(_: SnapshotRequest) -> RouterSnapshot:
+        return router.snapshot(ctx.clock.now_ns())
+
+    await ctx.serve_rpc("choose", ChooseRequest, choose)
+    await ctx.serve_rpc("update", UpdateRequest, update)
+    await ctx.serve_rpc("snapshot", SnapshotRequest, snapshot)
+    await asyncio.Event().wait()
+
+
+SPEC = ServiceSpec("router", RouterSettings, main)
