@@ -4,8 +4,10 @@ venue makes books SYNCING, and they come back LIVE and correct; Ctrl-C leaves no
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,9 +15,13 @@ import time
 import urllib.error
 import urllib.request
 
+import asyncpg
+import msgspec
 import pytest
 
+from stevie.contracts.rpc import Audit
 from stevie.runtime.infra import free_port
+from stevie.services.execution.core import provenance
 from tests.helpers.capture import SAMPLES, rebuild_until
 
 pytestmark = pytest.mark.e2e
@@ -105,7 +111,7 @@ def test_stack_boots_serves_correct_books_and_recovers(stack):
     def healthy():
         status, h = get(port, "/api/health")
         ok = status == 200 and all(s["up"] for s in h["services"].values()) and h["db"]["latencyMs"] is not None
-        return h if ok and len(h["services"]) == 5 else None
+        return h if ok and len(h["services"]) == 10 else None
 
     health = wait_for(healthy, 60, "every service up")
     boot_s = time.monotonic() - t0
@@ -164,6 +170,8 @@ def test_stack_boots_serves_correct_books_and_recovers(stack):
     assert post(port, "/api/portfolio/optimize", {"symbols": ["NOPE"], "cvarBudget": 0.05})[0] == 404
     assert get(port, "/api/vol/forecast/BTCUSDT?h=-5")[0] == 400
 
+    check_decision_loop(port, state)
+
     # Kill the venue: books must stop being served as LIVE, then recover correctly.
     replay_pid = health["services"]["venue-replay"]["pid"]
     os.kill(replay_pid, signal.SIGKILL)
@@ -188,3 +196,78 @@ def test_stack_boots_serves_correct_books_and_recovers(stack):
     for pid in pids:
         assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z"
     assert not (state / "postgres" / "pgdata" / "postmaster.pid").exists()
+
+
+def check_decision_loop(port: int, state) -> None:
+    """Issue 3: decisions on their own, audits with provenance in PostgreSQL, paper fills
+    inside the book, guards, router posterior moving, and a router crash survived."""
+
+    def audited():
+        status, body = get(port, "/api/audit/latest?limit=1")
+        return body["audits"] if status == 200 and body["audits"] else None
+
+    audit = wait_for(audited, 120, "an audited decision")[0]
+    assert re.fullmatch(r"[0-9a-f]{64}", audit["provenance"])
+    stored = msgspec.convert(audit, Audit)
+    assert provenance(stored.feature_window, stored.context, stored.choice) == audit["provenance"]
+
+    db_url = json.loads((state / "stack.json").read_text())["database_url"]
+    row = asyncio.run(_fetch_audit(db_url, audit["event_id"]))
+    assert row is not None and row["provenance"] == audit["provenance"]
+    body = msgspec.json.decode(row["body"].encode(), type=Audit)
+    assert provenance(body.feature_window, body.context, body.choice) == row["provenance"]
+
+    # plan-and-execute until a policy trades; the fill lies within the book
+    for _ in range(40):
+        status, rec = post(port, "/api/exec/plan-and-execute", {"symbol": "BTCUSDT"})
+        assert status == 200 and {"symbol", "policyId", "requestedSize", "finalSize", "fillPrice", "ts"} <= set(rec)
+        if rec["fillPrice"] is not None:
+            break
+        time.sleep(0.5)
+    status, rec = post(port, "/api/trading/paper/order", {"symbol": "BTCUSDT", "side": "buy", "size": 0.01})
+    book = get(port, "/api/l2/binance/BTCUSDT")[1]
+    assert status == 200 and rec["finalSize"] == 0.01 and not rec["blocked"]
+    assert book["bids"][-1][0] * 0.999 <= rec["fillPrice"] <= book["asks"][-1][0] * 1.001
+    positions = {p["symbol"]: p for p in get(port, "/api/trading/positions")[1]["positions"]}
+    assert positions["BTCUSDT"]["size"] == pytest.approx(rec["position"])
+    status, blocked = post(port, "/api/trading/paper/order", {"symbol": "BTCUSDT", "side": "buy", "size": 50})
+    assert status == 200 and blocked["blocked"] is True and blocked["reason"] == "max_order_notional"
+    assert get(port, "/api/guards/state")[1]["blocked"]["max_order_notional"] >= 1
+    assert post(port, "/api/trading/paper/order", {"symbol": "BTCUSDT", "side": "up", "size": 1})[0] == 400
+    assert post(port, "/api/exec/simulate", {"symbol": "BTCUSDT", "size": 2})[1]["style"] in (
+        "Immediate",
+        "TWAP",
+        "VWAP",
+        "POV",
+    )
+    assert get(port, "/api/exec/sizing/last")[1]["sigma_forecast"] > 0
+    assert get(port, "/api/budget/status")[1]["providers"][0]["calls"] > 0
+
+    def updated():
+        snap = get(port, "/api/router/snapshot")[1]
+        return snap if sum(snap["updates"].values()) >= 3 and min(snap["updates"].values()) > 0 else None
+
+    wait_for(updated, 150, "posterior updates on every policy")
+
+    # a router crash is survived: the supervisor restarts it and decisions continue
+    router_pid = get(port, "/api/health")[1]["services"]["router"]["pid"]
+    os.kill(router_pid, signal.SIGKILL)
+    wait_for(
+        lambda: get(port, "/api/health")[1]["services"]["router"]["pid"] not in (None, router_pid),
+        30,
+        "router restarted",
+    )
+    wait_for(lambda: get(port, "/api/router/snapshot")[1]["decisions"] > 0, 60, "decisions after the restart")
+    health = get(port, "/api/health")[1]
+    assert health["router"]["decisionsLastMin"] is not None and health["lastOHLCVSync"] is not None
+    metrics = text(port, "/metrics")
+    assert "router_decisions_total" in metrics and "exec_blocked_total" in metrics
+    assert "ohlcv_last_sync_ts_seconds" in metrics
+
+
+async def _fetch_audit(url: str, event_id: str):
+    conn = await asyncpg.connect(url)
+    try:
+        return await conn.fetchrow("SELECT provenance, body::text AS body FROM audits WHERE event_id=$1", event_id)
+    finally:
+        await conn.close()

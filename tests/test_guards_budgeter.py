@@ -98,3 +98,11 @@ def test_budgeter_grants_to_the_limit_defers_denies_and_refills():
     st = {p.provider: p for p in b.status(60 * S).providers}
     assert st["binance"].rateRemaining == 0 and st["binance"].calls == 3 and st["mirror"].cost == 0.5
     assert b.grant(GrantRequest("nope", 1), t0).decision == "deny"
+
+
+def test_low_priority_cannot_use_the_reserve():
+    b = Budgeter([("binance", 100, 60.0, 0.0)], reserve_fraction=0.2)
+    assert b.grant(GrantRequest("binance", 80, priority="low"), 0).decision == "grant"
+    assert b.grant(GrantRequest("binance", 1, priority="low"), 0).decision == "defer"
+    assert b.grant(GrantRequest("binance", 20, priority="high"), 0).decision == "grant"
+    assert b.grant(GrantRequest("binance", 1, priority="urgent"), 0).decision == "deny"

@@ -87,7 +87,7 @@ class NatsBus:
         while True:
             try:
                 batch = await psub.fetch(batch=64, timeout=1.0)
-            except NatsTimeoutError:
+            except (NatsTimeoutError, TimeoutError):
                 continue
             for m in batch:
                 ok = await handler(Msg(m.subject, m.data, dict(m.headers or {}), ""))

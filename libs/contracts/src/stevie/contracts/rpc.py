@@ -109,12 +109,15 @@ class PortfolioResult(msgspec.Struct, frozen=True, tag=True):
 
 class GrantRequest(msgspec.Struct, frozen=True, tag=True, forbid_unknown_fields=True):
     """Ask to spend ``weight`` of ``provider``'s request budget; ``alternatives`` are other
-    providers that can serve the same data (the cheapest viable one is used if needed)."""
+    providers that can serve the same data (the cheapest viable one is used if needed).
+    ``low`` priority (bulk history loads) may not use the reserve kept for ``high`` (book
+    snapshots after a gap)."""
 
     provider: str
     weight: int = 1
     caller: str = ""
     alternatives: list[str] = []
+    priority: str = "high"
 
 
 class Grant(msgspec.Struct, frozen=True, tag=True):

@@ -23,11 +23,13 @@ class BudgetDenied(Exception):
 _reply = msgspec.json.Decoder(Grant | RpcError)
 
 
-async def acquire(bus: Bus, root: str, provider: str, weight: int, caller: str, deadline_s: float = 120.0) -> str:
+async def acquire(
+    bus: Bus, root: str, provider: str, weight: int, caller: str, deadline_s: float = 120.0, priority: str = "high"
+) -> str:
     """Block until ``weight`` of ``provider``'s budget is granted; returns the provider to use.
     Raises BudgetDenied."""
     end = time.monotonic() + deadline_s
-    req = encode(GrantRequest(provider, weight, caller))
+    req = encode(GrantRequest(provider, weight, caller, priority=priority))
     while time.monotonic() < end:
         try:
             msg = await bus.request(subjects.rpc(root, "budgeter", "grant"), req, timeout_s=2.0)

@@ -1,5 +1,6 @@
 """``stevie up``: embedded servers, migrations, one OS process per service, supervised.
 
+While it runs, ``<state_dir>/stack.json`` names the NATS and PostgreSQL URLs and the gateway.
 A service that exits is restarted with backoff (and logged). SIGINT/SIGTERM stops every
 process this supervisor started — services first (SIGTERM, then SIGKILL after a grace
 period), then PostgreSQL and NATS — by PID, leaving no orphans.
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import sys
@@ -153,6 +155,17 @@ async def run_up(opts: UpOptions) -> int:
             "infra_ready", nats=env["STEVIE_NATS_URL"], database=env["STEVIE_DATABASE_URL"], migrations_applied=applied
         )
         env = stack_env(opts, env)
+        (opts.state_dir / "stack.json").write_text(
+            json.dumps(
+                {
+                    "nats_url": env["STEVIE_NATS_URL"],
+                    "database_url": env["STEVIE_DATABASE_URL"],
+                    "gateway": f"http://127.0.0.1:{env['STEVIE_GATEWAY_PORT']}",
+                    "pid": os.getpid(),
+                },
+                indent=2,
+            )
+        )
         sup = Supervisor(opts.services, env, opts.state_dir / "logs", opts.grace_s)
         task = asyncio.ensure_future(sup.run())
         log.info(
@@ -174,4 +187,5 @@ async def run_up(opts: UpOptions) -> int:
             await asyncio.to_thread(pg.stop)
         if nats is not None:
             await asyncio.to_thread(nats.stop)
+        (opts.state_dir / "stack.json").unlink(missing_ok=True)
         log.info("stack_stopped")

@@ -1,6 +1,9 @@
 """budgeter core (pure): fixed-window request-weight budgets per provider (the way Binance
 counts ``X-MBX-USED-WEIGHT-1M``), with defer / deny / cheapest-viable fallback.
 
+A ``low`` priority request may only use the budget above a reserve
+(``reserve_fraction`` of the limit) kept for ``high`` priority requests.
+
 grant: the weight fits the current window → grant. It would fit an empty window → defer
 until the window resets (or grant on the cheapest alternative that has room). It never fits
 (weight > limit) or the provider is unknown → deny.
@@ -42,8 +45,13 @@ class Budget:
 
 
 class Budgeter:
-    def __init__(self, providers: list[tuple[str, int, float, float]]) -> None:
+    def __init__(self, providers: list[tuple[str, int, float, float]], reserve_fraction: float = 0.2) -> None:
         self.budgets = {n: Budget(n, limit, int(w * 1e9), c) for n, limit, w, c in providers}
+        self.reserve_fraction = reserve_fraction
+
+    def _room(self, b: Budget, now_ns: int, priority: str) -> int:
+        reserve = int(b.limit * self.reserve_fraction) if priority == "low" else 0
+        return b.remaining(now_ns) - reserve
 
     def grant(self, req: GrantRequest, now_ns: int) -> Grant:
         b = self.budgets.get(req.provider)
@@ -52,7 +60,9 @@ class Budgeter:
         if req.weight < 1 or req.weight > b.limit:
             b.denied += 1
             return Grant("deny", b.name, reason=f"weight {req.weight} outside [1, {b.limit}]")
-        if b.remaining(now_ns) >= req.weight:
+        if req.priority not in ("high", "low"):
+            return Grant("deny", b.name, reason=f"priority must be 'high' or 'low', got {req.priority!r}")
+        if self._room(b, now_ns, req.priority) >= req.weight:
             b.spend(req.weight)
             return Grant("grant", b.name)
         viable = [

@@ -16,7 +16,7 @@ from stevie.services.budgeter.settings import BudgeterSettings
 async def main(ctx: ServiceContext) -> None:
     s = ctx.settings
     assert isinstance(s, BudgeterSettings)
-    core = Budgeter(s.parsed())
+    core = Budgeter(s.parsed(), s.reserve_fraction)
     decisions = Counter("budget_decisions_total", "Grant decisions", ["provider", "decision"], registry=ctx.registry)
 
     def grant(req: GrantRequest) -> Grant:
