@@ -1,0 +1,117 @@
+"""execution core: accounting, sizing, fills against the book, provenance, rewards."""
+
+from __future__ import annotations
+
+import hashlib
+
+import msgspec
+import pytest
+
+from stevie.contracts import BookState, BookTopK, MicroFeatures
+from stevie.contracts.rpc import Choice, GuardDecision, RouterContext
+from stevie.services.execution.core import ExecutionCore, NotTradable, Position, provenance
+from stevie.services.execution.settings import ExecutionSettings
+
+S = 1_000_000_000
+KEY = ("binance", "BTCUSDT")
+
+
+def core(**kw):
+    return ExecutionCore(ExecutionSettings(books=["binance:BTCUSDT"], **kw))
+
+
+def feed(c, ts, mid=100.0, obi=0.5):
+    c.on_book(
+        BookTopK(
+            venue="binance",
+            symbol="BTCUSDT",
+            seq=1,
+            state=BookState.LIVE,
+            bids=[(mid - 0.05, 1.0), (mid - 0.15, 2.0)],
+            asks=[(mid + 0.05, 1.0), (mid + 0.15, 2.0)],
+            ts_event_ns=ts,
+            ts_init_ns=0,
+        )
+    )
+    return c.on_features(
+        MicroFeatures(
+            venue="binance",
+            symbol="BTCUSDT",
+            obi=obi,
+            ti=0.0,
+            spread_bps=10.0,
+            micro_vol_bps=1.0,
+            cancel_rate=0.0,
+            mid=mid,
+            ts_event_ns=ts,
+            ts_init_ns=0,
+        )
+    )
+
+
+def test_position_average_cost_and_realised_pnl():
+    p = Position()
+    p.apply(1, 2.0, 100.0)
+    p.apply(1, 2.0, 110.0)
+    assert (p.size, p.avg_price) == (4.0, 105.0)
+    p.apply(-1, 1.0, 120.0)
+    assert p.realized == pytest.approx(15.0) and p.size == 3.0
+    p.apply(-1, 5.0, 100.0)  # flips short 2 at 100
+    assert p.realized == pytest.approx(15.0 - 15.0) and (p.size, p.avg_price) == (-2.0, 100.0)
+
+
+def test_decision_clock_and_not_tradable():
+    c = core(decision_interval_s=10)
+    with pytest.raises(NotTradable):
+        c.slot(KEY)
+    assert feed(c, 100 * S) is True
+    c.slots[KEY].last_decision_ns = 100 * S
+    assert feed(c, 105 * S) is False and feed(c, 110 * S) is True
+
+
+def test_sizing_shrinks_with_uncertainty_and_is_vol_capped():
+    c = core(s_max_quote=1000, w_star=1.0, capital_quote=10_000, sigma_target_bps=10)
+    feed(c, S)
+    ctx = c.context(KEY, 0.001, 0.001)
+    sure = Choice("obi_momentum", 1.0, 0.0, 0.9, 0.0, {}, [])
+    unsure = Choice("obi_momentum", 1.0, 0.0, 0.9, 5.0, {}, [])
+    a = c.size(KEY, sure, ctx, 0.001, "test", S)
+    b = c.size(KEY, unsure, ctx, 0.001, "test", S)
+    assert a.signal == 1 and a.target_notional_quote == pytest.approx(500.0)  # sigmoid(0) = 1/2
+    assert b.target_notional_quote < a.target_notional_quote
+    capped = c.size(KEY, sure, ctx, 1.0, "test", S)  # huge σ → vol cap 10 000·0.001/1 = 10
+    assert capped.target_notional_quote == pytest.approx(10.0)
+
+
+def test_fill_walks_the_book_and_pays_fees():
+    c = core(fee_bps=10)
+    feed(c, S)
+    f = c.fill(KEY, 1, 2.0)
+    assert f.avg_price == pytest.approx((100.05 * 1 + 100.15 * 1) / 2)
+    assert f.fee_quote == pytest.approx(2 * f.avg_price * 1e-3)
+    assert c.cash == pytest.approx(10_000 - 2 * f.avg_price - f.fee_quote)
+    assert c.positions[KEY].size == 2.0
+
+
+def test_provenance_is_sha256_of_sorted_canonical_json():
+    ctx = RouterContext(obi=0.1)
+    ch = Choice("flat", 0.0, 0.0, 0.5, 0.1, {"flat": 0.0}, [1.0])
+    want = hashlib.sha256(
+        msgspec.json.encode({"context": ctx, "decision": ch, "feature_window": [[1.0]]}, order="sorted")
+    ).hexdigest()
+    assert provenance([[1.0]], ctx, ch) == want
+    assert provenance([[1.0]], RouterContext(obi=0.2), ch) != want
+
+
+def test_reward_after_horizon_is_signed_mid_move_in_bps():
+    c = core(horizon_s=30)
+    feed(c, 0, mid=100.0)
+    ctx = c.context(KEY, 0.0, 0.0)
+    ch = Choice("obi_momentum", 1.0, 0.0, 0.9, 0.0, {}, [])
+    sizing = c.size(KEY, ch, ctx, 0.0, "none", 0)
+    c.record(KEY, "e1", ch, sizing, GuardDecision(False, ""), None, ctx, c.feature_window(KEY), 0, 0, 0.0)
+    feed(c, 10 * S, mid=101.0)
+    assert c.due_rewards(KEY) == []
+    feed(c, 31 * S, mid=101.0)
+    ((policy, reward, _),) = c.due_rewards(KEY)
+    assert policy == "obi_momentum" and reward == pytest.approx(100.0)  # +1 signal, +1 % = 100 bps
