@@ -240,7 +240,7 @@ def check_decision_loop(port: int, state) -> None:
         "VWAP",
         "POV",
     )
-    assert get(port, "/api/exec/sizing/last")[1]["sigma_forecast"] > 0
+    wait_for(lambda: get(port, "/api/exec/sizing/last")[1]["sigma_forecast"] > 0, 90, "sizing with a vol forecast")
     assert get(port, "/api/budget/status")[1]["providers"][0]["calls"] > 0
 
     def updated():

@@ -69,9 +69,9 @@ class Execution:
 
     async def sigma(self, symbol: str) -> tuple[float, float, str]:
         """(σ GARCH, σ HAR, source) of the return over the horizon from the vol service
-        (cached 60 s); zeros when the vol service has no answer."""
+        (cached 60 s, a missing forecast only 5 s); zeros when the vol service has no answer."""
         at, fc = self.vol_cache.get(symbol, (0.0, None))
-        if time.monotonic() - at > 60:
+        if time.monotonic() - at > (60 if fc else 5):
             h = max(1, math.ceil(self.s.horizon_s / 60))
             try:
                 fc = await self.call("vol", "forecast", VolForecastRequest(symbol, h), VolForecast)
