@@ -88,3 +88,19 @@ async def test_durable_publish_deduplicates_on_msg_id(bus, subject_root):
 )
 def test_subject_matching(pattern, subject, ok):
     assert subject_matches(pattern, subject) is ok
+
+
+async def test_endpoints_are_micro_services(bus, subject_root):
+    async def upper(data: bytes) -> bytes:
+        return data.upper()
+
+    await bus.add_endpoint("echo-svc", "upper", f"{subject_root}.rpc.echo.upper", upper)
+    await _settle(bus)
+    assert (await bus.request(f"{subject_root}.rpc.echo.upper", b"abc")).data == b"ABC"
+    if isinstance(bus, NatsBus):  # what `nats micro list` / `nats micro info` ask
+        import json
+
+        info = json.loads((await bus.request("$SRV.INFO.echo-svc", b"")).data)
+        assert info["name"] == "echo-svc" and info["endpoints"][0]["subject"] == f"{subject_root}.rpc.echo.upper"
+        stats = json.loads((await bus.request("$SRV.STATS.echo-svc", b"")).data)
+        assert stats["endpoints"][0]["num_requests"] == 1

@@ -19,6 +19,7 @@ class Msg:
 
 Handler = Callable[[Msg], Awaitable[None]]
 AckHandler = Callable[[Msg], Awaitable[bool]]
+Endpoint = Callable[[bytes], Awaitable[bytes]]
 
 
 class Subscription(Protocol):
@@ -45,6 +46,12 @@ class Bus(Protocol):
     async def respond(self, msg: Msg, data: bytes) -> None: ...
 
     async def publish_durable(self, subject: str, data: bytes, msg_id: str) -> bool: ...
+
+    async def add_endpoint(self, service: str, name: str, subject: str, handler: Endpoint) -> None:
+        """Serve request/reply on ``subject`` as endpoint ``name`` of ``service`` (queue group =
+        the service). On NATS this is the micro service API, so ``nats micro list`` and
+        ``nats micro stats`` see every endpoint."""
+        ...
 
     async def ensure_stream(self, name: str, subjects: list[str], duplicate_window_s: float = 120.0) -> None: ...
 

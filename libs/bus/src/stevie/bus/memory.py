@@ -11,7 +11,7 @@ import itertools
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from stevie.bus.core import AckHandler, Handler, Msg, subject_matches
+from stevie.bus.core import AckHandler, Endpoint, Handler, Msg, subject_matches
 
 
 @dataclass(eq=False)
@@ -90,6 +90,12 @@ class InMemoryBus:
         self.durable_log.append(msg)
         await self._deliver(msg)
         return True
+
+    async def add_endpoint(self, service: str, name: str, subject: str, handler: Endpoint) -> None:
+        async def on_request(m: Msg) -> None:
+            await self.respond(m, await handler(m.data))
+
+        await self.subscribe(subject, on_request, queue=service)
 
     async def ensure_stream(self, name: str, subjects: list[str], duplicate_window_s: float = 120.0) -> None:
         """Durable messages are kept in ``durable_log``; nothing to create."""

@@ -10,8 +10,11 @@ from nats.aio.msg import Msg as NatsMsg
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import StreamConfig
+from nats.micro import add_service
+from nats.micro.request import Request
+from nats.micro.service import Service
 
-from stevie.bus.core import AckHandler, Handler, Msg
+from stevie.bus.core import AckHandler, Endpoint, Handler, Msg
 
 
 class _NatsSub:
@@ -33,6 +36,7 @@ class NatsBus:
     def __init__(self, nc: Client) -> None:
         self.nc = nc
         self.js = nc.jetstream()
+        self._services: dict[str, Service] = {}
 
     @classmethod
     async def connect(cls, url: str, name: str = "stevie", **kwargs: object) -> NatsBus:
@@ -68,6 +72,19 @@ class NatsBus:
         if msg.reply:
             await self.nc.publish(msg.reply, data)
 
+    async def add_endpoint(self, service: str, name: str, subject: str, handler: Endpoint) -> None:
+        svc = self._services.get(service)
+        if svc is None:
+            svc = await add_service(
+                self.nc, name=service, version="0.1.0", queue_group=service, description=f"Stevie {service}"
+            )
+            self._services[service] = svc
+
+        async def on_request(req: Request) -> None:
+            await req.respond(await handler(req.data))
+
+        await svc.add_endpoint(name=name, subject=subject, handler=on_request)
+
     async def ensure_stream(self, name: str, subjects: list[str], duplicate_window_s: float = 120.0) -> None:
         """Create or update a JetStream stream bound to ``subjects``."""
         cfg = StreamConfig(name=name, subjects=subjects, duplicate_window=duplicate_window_s)
@@ -95,5 +112,7 @@ class NatsBus:
             await asyncio.sleep(0)
 
     async def close(self) -> None:
+        for svc in self._services.values():
+            await svc.stop()
         if not self.nc.is_closed:
             await self.nc.drain()

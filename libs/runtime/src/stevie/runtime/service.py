@@ -61,15 +61,15 @@ class ServiceContext:
     async def serve_rpc(
         self, method: str, request_type: type[T], handler: Callable[[T], msgspec.Struct | Awaitable[msgspec.Struct]]
     ) -> None:
-        """Answer ``{root}.rpc.{service}.{method}`` (queue group = service name): decode the
+        """Answer ``{root}.rpc.{service}.{method}`` as a NATS micro endpoint: decode the
         request, call ``handler``, reply with its Struct or an ``RpcError`` — 400 for an
         undecodable request or ``QuantInputError``/``ValueError``, 404 for ``KeyError``, 503 for
         ``RuntimeError`` (model not fitted yet, solver failure)."""
         decoder = msgspec.json.Decoder(request_type)
 
-        async def on_request(msg: Msg) -> None:
+        async def on_request(data: bytes) -> bytes:
             try:
-                result = handler(decoder.decode(msg.data))
+                result = handler(decoder.decode(data))
                 reply: msgspec.Struct = await result if inspect.isawaitable(result) else result
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                 reply = RpcError(400, "bad_request", str(exc))
@@ -79,11 +79,10 @@ class ServiceContext:
                 reply = RpcError(400, "bad_input", str(exc))
             except RuntimeError as exc:  # not fitted yet, solver failure: try again later
                 reply = RpcError(503, "unavailable", str(exc))
-            await self.bus.respond(msg, encode(reply))
+            return encode(reply)
 
-        await self.bus.subscribe(
-            subjects.rpc(self.settings.subject_root, self.name, method), on_request, queue=self.name
-        )
+        subject = subjects.rpc(self.settings.subject_root, self.name, method)
+        await self.bus.add_endpoint(self.name, method, subject, on_request)
 
 
 @dataclass(frozen=True)
