@@ -5,6 +5,8 @@ venue makes books SYNCING, and they come back LIVE and correct; Ctrl-C leaves no
 from __future__ import annotations
 
 import asyncio
+import csv
+import gzip
 import json
 import os
 import re
@@ -155,6 +157,20 @@ def test_stack_boots_serves_correct_books_and_recovers(stack):
         ]
     }
     assert post(port, "/api/options/chain/BTCUSDT", chain)[0] == 200
+    full = [
+        {
+            "strike": float(r["strike"]),
+            "expiryMs": int(r["expiration_timestamp_ms"]),
+            "tsMs": int(r["timestamp_ms"]),
+            "underlying": float(r["underlying_price"]),
+            "type": r["option_type"],
+            "markIv": float(r["mark_iv"]),
+        }
+        for r in csv.DictReader(gzip.open(SAMPLES / "deribit/options/btc_chain_2020-05-21.csv.gz", "rt"))
+    ]
+    status, deribit = post(port, "/api/options/chain/BTC", {"chain": full})
+    assert status == 200 and deribit["rr25"] is not None and deribit["iv_term_slope"] is not None
+    assert len(deribit["tenors"]) == 7
     status, smile = get(port, "/api/options/smile/BTCUSDT")
     assert status == 200 and smile["rr25"] > 0 and smile["fly25"] == 0 and smile["iv_term_slope"] is None
     assert "iv_term_slope" in smile["reasons"]

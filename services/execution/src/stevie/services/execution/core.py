@@ -94,6 +94,7 @@ class ExecutionCore:
         self.positions: dict[Key, Position] = {k: Position() for k in s.pairs()}
         self.cash = s.capital_quote
         self.last_sizing: SizingSnapshot | None = None
+        self.fill_obs: deque[tuple[float, float]] = deque(maxlen=500)  # (size, slippage bps) of our fills
         self.seq = 0
 
     # -- market state -----------------------------------------------------------------
@@ -206,6 +207,8 @@ class ExecutionCore:
         top = self.slot(key).top
         assert top is not None
         f = impact.walk_the_book(top.asks if side > 0 else top.bids, size)
+        if f.filled > 0:
+            self.fill_obs.append((f.filled, f.slippage_bps))
         fee = f.filled * f.avg_price * self.s.fee_bps / 1e4
         self.positions[key].apply(side, f.filled, f.avg_price)
         self.cash -= side * f.filled * f.avg_price + fee
@@ -295,7 +298,8 @@ class ExecutionCore:
         return out
 
     def simulate(self, key: Key, size: float, urgency: float) -> SimulateResult:
-        """Plan and cost preview for a buy of ``size`` base units (impact fitted on the book now)."""
+        """Plan and cost preview for a buy of ``size`` base units. The impact model k·size^α
+        is fitted on walk-the-book probes of the current book plus our own paper fills."""
         slot = self.slot(key)
         top = slot.top
         assert top is not None
@@ -304,6 +308,8 @@ class ExecutionCore:
         depth = sum(q for _, q in asks)
         probe = [depth * x for x in (0.05, 0.1, 0.2, 0.4, 0.6, 0.8)]
         slips = [impact.walk_the_book(asks, q).slippage_bps for q in probe]
+        probe += [q for q, _ in self.fill_obs]
+        slips += [b for _, b in self.fill_obs]
         try:
             model = impact.fit_impact(probe, slips, 0.0)
         except ValueError:

@@ -33,6 +33,8 @@ from stevie.contracts.rpc import (
     SimulateResult,
     SizingLastRequest,
     SizingSnapshot,
+    Smile,
+    SmileRequest,
     UpdateRequest,
     VolForecast,
     VolForecastRequest,
@@ -52,6 +54,7 @@ class Execution:
         self.core = ExecutionCore(s)
         self.locks: dict[Key, asyncio.Lock] = {k: asyncio.Lock() for k in self.core.slots}
         self.vol_cache: dict[str, tuple[float, VolForecast | None]] = {}
+        self.smile_cache: dict[str, tuple[float, float]] = {}
         self.blocked_times: deque[float] = deque()
         r = ctx.registry
         self.m_decisions = Counter("exec_decisions_total", "Decisions made", ["venue", "symbol"], registry=r)
@@ -82,13 +85,30 @@ class Execution:
             return 0.0, 0.0, "none"
         return fc.sigmaGARCH, fc.sigmaHAR, f"garch h={fc.h}m"
 
+    async def rr25(self, symbol: str) -> float:
+        """Headline 25-delta risk reversal of the stored option chain (``SYMBOL`` or its base
+        asset, e.g. ``BTC``); 0 (neutral) when no chain defines it. Cached 60 s."""
+        at, value = self.smile_cache.get(symbol, (0.0, 0.0))
+        if time.monotonic() - at > 60:
+            value = 0.0
+            for name in (symbol, symbol.removesuffix("USDT")):
+                try:
+                    smile = await self.call("vol", "options_smile", SmileRequest(name), Smile)
+                except (TimeoutError, RuntimeError):
+                    continue
+                if smile.rr25 is not None:
+                    value = smile.rr25
+                    break
+            self.smile_cache[symbol] = (time.monotonic(), value)
+        return value
+
     async def decide(self, key: Key, choice: Choice | None = None) -> ExecutionRecord:
         """One decision at the latest event time of ``key``. Raises NotTradable."""
         async with self.locks[key]:
             slot = self.core.slot(key)
             now = slot.features[-1].ts_event_ns
             sigma, sigma_har, source = await self.sigma(key[1])
-            ctx = self.core.context(key, sigma, sigma_har)
+            ctx = self.core.context(key, sigma, sigma_har, await self.rr25(key[1]))
             window = self.core.feature_window(key)
             if choice is None:
                 choice = await self.call("router", "choose", ChooseRequest(ctx), Choice)

@@ -71,6 +71,8 @@ class Vol:
                 self.s.venue,
                 10 if self.s.venue == "binance-usdm" else 2,
                 self.ctx.name,
+                deadline_s=300.0,
+                priority="low",
             )
             rows = await self._get(symbol, start)
             rows = [r for r in rows if not times or r[0] > times[-1]]
