@@ -234,12 +234,15 @@ def check_decision_loop(port: int, state) -> None:
     assert provenance(body.feature_window, body.context, body.choice) == row["provenance"]
 
     # plan-and-execute until a policy trades; the fill lies within the book
-    for _ in range(40):
+    for _ in range(90):
         status, rec = post(port, "/api/exec/plan-and-execute", {"symbol": "BTCUSDT"})
+        book = get(port, "/api/l2/binance/BTCUSDT")[1]
         assert status == 200 and {"symbol", "policyId", "requestedSize", "finalSize", "fillPrice", "ts"} <= set(rec)
         if rec["fillPrice"] is not None:
             break
         time.sleep(0.5)
+    assert rec["fillPrice"] is not None, "no policy traded in 90 decisions"
+    assert book["bids"][-1][0] * 0.999 <= rec["fillPrice"] <= book["asks"][-1][0] * 1.001
     status, rec = post(port, "/api/trading/paper/order", {"symbol": "BTCUSDT", "side": "buy", "size": 0.01})
     book = get(port, "/api/l2/binance/BTCUSDT")[1]
     assert status == 200 and rec["finalSize"] == 0.01 and not rec["blocked"]

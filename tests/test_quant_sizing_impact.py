@@ -69,3 +69,7 @@ def test_planner_styles_and_slices_sum_to_size():
     assert pov.style == "POV" and sum(pov.slices) == pytest.approx(20.0) and max(pov.slices) <= 1.0 + 1e-12
     with pytest.raises(QuantInputError):
         impact.plan_execution(1.0, 0.2, 5.0, 0.1, 1.5, m)
+    # a calm book but a large vol forecast over the horizon: waiting is risky → Immediate
+    calm = impact.plan_execution(4.0, 0.2, 5.0, 0.0, 0.1, m)
+    stormy = impact.plan_execution(4.0, 0.2, 5.0, 0.0, 0.1, m, vol_forecast_bps=50.0)
+    assert calm.style == "TWAP" and stormy.style == "Immediate"

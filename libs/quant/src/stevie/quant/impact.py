@@ -106,13 +106,15 @@ def plan_execution(
     horizon_s: float = 300.0,
     volume_profile: Sequence[float] = (),
     max_pov: float = 0.1,
+    vol_forecast_bps: float = 0.0,
 ) -> Plan:
     """Choose Immediate / TWAP / VWAP / POV.
 
     size, top_depth, volume_per_min in base units; spread_bps, micro_vol_bps in bps;
-    urgency in [0, 1] (1 = now). Immediate when the order fits the displayed depth and either
-    urgency ≥ 0.8 or the impact saved by slicing is below the risk of waiting
-    (micro-vol · sqrt(horizon)). Else POV if the order exceeds ``max_pov`` of the volume
+    urgency in [0, 1] (1 = now); vol_forecast_bps = σ of the return over the horizon from the
+    vol models (bps). Immediate when the order fits the displayed depth and either urgency ≥ 0.8
+    or the impact saved by slicing is below the risk of waiting, the larger of
+    micro-vol·sqrt(horizon) and the vol forecast. Else POV if the order exceeds ``max_pov`` of the volume
     expected over the horizon, VWAP if a volume profile is given, TWAP otherwise.
     Raises QuantInputError on bad inputs."""
     for name, v in (
@@ -121,6 +123,7 @@ def plan_execution(
         ("top_depth", top_depth),
         ("micro_vol_bps", micro_vol_bps),
         ("horizon_s", horizon_s),
+        ("vol_forecast_bps", vol_forecast_bps),
     ):
         if not math.isfinite(v) or v < 0:
             raise QuantInputError(f"{name} must be finite and >= 0, got {v}")
@@ -131,7 +134,7 @@ def plan_execution(
     immediate_cost = model.cost_bps(size, spread_bps)
     n = max(2, min(20, math.ceil(size / max(top_depth, 1e-12))))
     sliced_cost = model.cost_bps(size / n, spread_bps)
-    wait_risk = micro_vol_bps * math.sqrt(horizon_s)
+    wait_risk = max(micro_vol_bps * math.sqrt(horizon_s), vol_forecast_bps)
     if size <= top_depth and (urgency >= 0.8 or immediate_cost - sliced_cost < wait_risk * (1 - urgency)):
         return Plan(
             "Immediate", [size], 0.0, immediate_cost, "fits the displayed depth; slicing saves less than waiting risks"

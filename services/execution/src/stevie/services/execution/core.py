@@ -297,7 +297,7 @@ class ExecutionCore:
             out.append(PositionView(venue, sym, p.size, p.avg_price, mark, p.size * (mark - p.avg_price), p.realized))
         return out
 
-    def simulate(self, key: Key, size: float, urgency: float) -> SimulateResult:
+    def simulate(self, key: Key, size: float, urgency: float, sigma_horizon: float = 0.0) -> SimulateResult:
         """Plan and cost preview for a buy of ``size`` base units. The impact model k·size^α
         is fitted on walk-the-book probes of the current book plus our own paper fills."""
         slot = self.slot(key)
@@ -314,7 +314,9 @@ class ExecutionCore:
             model = impact.fit_impact(probe, slips, 0.0)
         except ValueError:
             model = impact.ImpactModel(0.0, 1.0)
-        plan = impact.plan_execution(size, f.spread_bps, asks[0][1], f.micro_vol_bps, urgency, model)
+        plan = impact.plan_execution(
+            size, f.spread_bps, asks[0][1], f.micro_vol_bps, urgency, model, vol_forecast_bps=sigma_horizon * 1e4
+        )
         now = impact.walk_the_book(asks, size)
         return SimulateResult(
             key[1],

@@ -208,10 +208,12 @@ class Execution:
             )
             return await self.execute(key, manual, sizing, ctx, self.core.feature_window(key), side, req.size, now)
 
-    def simulate(self, req: SimulateRequest) -> SimulateResult:
+    async def simulate(self, req: SimulateRequest) -> SimulateResult:
         if not (math.isfinite(req.size) and req.size > 0) or not 0 <= req.urgency <= 1:
             raise QuantInputError("size must be > 0 (base units) and urgency in [0, 1]")
-        return self.core.simulate(self._key(req.venue, req.symbol), req.size, req.urgency)
+        key = self._key(req.venue, req.symbol)
+        sigma, _, _ = await self.sigma(key[1])
+        return self.core.simulate(key, req.size, req.urgency, sigma)
 
     def sizing_last(self, _: SizingLastRequest) -> SizingSnapshot:
         if self.core.last_sizing is None:
