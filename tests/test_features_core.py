@@ -5,9 +5,11 @@ from __future__ import annotations
 import pytest
 
 from stevie.contracts import BookState, BookStatus, BookTopK, Trade
+from stevie.quant.kernels import load
 from stevie.services.features.core import Features
 
 S = 1_000_000_000
+KERNELS = load("auto")
 
 
 def book(ts, bids, asks, state=BookState.LIVE):
@@ -21,7 +23,7 @@ def trade(ts, size, side):
 
 
 def test_feature_vector_from_books_and_trades():
-    f = Features(k=1, window_ns=5 * S, init_clock=lambda: 7)
+    f = Features(k=1, window_ns=5 * S, init_clock=lambda: 7, kernels=KERNELS)
     assert f.on_book(book(1 * S, [(100.0, 3.0)], [(100.1, 1.0)])) is not None
     f.on_trade(trade(2 * S, 1.0, "buy"))
     f.on_trade(trade(2 * S, 3.0, "sell"))
@@ -31,7 +33,7 @@ def test_feature_vector_from_books_and_trades():
 
 
 def test_resync_and_time_reversal_reset_state():
-    f = Features(k=1, window_ns=5 * S, init_clock=lambda: 0)
+    f = Features(k=1, window_ns=5 * S, init_clock=lambda: 0, kernels=KERNELS)
     f.on_trade(trade(10 * S, 1.0, "buy"))
     f.on_status(
         BookStatus(

@@ -15,14 +15,19 @@ from collections.abc import Iterable, Sequence
 from itertools import islice
 from typing import Protocol
 
+import msgspec
+import numpy as np
 from sortedcontainers import SortedDict
+
+from stevie.quant.errors import QuantInputError
 
 Level = tuple[float, float]
 
 
-class Verdict(enum.Enum):
+class Verdict(str, enum.Enum):
     """Outcome of applying one diff: OK (applied), STALE (already covered; dropped, book
-    unchanged), GAP (does not continue the book; not applied — the caller must resync)."""
+    unchanged), GAP (does not continue the book; not applied — the caller must resync).
+    A ``str`` enum, so it equals the native backend's ``"ok"``/``"stale"``/``"gap"``."""
 
     OK = "ok"
     STALE = "stale"
@@ -33,24 +38,30 @@ class OrderBookLike(Protocol):
     """What book-maintainer and features need from a book (Python or Rust)."""
 
     @property
+    def usdm(self) -> bool: ...
+    @property
     def last_update_id(self) -> int: ...
     @property
     def synced(self) -> bool: ...
-    def apply_snapshot(self, bids: Iterable[Level], asks: Iterable[Level], last_update_id: int) -> None: ...
+    def apply_snapshot(self, bids: list[Level], asks: list[Level], last_update_id: int) -> None: ...
     def apply_diff(
         self,
         first_update_id: int,
         final_update_id: int,
         prev_final_update_id: int | None,
-        bids: Iterable[Level],
-        asks: Iterable[Level],
-    ) -> Verdict: ...
+        bids: list[Level],
+        asks: list[Level],
+    ) -> str: ...
+    def apply_depth_json(self, data: bytes) -> tuple[str, int, int]: ...
+    def replay_lines(self, data: bytes, k: int = 20) -> tuple[int, int, int, int]: ...
     def best_bid(self) -> Level | None: ...
     def best_ask(self) -> Level | None: ...
     def top_k(self, k: int) -> tuple[list[Level], list[Level]]: ...
     def is_crossed(self) -> bool: ...
     def depth_within_bps(self, bps: float) -> tuple[float, float]: ...
     def clear(self) -> None: ...
+    def levels(self) -> tuple[list[Level], list[Level]]: ...
+    def top_k_arrays(self, k: int) -> tuple[np.ndarray, np.ndarray]: ...
 
 
 class OrderBook:
@@ -62,13 +73,15 @@ class OrderBook:
     - USD-M: diffs with ``u < L`` are STALE; the first applied needs ``U <= L <= u`` (or
       ``pu == L``: the diff continues exactly from the snapshot); later ones ``pu == prev_u``.
     Any other diff is a GAP and is not applied. Sizes are absolute; size 0 removes the level.
-    Prices in quote units, sizes in base units.
+    Prices in quote units, sizes in base units. ``decimals``: the price precision the bytes
+    API accepts (a price with more non-zero decimals is an error, as in the native book).
     """
 
-    __slots__ = ("_asks", "_bids", "_first_pending", "_last", "_synced", "usdm")
+    __slots__ = ("_asks", "_bids", "_first_pending", "_last", "_synced", "decimals", "usdm")
 
-    def __init__(self, usdm: bool = False) -> None:
+    def __init__(self, usdm: bool = False, decimals: int = 8) -> None:
         self.usdm = usdm
+        self.decimals = decimals
         self._bids: SortedDict = SortedDict()
         self._asks: SortedDict = SortedDict()
         self._last = 0
@@ -174,6 +187,72 @@ class OrderBook:
     def levels(self) -> tuple[list[Level], list[Level]]:
         """Every level, best first (for parity checks)."""
         return self.top_k(len(self._bids) + len(self._asks))
+
+    def top_k_arrays(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Best ``k`` levels as two (n, 2) float64 arrays [price, size], best first."""
+        bids, asks = self.top_k(k)
+        return np.array(bids, dtype=float).reshape(-1, 2), np.array(asks, dtype=float).reshape(-1, 2)
+
+    def apply_depth_json(self, data: bytes) -> tuple[str, int, int]:
+        """One raw Binance depthUpdate (or combined-stream envelope) → (verdict, U, u).
+        Raises QuantInputError on a malformed message; the book is then unchanged."""
+        try:
+            msg = _depth_decoder.decode(data)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise QuantInputError(f"bad depthUpdate: {exc}") from exc
+        d = msg.data if msg.data is not None else msg
+        if d.U is None or d.u is None or d.b is None or d.a is None or d.E is None:
+            raise QuantInputError("bad depthUpdate: missing E, U, u, b or a")
+        verdict = self._continues(d.U, d.u, d.pu) if self._synced else Verdict.GAP
+        if verdict is Verdict.OK:
+            bids = [(_price(p, self.decimals), _qty(q)) for p, q in d.b]
+            asks = [(_price(p, self.decimals), _qty(q)) for p, q in d.a]
+            self.apply_diff(d.U, d.u, d.pu, bids, asks)
+        return verdict.value, d.U, d.u
+
+    def replay_lines(self, data: bytes, k: int = 20) -> tuple[int, int, int, int]:
+        """Apply newline-separated messages, top-k after each applied one:
+        (ok, stale, gap, errors)."""
+        counts = {"ok": 0, "stale": 0, "gap": 0, "errors": 0}
+        for line in data.split(b"\n"):
+            if not line.strip():
+                continue
+            try:
+                verdict, _, _ = self.apply_depth_json(line)
+            except QuantInputError:
+                counts["errors"] += 1
+                continue
+            counts[verdict] += 1
+            if verdict == "ok":
+                self.top_k(k)
+        return counts["ok"], counts["stale"], counts["gap"], counts["errors"]
+
+
+class _Depth(msgspec.Struct):
+    U: int | None = None
+    u: int | None = None
+    b: list[tuple[str, str]] | None = None
+    a: list[tuple[str, str]] | None = None
+    E: int | None = None
+    pu: int | None = None
+    data: _Depth | None = None
+
+
+_depth_decoder = msgspec.json.Decoder(_Depth)
+
+
+def _price(s: str, decimals: int) -> float:
+    whole, _, frac = s.partition(".")
+    if not (whole.isdigit() and (frac == "" or frac.isdigit())) or frac[decimals:].strip("0"):
+        raise QuantInputError(f"bad price {s!r} (at most {decimals} decimals)")
+    return float(s)
+
+
+def _qty(s: str) -> float:
+    whole, _, frac = s.partition(".")
+    if not (whole.isdigit() and (frac == "" or frac.isdigit())):
+        raise QuantInputError(f"bad quantity {s!r}")
+    return float(s)
 
 
 def _set_levels(side: SortedDict, levels: Iterable[Level] | Sequence[Level]) -> None:

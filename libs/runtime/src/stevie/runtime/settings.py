@@ -32,6 +32,8 @@ class CommonSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     subject_root: first subject token(s); tests set their own to isolate themselves.
     env: ``prod`` or ``dev`` (dev enables dev-only routes). heartbeat_interval_s: seconds.
     operator_token: bearer token for mutating routes (masked in logs).
+    kernels: book/feature kernels — ``native`` (Rust), ``reference`` (Python/numpy) or
+    ``auto`` (native when installed).
     """
 
     nats_url: str = "nats://127.0.0.1:4322"
@@ -41,8 +43,11 @@ class CommonSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     log_level: str = "info"
     heartbeat_interval_s: float = 1.0
     operator_token: str = ""
+    kernels: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.kernels not in ("auto", "native", "reference"):
+            raise SettingsError(f"STEVIE_KERNELS must be auto, native or reference, got {self.kernels!r}")
         if self.env not in ("prod", "dev"):
             raise SettingsError(f"STEVIE_ENV must be 'prod' or 'dev', got {self.env!r}")
         if not 0.05 <= self.heartbeat_interval_s <= 60:

@@ -91,9 +91,9 @@ class BookSync:
             verdict = self.book.apply_diff(
                 diff.first_update_id, diff.final_update_id, diff.prev_final_update_id, diff.bids, diff.asks
             )
-            if verdict is Verdict.STALE:
+            if verdict == Verdict.STALE:
                 continue
-            if verdict is Verdict.GAP:
+            if verdict == Verdict.GAP:
                 # The snapshot is older than the buffered stream (or the stream jumped):
                 # keep what follows and fetch a newer snapshot.
                 self.counters.gaps += 1
@@ -135,11 +135,11 @@ class BookSync:
         verdict = self.book.apply_diff(
             diff.first_update_id, diff.final_update_id, diff.prev_final_update_id, diff.bids, diff.asks
         )
-        if verdict is Verdict.STALE:
+        if verdict == Verdict.STALE:
             self.counters.stale += 1
             self._stale_run += 1
             return self.resync("stale_run", diff.ts_event_ns) if self._stale_run > MAX_STALE_RUN else []
-        if verdict is Verdict.GAP:
+        if verdict == Verdict.GAP:
             self.counters.gaps += 1
             return self.resync("gap", diff.ts_event_ns)
         self._stale_run = 0

@@ -20,7 +20,9 @@ from prometheus_client import Counter, Gauge
 
 from stevie.bus import Msg
 from stevie.contracts import BookTopK, StreamStatus, encode, subjects
-from stevie.runtime.budget import acquire
+from stevie.quant.kernels import Kernels
+from stevie.quant.kernels import load as load_kernels
+from stevie.runtime.budget import BudgetDenied, acquire
 from stevie.runtime.service import ServiceContext, ServiceSpec
 from stevie.services.book_maintainer import binance
 from stevie.services.book_maintainer.bars import BarBuilder
@@ -89,7 +91,12 @@ class VenueStream:
 
 class BookMaintainer:
     def __init__(
-        self, ctx: ServiceContext, s: BookMaintainerSettings, http: aiohttp.ClientSession, pool: asyncpg.Pool | None
+        self,
+        ctx: ServiceContext,
+        s: BookMaintainerSettings,
+        http: aiohttp.ClientSession,
+        pool: asyncpg.Pool | None,
+        kernels: Kernels,
     ) -> None:
         self.ctx, self.s, self.http, self.pool = ctx, s, http, pool
         self.m = Metrics.create(ctx)
@@ -104,6 +111,7 @@ class BookMaintainer:
                         v,
                         sym,
                         v == "binance-usdm",
+                        book=kernels.OrderBook(usdm=v == "binance-usdm"),
                         top_k=s.top_k,
                         coalesce_ns=s.coalesce_ms * 1_000_000,
                         buffer_size=s.buffer_size,
@@ -184,7 +192,7 @@ class BookMaintainer:
             )
             raw = await self._get_depth(st.venue, symbol)
             snap = binance.to_snapshot(st.venue, symbol, binance.snapshot_decoder.decode(raw), self.ctx.clock.now_ns())
-        except (TimeoutError, aiohttp.ClientError, VenueUnavailable, msgspec.DecodeError) as exc:
+        except (TimeoutError, aiohttp.ClientError, VenueUnavailable, msgspec.DecodeError, BudgetDenied) as exc:
             self.ctx.log.warning("snapshot_failed", venue=st.venue, symbol=symbol, error=str(exc))
             return
         finally:
@@ -293,7 +301,9 @@ async def main(ctx: ServiceContext) -> None:
         )
     timeout = aiohttp.ClientTimeout(total=10)
     async with aiohttp.ClientSession(timeout=timeout) as http:
-        bm = BookMaintainer(ctx, s, http, pool)
+        kernels = load_kernels(s.kernels)
+        ctx.backend = kernels.BACKEND
+        bm = BookMaintainer(ctx, s, http, pool, kernels)
         ctx.streams = lambda: [st.status() for st in bm.streams.values()]
         try:
             await bm.run()

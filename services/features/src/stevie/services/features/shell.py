@@ -11,6 +11,7 @@ from prometheus_client import Counter
 
 from stevie.bus import Msg
 from stevie.contracts import BookStatus, BookTopK, Trade, decoder_for, encode, subjects
+from stevie.quant.kernels import load as load_kernels
 from stevie.runtime.service import ServiceContext, ServiceSpec
 from stevie.services.features.core import Features
 from stevie.services.features.settings import FeaturesSettings
@@ -19,7 +20,9 @@ from stevie.services.features.settings import FeaturesSettings
 async def main(ctx: ServiceContext) -> None:
     s = ctx.settings
     assert isinstance(s, FeaturesSettings)
-    core = Features(s.obi_levels, int(s.window_s * 1e9), ctx.clock.now_ns)
+    kernels = load_kernels(s.kernels)
+    ctx.backend = kernels.BACKEND
+    core = Features(s.obi_levels, int(s.window_s * 1e9), ctx.clock.now_ns, kernels)
     dlq = Counter("features_dlq_total", "Undecodable messages", ["kind"], registry=ctx.registry)
     published = Counter("features_published_total", "Feature vectors published", ["venue"], registry=ctx.registry)
     root = s.subject_root

@@ -1,0 +1,334 @@
+//! L2 book keyed by integer price units (price × 10^decimals), Binance sequencing rules.
+//!
+//! Sides are sorted `Vec`s with the best level at the end (bids ascending, asks descending),
+//! so the frequent updates near the top move little memory. Prices come back as
+//! `units / 10^decimals`, which for decimal inputs with at most `decimals` digits is the same
+//! double as parsing the decimal string.
+
+/// Outcome of applying one diff (see `stevie.quant.book.Verdict`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Ok,
+    Stale,
+    Gap,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Ok => "ok",
+            Verdict::Stale => "stale",
+            Verdict::Gap => "gap",
+        }
+    }
+}
+
+/// (price, size) levels of both sides, best first: (bids, asks).
+pub type Levels = (Vec<(f64, f64)>, Vec<(f64, f64)>);
+
+/// One side: (units, size), best level last.
+#[derive(Clone, Debug, Default)]
+pub struct Side {
+    levels: Vec<(i64, f64)>,
+    descending: bool,
+}
+
+impl Side {
+    fn new(descending: bool) -> Self {
+        Side { levels: Vec::with_capacity(2048), descending }
+    }
+
+    #[inline]
+    fn find(&self, units: i64) -> Result<usize, usize> {
+        if self.descending {
+            self.levels.binary_search_by(|(u, _)| units.cmp(u))
+        } else {
+            self.levels.binary_search_by(|(u, _)| u.cmp(&units))
+        }
+    }
+
+    /// Absolute size at `units`; size <= 0 removes the level.
+    #[inline]
+    pub fn set(&mut self, units: i64, size: f64) {
+        match self.find(units) {
+            Ok(i) => {
+                if size > 0.0 {
+                    self.levels[i].1 = size;
+                } else {
+                    self.levels.remove(i);
+                }
+            }
+            Err(i) => {
+                if size > 0.0 {
+                    self.levels.insert(i, (units, size));
+                }
+            }
+        }
+    }
+
+    pub fn best(&self) -> Option<(i64, f64)> {
+        self.levels.last().copied()
+    }
+
+    /// Best `k` levels, best first.
+    pub fn top(&self, k: usize) -> impl Iterator<Item = &(i64, f64)> {
+        self.levels.iter().rev().take(k)
+    }
+
+    pub fn len(&self) -> usize {
+        self.levels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.levels.is_empty()
+    }
+
+    pub fn clear(&mut self) {
+        self.levels.clear();
+    }
+
+    fn replace(&mut self, mut levels: Vec<(i64, f64)>) {
+        levels.retain(|(_, q)| *q > 0.0);
+        if self.descending {
+            levels.sort_by_key(|l| std::cmp::Reverse(l.0));
+        } else {
+            levels.sort_by_key(|l| l.0);
+        }
+        levels.dedup_by(|a, b| a.0 == b.0);
+        self.levels = levels;
+    }
+}
+
+/// The book of one venue+symbol. `usdm` selects the USD-M sequencing rule.
+#[derive(Clone, Debug)]
+pub struct OrderBook {
+    pub usdm: bool,
+    pub decimals: u32,
+    scale: f64,
+    pub bids: Side,
+    pub asks: Side,
+    last: u64,
+    synced: bool,
+    first_pending: bool,
+}
+
+impl OrderBook {
+    /// `decimals`: price units are 10^-decimals (8 covers every Binance price).
+    pub fn new(usdm: bool, decimals: u32) -> Self {
+        OrderBook {
+            usdm,
+            decimals,
+            scale: 10f64.powi(decimals as i32),
+            bids: Side::new(false),
+            asks: Side::new(true),
+            last: 0,
+            synced: false,
+            first_pending: false,
+        }
+    }
+
+    #[inline]
+    pub fn to_units(&self, price: f64) -> i64 {
+        (price * self.scale).round() as i64
+    }
+
+    #[inline]
+    pub fn to_price(&self, units: i64) -> f64 {
+        units as f64 / self.scale
+    }
+
+    pub fn last_update_id(&self) -> u64 {
+        self.last
+    }
+
+    pub fn synced(&self) -> bool {
+        self.synced && !self.first_pending
+    }
+
+    pub fn clear(&mut self) {
+        self.bids.clear();
+        self.asks.clear();
+        self.last = 0;
+        self.synced = false;
+        self.first_pending = false;
+    }
+
+    pub fn apply_snapshot_units(&mut self, bids: Vec<(i64, f64)>, asks: Vec<(i64, f64)>, last_update_id: u64) {
+        self.bids.replace(bids);
+        self.asks.replace(asks);
+        self.last = last_update_id;
+        self.synced = true;
+        self.first_pending = true;
+    }
+
+    pub fn apply_snapshot(&mut self, bids: &[(f64, f64)], asks: &[(f64, f64)], last_update_id: u64) {
+        let b = bids.iter().map(|&(p, q)| (self.to_units(p), q)).collect();
+        let a = asks.iter().map(|&(p, q)| (self.to_units(p), q)).collect();
+        self.apply_snapshot_units(b, a, last_update_id);
+    }
+
+    /// The sequencing verdict for a diff (U, u, pu) without applying it.
+    pub fn check(&self, first: u64, last_id: u64, prev: Option<u64>) -> Verdict {
+        if !self.synced {
+            return Verdict::Gap;
+        }
+        let last = self.last;
+        if self.first_pending {
+            if self.usdm {
+                if last_id < last {
+                    return Verdict::Stale;
+                }
+                return if (first <= last && last <= last_id) || prev == Some(last) { Verdict::Ok } else { Verdict::Gap };
+            }
+            if last_id <= last {
+                return Verdict::Stale;
+            }
+            return if first <= last + 1 && last < last_id { Verdict::Ok } else { Verdict::Gap };
+        }
+        if last_id <= last {
+            return Verdict::Stale;
+        }
+        let ok = if self.usdm { prev == Some(last) } else { first == last + 1 };
+        if ok {
+            Verdict::Ok
+        } else {
+            Verdict::Gap
+        }
+    }
+
+    /// Mark a checked diff as applied (its levels were set by the caller).
+    #[inline]
+    pub fn commit(&mut self, last_id: u64) {
+        self.last = last_id;
+        self.first_pending = false;
+    }
+
+    pub fn apply_diff(&mut self, first: u64, last_id: u64, prev: Option<u64>, bids: &[(f64, f64)], asks: &[(f64, f64)]) -> Verdict {
+        let v = self.check(first, last_id, prev);
+        if v != Verdict::Ok {
+            return v;
+        }
+        for &(p, q) in bids {
+            let u = self.to_units(p);
+            self.bids.set(u, q);
+        }
+        for &(p, q) in asks {
+            let u = self.to_units(p);
+            self.asks.set(u, q);
+        }
+        self.commit(last_id);
+        Verdict::Ok
+    }
+
+    pub fn best_bid(&self) -> Option<(f64, f64)> {
+        self.bids.best().map(|(u, q)| (self.to_price(u), q))
+    }
+
+    pub fn best_ask(&self) -> Option<(f64, f64)> {
+        self.asks.best().map(|(u, q)| (self.to_price(u), q))
+    }
+
+    pub fn top_k(&self, k: usize) -> Levels {
+        let b = self.bids.top(k).map(|&(u, q)| (self.to_price(u), q)).collect();
+        let a = self.asks.top(k).map(|&(u, q)| (self.to_price(u), q)).collect();
+        (b, a)
+    }
+
+    /// Write the best `k` levels into caller buffers (no allocation); returns levels per side.
+    pub fn top_k_into(&self, k: usize, bids: &mut [(f64, f64)], asks: &mut [(f64, f64)]) -> (usize, usize) {
+        let mut nb = 0;
+        for (slot, &(u, q)) in bids.iter_mut().zip(self.bids.top(k)) {
+            *slot = (self.to_price(u), q);
+            nb += 1;
+        }
+        let mut na = 0;
+        for (slot, &(u, q)) in asks.iter_mut().zip(self.asks.top(k)) {
+            *slot = (self.to_price(u), q);
+            na += 1;
+        }
+        (nb, na)
+    }
+
+    pub fn is_crossed(&self) -> bool {
+        matches!((self.bids.best(), self.asks.best()), (Some((b, _)), Some((a, _))) if b >= a)
+    }
+
+    /// Total (bid, ask) size within `bps` of the mid; (0, 0) when a side is empty.
+    pub fn depth_within_bps(&self, bps: f64) -> (f64, f64) {
+        let (Some(bb), Some(ba)) = (self.best_bid(), self.best_ask()) else {
+            return (0.0, 0.0);
+        };
+        let mid = 0.5 * (bb.0 + ba.0);
+        let lo = mid * (1.0 - bps * 1e-4);
+        let hi = mid * (1.0 + bps * 1e-4);
+        let mut bid = 0.0;
+        for &(u, q) in self.bids.levels.iter() {
+            if self.to_price(u) >= lo {
+                bid += q;
+            }
+        }
+        let mut ask = 0.0;
+        for &(u, q) in self.asks.levels.iter().rev() {
+            if self.to_price(u) <= hi {
+                ask += q;
+            }
+        }
+        (bid, ask)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snap(b: &mut OrderBook) {
+        b.apply_snapshot(&[(100.0, 1.0), (99.5, 2.0)], &[(100.5, 1.0), (101.0, 3.0)], 10);
+    }
+
+    #[test]
+    fn spot_sequencing() {
+        let mut b = OrderBook::new(false, 8);
+        snap(&mut b);
+        assert_eq!(b.apply_diff(5, 10, None, &[], &[]), Verdict::Stale);
+        assert_eq!(b.apply_diff(12, 14, None, &[], &[]), Verdict::Gap);
+        assert_eq!(b.apply_diff(9, 12, None, &[(100.0, 0.0)], &[]), Verdict::Ok);
+        assert_eq!(b.best_bid(), Some((99.5, 2.0)));
+        assert_eq!(b.apply_diff(13, 13, None, &[], &[]), Verdict::Ok);
+        assert_eq!(b.apply_diff(15, 15, None, &[], &[]), Verdict::Gap);
+        assert!(b.synced());
+    }
+
+    #[test]
+    fn usdm_sequencing_uses_pu() {
+        let mut b = OrderBook::new(true, 8);
+        snap(&mut b);
+        assert_eq!(b.apply_diff(1, 9, Some(0), &[], &[]), Verdict::Stale);
+        assert_eq!(b.apply_diff(8, 10, Some(7), &[], &[]), Verdict::Ok);
+        assert_eq!(b.apply_diff(20, 30, Some(10), &[], &[]), Verdict::Ok);
+        assert_eq!(b.apply_diff(40, 50, Some(31), &[], &[]), Verdict::Gap);
+    }
+
+    #[test]
+    fn levels_top_crossed_and_depth() {
+        let mut b = OrderBook::new(false, 8);
+        snap(&mut b);
+        b.apply_diff(11, 11, None, &[(100.25, 4.0)], &[(100.75, 0.5)]);
+        let (bids, asks) = b.top_k(2);
+        assert_eq!(bids, vec![(100.25, 4.0), (100.0, 1.0)]);
+        assert_eq!(asks, vec![(100.5, 1.0), (100.75, 0.5)]);
+        assert!(!b.is_crossed());
+        b.apply_diff(12, 12, None, &[(100.5, 1.0)], &[]);
+        assert!(b.is_crossed());
+        let (db, da) = OrderBook::new(false, 8).depth_within_bps(10.0);
+        assert_eq!((db, da), (0.0, 0.0));
+    }
+
+    #[test]
+    fn prices_round_trip_like_decimal_parsing() {
+        let b = OrderBook::new(false, 8);
+        for s in ["61837.63", "0.00001", "2682.16", "61800.20", "1234567.12345678"] {
+            let p: f64 = s.parse().unwrap();
+            assert_eq!(b.to_price(b.to_units(p)), p, "{s}");
+        }
+    }
+}

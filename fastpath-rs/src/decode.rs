@@ -1,0 +1,381 @@
+//! Zero-copy decoder for Binance `depthUpdate` JSON (raw or inside a combined-stream
+//! envelope `{"stream": ..., "data": {...}}`), applying levels straight into the book.
+//!
+//! Prices become integer units exactly (decimal digits, no float on the way); quantities use
+//! the exact fast path m / 10^f when the mantissa fits 53 bits (a correctly rounded
+//! quotient of two exact doubles, i.e. the same double as parsing the decimal), else the
+//! standard library parser. Message format: Binance WebSocket Market Streams, "Diff. Depth
+//! Stream" (spot: e, E, s, U, u, b, a; USD-M adds T and pu).
+
+use crate::book::{OrderBook, Verdict};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodeError(pub &'static str);
+
+impl std::fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "bad depthUpdate: {}", self.0)
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+/// Header of one depthUpdate.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DepthHeader {
+    pub event_ms: u64,
+    pub first: u64,
+    pub last: u64,
+    pub prev: Option<u64>,
+}
+
+const POW10: [f64; 23] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19,
+    1e20, 1e21, 1e22,
+];
+
+struct Cursor<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+impl<'a> Cursor<'a> {
+    #[inline]
+    fn ws(&mut self) {
+        while self.i < self.b.len() && matches!(self.b[self.i], b' ' | b'\n' | b'\r' | b'\t') {
+            self.i += 1;
+        }
+    }
+
+    #[inline]
+    fn peek(&mut self) -> Result<u8, DecodeError> {
+        self.ws();
+        self.b.get(self.i).copied().ok_or(DecodeError("unexpected end"))
+    }
+
+    #[inline]
+    fn expect(&mut self, c: u8) -> Result<(), DecodeError> {
+        if self.peek()? != c {
+            return Err(DecodeError("unexpected character"));
+        }
+        self.i += 1;
+        Ok(())
+    }
+
+    /// A string's raw bytes (Binance strings carry no escapes in these fields).
+    #[inline]
+    fn string(&mut self) -> Result<&'a [u8], DecodeError> {
+        self.expect(b'"')?;
+        let start = self.i;
+        while self.i < self.b.len() && self.b[self.i] != b'"' {
+            if self.b[self.i] == b'\\' {
+                self.i += 1;
+            }
+            self.i += 1;
+        }
+        if self.i >= self.b.len() {
+            return Err(DecodeError("unterminated string"));
+        }
+        let s = &self.b[start..self.i];
+        self.i += 1;
+        Ok(s)
+    }
+
+    #[inline]
+    fn uint(&mut self) -> Result<u64, DecodeError> {
+        self.ws();
+        let start = self.i;
+        let mut v: u64 = 0;
+        while self.i < self.b.len() && self.b[self.i].is_ascii_digit() {
+            v = v.checked_mul(10).and_then(|v| v.checked_add((self.b[self.i] - b'0') as u64)).ok_or(DecodeError("integer overflow"))?;
+            self.i += 1;
+        }
+        if self.i == start {
+            return Err(DecodeError("expected an unsigned integer"));
+        }
+        Ok(v)
+    }
+
+    /// Skip any JSON value.
+    fn skip(&mut self) -> Result<(), DecodeError> {
+        match self.peek()? {
+            b'"' => self.string().map(|_| ()),
+            b'{' | b'[' => {
+                let mut depth = 0usize;
+                while self.i < self.b.len() {
+                    match self.b[self.i] {
+                        b'"' => {
+                            self.string()?;
+                            continue;
+                        }
+                        b'{' | b'[' => depth += 1,
+                        b'}' | b']' => {
+                            depth -= 1;
+                            if depth == 0 {
+                                self.i += 1;
+                                return Ok(());
+                            }
+                        }
+                        _ => {}
+                    }
+                    self.i += 1;
+                }
+                Err(DecodeError("unterminated container"))
+            }
+            _ => {
+                while self.i < self.b.len() && !matches!(self.b[self.i], b',' | b'}' | b']') {
+                    self.i += 1;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Decimal string → integer units of 10^-decimals (exact). Digits beyond `decimals` must be 0.
+#[inline]
+pub fn parse_units(s: &[u8], decimals: u32) -> Result<i64, DecodeError> {
+    let mut v: i64 = 0;
+    let mut frac: Option<u32> = None;
+    for &c in s {
+        match c {
+            b'0'..=b'9' => match frac {
+                Some(f) if f >= decimals => {
+                    if c != b'0' {
+                        return Err(DecodeError("price has more decimals than the book"));
+                    }
+                }
+                _ => {
+                    v = v.checked_mul(10).and_then(|v| v.checked_add((c - b'0') as i64)).ok_or(DecodeError("price overflow"))?;
+                    if let Some(f) = frac.as_mut() {
+                        *f += 1;
+                    }
+                }
+            },
+            b'.' if frac.is_none() => frac = Some(0),
+            _ => return Err(DecodeError("bad price")),
+        }
+    }
+    let f = frac.unwrap_or(0).min(decimals);
+    Ok(v * 10i64.pow(decimals - f))
+}
+
+/// Decimal string → f64, identical to a correctly rounded parse (Clinger's fast path).
+#[inline]
+pub fn parse_qty(s: &[u8]) -> Result<f64, DecodeError> {
+    let mut m: u64 = 0;
+    let mut frac: i32 = -1;
+    let mut digits = 0u32;
+    for &c in s {
+        match c {
+            b'0'..=b'9' => {
+                if m != 0 || c != b'0' {
+                    digits += 1;
+                }
+                m = m.wrapping_mul(10).wrapping_add((c - b'0') as u64);
+                if frac >= 0 {
+                    frac += 1;
+                }
+            }
+            b'.' if frac < 0 => frac = 0,
+            _ => return Err(DecodeError("bad quantity")),
+        }
+    }
+    let f = frac.max(0) as usize;
+    if digits <= 15 && f < POW10.len() {
+        return Ok(m as f64 / POW10[f]);
+    }
+    std::str::from_utf8(s).ok().and_then(|t| t.parse::<f64>().ok()).ok_or(DecodeError("bad quantity"))
+}
+
+/// Byte ranges of the `b` and `a` arrays plus the header.
+struct Located {
+    header: DepthHeader,
+    bids: (usize, usize),
+    asks: (usize, usize),
+    seen: u8,
+}
+
+fn scan_object(c: &mut Cursor<'_>, out: &mut Located) -> Result<(), DecodeError> {
+    c.expect(b'{')?;
+    if c.peek()? == b'}' {
+        c.i += 1;
+        return Ok(());
+    }
+    loop {
+        let key = c.string()?;
+        c.expect(b':')?;
+        match key {
+            b"E" => {
+                out.header.event_ms = c.uint()?;
+                out.seen |= 1;
+            }
+            b"U" => {
+                out.header.first = c.uint()?;
+                out.seen |= 2;
+            }
+            b"u" => {
+                out.header.last = c.uint()?;
+                out.seen |= 4;
+            }
+            b"pu" => out.header.prev = Some(c.uint()?),
+            b"b" | b"a" => {
+                c.ws();
+                let start = c.i;
+                c.skip()?;
+                if key == b"b" {
+                    out.bids = (start, c.i);
+                    out.seen |= 8;
+                } else {
+                    out.asks = (start, c.i);
+                    out.seen |= 16;
+                }
+            }
+            b"data" => scan_object(c, out)?,
+            _ => c.skip()?,
+        }
+        match c.peek()? {
+            b',' => c.i += 1,
+            b'}' => {
+                c.i += 1;
+                return Ok(());
+            }
+            _ => return Err(DecodeError("expected , or }")),
+        }
+    }
+}
+
+fn apply_levels(buf: &[u8], range: (usize, usize), decimals: u32, mut set: impl FnMut(i64, f64)) -> Result<(), DecodeError> {
+    let mut c = Cursor { b: &buf[..range.1], i: range.0 };
+    c.expect(b'[')?;
+    if c.peek()? == b']' {
+        return Ok(());
+    }
+    loop {
+        c.expect(b'[')?;
+        let p = parse_units(c.string()?, decimals)?;
+        c.expect(b',')?;
+        let q = parse_qty(c.string()?)?;
+        c.expect(b']')?;
+        set(p, q);
+        match c.peek()? {
+            b',' => c.i += 1,
+            b']' => return Ok(()),
+            _ => return Err(DecodeError("expected , or ]")),
+        }
+    }
+}
+
+/// Decode one message and apply it if it continues the book. The book is unchanged unless
+/// the verdict is Ok (a malformed level is found before anything is written).
+pub fn apply_depth_json(book: &mut OrderBook, buf: &[u8]) -> Result<(Verdict, DepthHeader), DecodeError> {
+    apply_depth_json_with(book, buf, &mut Vec::new())
+}
+
+/// As `apply_depth_json`, reusing `scratch` for the decoded levels.
+pub fn apply_depth_json_with(
+    book: &mut OrderBook,
+    buf: &[u8],
+    scratch: &mut Vec<(i64, f64)>,
+) -> Result<(Verdict, DepthHeader), DecodeError> {
+    let mut loc = Located { header: DepthHeader::default(), bids: (0, 0), asks: (0, 0), seen: 0 };
+    let mut c = Cursor { b: buf, i: 0 };
+    scan_object(&mut c, &mut loc)?;
+    if loc.seen != 31 {
+        return Err(DecodeError("missing E, U, u, b or a"));
+    }
+    let h = loc.header;
+    let v = book.check(h.first, h.last, h.prev);
+    if v != Verdict::Ok {
+        return Ok((v, h));
+    }
+    let d = book.decimals;
+    scratch.clear();
+    apply_levels(buf, loc.bids, d, |u, q| scratch.push((u, q)))?;
+    let n_bids = scratch.len();
+    apply_levels(buf, loc.asks, d, |u, q| scratch.push((u, q)))?;
+    for (i, &(u, q)) in scratch.iter().enumerate() {
+        if i < n_bids {
+            book.bids.set(u, q);
+        } else {
+            book.asks.set(u, q);
+        }
+    }
+    book.commit(h.last);
+    Ok((v, h))
+}
+
+/// Counts of a replay.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ReplayStats {
+    pub ok: u64,
+    pub stale: u64,
+    pub gap: u64,
+    pub errors: u64,
+}
+
+/// Apply every newline-separated message of `buf` in order, computing the top `k` levels
+/// after each applied one (the work a maintainer publishing books does).
+pub fn replay_lines(book: &mut OrderBook, buf: &[u8], k: usize) -> ReplayStats {
+    let mut st = ReplayStats::default();
+    let mut bids = vec![(0.0, 0.0); k];
+    let mut asks = vec![(0.0, 0.0); k];
+    let mut scratch = Vec::with_capacity(256);
+    for line in buf.split(|&c| c == b'\n') {
+        if line.iter().all(|c| c.is_ascii_whitespace()) {
+            continue;
+        }
+        match apply_depth_json_with(book, line, &mut scratch) {
+            Ok((Verdict::Ok, _)) => {
+                st.ok += 1;
+                book.top_k_into(k, &mut bids, &mut asks);
+            }
+            Ok((Verdict::Stale, _)) => st.stale += 1,
+            Ok((Verdict::Gap, _)) => st.gap += 1,
+            Err(_) => st.errors += 1,
+        }
+    }
+    st
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn units_and_quantities_are_exact() {
+        assert_eq!(parse_units(b"61737.63000000", 8), Ok(6_173_763_000_000));
+        assert_eq!(parse_units(b"61800.2", 2), Ok(6_180_020));
+        assert!(parse_units(b"1.123", 2).is_err());
+        for s in ["0.00000000", "1.54698000", "0.014", "20.004", "123456789.123456789", "3.78826"] {
+            assert_eq!(parse_qty(s.as_bytes()).unwrap(), s.parse::<f64>().unwrap(), "{s}");
+        }
+    }
+
+    #[test]
+    fn decodes_raw_and_enveloped_messages() {
+        let mut book = OrderBook::new(true, 8);
+        book.apply_snapshot(&[(100.0, 1.0)], &[(101.0, 1.0)], 10);
+        let raw = br#"{"e":"depthUpdate","E":1723161256299,"T":1,"s":"BTCUSDT","U":8,"u":12,"pu":7,"b":[["100.10","2.5"],["100.00","0"]],"a":[]}"#;
+        let (v, h) = apply_depth_json(&mut book, raw).unwrap();
+        assert_eq!((v, h.first, h.last, h.prev, h.event_ms), (Verdict::Ok, 8, 12, Some(7), 1723161256299));
+        assert_eq!(book.best_bid(), Some((100.1, 2.5)));
+        let env = br#"{"stream":"btcusdt@depth","data":{"e":"depthUpdate","E":2,"U":13,"u":14,"pu":12,"b":[],"a":[["101.00","3"]]}}"#;
+        assert_eq!(apply_depth_json(&mut book, env).unwrap().0, Verdict::Ok);
+        assert_eq!(book.best_ask(), Some((101.0, 3.0)));
+        let gap = br#"{"E":3,"U":20,"u":21,"pu":19,"b":[["1","1"]],"a":[]}"#;
+        assert_eq!(apply_depth_json(&mut book, gap).unwrap().0, Verdict::Gap);
+        assert_eq!(book.best_bid(), Some((100.1, 2.5)));
+    }
+
+    #[test]
+    fn malformed_messages_leave_the_book_untouched() {
+        let mut book = OrderBook::new(false, 8);
+        book.apply_snapshot(&[(100.0, 1.0)], &[(101.0, 1.0)], 10);
+        let bad = br#"{"E":1,"U":11,"u":11,"b":[["100.5","1"],["x","2"]],"a":[]}"#;
+        assert!(apply_depth_json(&mut book, bad).is_err());
+        assert_eq!(book.best_bid(), Some((100.0, 1.0)));
+        assert!(apply_depth_json(&mut book, br#"{"E":1}"#).is_err());
+        assert!(apply_depth_json(&mut book, b"not json").is_err());
+    }
+}

@@ -1,0 +1,12 @@
+//! Stevie's fast path: the L2 order book with Binance diff-depth sequencing, a zero-copy
+//! decoder for raw `depthUpdate` JSON, and the rolling microstructure kernel.
+//!
+//! The pure-Python/numpy twin in `stevie.quant` (`book.py`, `micro.py`, `kernels.py`) is
+//! the executable specification: one parity test body runs over both backends.
+
+pub mod book;
+pub mod decode;
+pub mod micro;
+
+#[cfg(feature = "python")]
+mod py;

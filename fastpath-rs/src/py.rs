@@ -1,0 +1,235 @@
+//! PyO3 layer: converts types, releases the GIL around batch work, maps errors to
+//! `ValueError`. No logic lives here.
+
+use numpy::ndarray::Array2;
+use numpy::{IntoPyArray, PyArray2, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+
+use crate::book;
+use crate::decode;
+use crate::micro;
+
+type Level = (f64, f64);
+
+#[pyclass(module = "stevie_fastpath._native", name = "OrderBook")]
+pub struct PyOrderBook {
+    inner: book::OrderBook,
+}
+
+#[pymethods]
+impl PyOrderBook {
+    #[new]
+    #[pyo3(signature = (usdm = false, decimals = 8))]
+    fn new(usdm: bool, decimals: u32) -> PyResult<Self> {
+        if decimals > 12 {
+            return Err(PyValueError::new_err("decimals must be <= 12"));
+        }
+        Ok(PyOrderBook { inner: book::OrderBook::new(usdm, decimals) })
+    }
+
+    #[getter]
+    fn usdm(&self) -> bool {
+        self.inner.usdm
+    }
+
+    #[getter]
+    fn last_update_id(&self) -> u64 {
+        self.inner.last_update_id()
+    }
+
+    #[getter]
+    fn synced(&self) -> bool {
+        self.inner.synced()
+    }
+
+    fn clear(&mut self) {
+        self.inner.clear();
+    }
+
+    fn apply_snapshot(&mut self, bids: Vec<Level>, asks: Vec<Level>, last_update_id: u64) {
+        self.inner.apply_snapshot(&bids, &asks, last_update_id);
+    }
+
+    #[pyo3(signature = (first_update_id, final_update_id, prev_final_update_id, bids, asks))]
+    fn apply_diff(
+        &mut self,
+        first_update_id: u64,
+        final_update_id: u64,
+        prev_final_update_id: Option<u64>,
+        bids: Vec<Level>,
+        asks: Vec<Level>,
+    ) -> &'static str {
+        self.inner.apply_diff(first_update_id, final_update_id, prev_final_update_id, &bids, &asks).as_str()
+    }
+
+    /// One raw depthUpdate (or combined-stream envelope): (verdict, U, u).
+    fn apply_depth_json(&mut self, py: Python<'_>, data: &Bound<'_, PyBytes>) -> PyResult<(&'static str, u64, u64)> {
+        let buf = data.as_bytes();
+        let inner = &mut self.inner;
+        let out = py.detach(|| decode::apply_depth_json(inner, buf));
+        out.map(|(v, h)| (v.as_str(), h.first, h.last)).map_err(|e| PyValueError::new_err(e.to_string()))
+    }
+
+    /// Newline-separated messages, top-k after every applied one: {ok, stale, gap, errors}.
+    #[pyo3(signature = (data, k = 20))]
+    fn replay_lines(&mut self, py: Python<'_>, data: &Bound<'_, PyBytes>, k: usize) -> (u64, u64, u64, u64) {
+        let buf = data.as_bytes();
+        let inner = &mut self.inner;
+        let st = py.detach(|| decode::replay_lines(inner, buf, k));
+        (st.ok, st.stale, st.gap, st.errors)
+    }
+
+    fn best_bid(&self) -> Option<Level> {
+        self.inner.best_bid()
+    }
+
+    fn best_ask(&self) -> Option<Level> {
+        self.inner.best_ask()
+    }
+
+    fn top_k(&self, k: usize) -> (Vec<Level>, Vec<Level>) {
+        self.inner.top_k(k)
+    }
+
+    /// Best k levels as two (n, 2) float64 arrays [price, size], best first.
+    fn top_k_arrays<'py>(&self, py: Python<'py>, k: usize) -> (Bound<'py, PyArray2<f64>>, Bound<'py, PyArray2<f64>>) {
+        let (b, a) = self.inner.top_k(k);
+        let to = |v: Vec<Level>| Array2::from_shape_fn((v.len(), 2), |(i, j)| if j == 0 { v[i].0 } else { v[i].1 });
+        (to(b).into_pyarray(py), to(a).into_pyarray(py))
+    }
+
+    fn is_crossed(&self) -> bool {
+        self.inner.is_crossed()
+    }
+
+    fn depth_within_bps(&self, bps: f64) -> (f64, f64) {
+        self.inner.depth_within_bps(bps)
+    }
+
+    /// Every level, best first.
+    fn levels(&self) -> (Vec<Level>, Vec<Level>) {
+        self.inner.top_k(self.inner.bids.len() + self.inner.asks.len())
+    }
+}
+
+#[pyclass(module = "stevie_fastpath._native", name = "MicroFeatures", frozen, get_all)]
+#[derive(Clone)]
+pub struct PyMicroFeatures {
+    obi: f64,
+    ti: f64,
+    spread_bps: f64,
+    micro_vol_bps: f64,
+    cancel_rate: f64,
+    mid: f64,
+    ts_ns: i64,
+}
+
+#[pymethods]
+impl PyMicroFeatures {
+    fn __repr__(&self) -> String {
+        format!(
+            "MicroFeatures(obi={}, ti={}, spread_bps={}, micro_vol_bps={}, cancel_rate={}, mid={}, ts_ns={})",
+            self.obi, self.ti, self.spread_bps, self.micro_vol_bps, self.cancel_rate, self.mid, self.ts_ns
+        )
+    }
+}
+
+fn err(e: micro::MicroError) -> PyErr {
+    PyValueError::new_err(e.to_string())
+}
+
+#[pyclass(module = "stevie_fastpath._native", name = "MicroKernel")]
+pub struct PyMicroKernel {
+    inner: micro::MicroKernel,
+}
+
+#[pymethods]
+impl PyMicroKernel {
+    #[new]
+    #[pyo3(signature = (k = 5, window_ns = 5_000_000_000))]
+    fn new(k: usize, window_ns: i64) -> PyResult<Self> {
+        if window_ns <= 0 {
+            return Err(PyValueError::new_err("window_ns must be > 0"));
+        }
+        Ok(PyMicroKernel { inner: micro::MicroKernel::new(k, window_ns) })
+    }
+
+    #[getter]
+    fn k(&self) -> usize {
+        self.inner.k
+    }
+
+    fn on_trade(&mut self, price: f64, size: f64, is_buy: bool, ts_ns: i64) -> PyResult<()> {
+        self.inner.on_trade(price, size, is_buy, ts_ns).map_err(err)
+    }
+
+    fn on_book(&mut self, bids: Vec<Level>, asks: Vec<Level>, ts_ns: i64) -> PyResult<Option<PyMicroFeatures>> {
+        let f = self.inner.on_book(&bids, &asks, ts_ns).map_err(err)?;
+        Ok(f.map(|f| PyMicroFeatures {
+            obi: f.obi,
+            ti: f.ti,
+            spread_bps: f.spread_bps,
+            micro_vol_bps: f.micro_vol_bps,
+            cancel_rate: f.cancel_rate,
+            mid: f.mid,
+            ts_ns: f.ts_ns,
+        }))
+    }
+
+    fn reset(&mut self) {
+        self.inner.reset();
+    }
+}
+
+/// Batch features: see `stevie.quant.kernels.batch_features` for shapes and units.
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+fn batch_features<'py>(
+    py: Python<'py>,
+    k: usize,
+    window_ns: i64,
+    book_ts: PyReadonlyArray1<'py, i64>,
+    bid_px: PyReadonlyArray2<'py, f64>,
+    bid_sz: PyReadonlyArray2<'py, f64>,
+    ask_px: PyReadonlyArray2<'py, f64>,
+    ask_sz: PyReadonlyArray2<'py, f64>,
+    trade_ts: PyReadonlyArray1<'py, i64>,
+    trade_px: PyReadonlyArray1<'py, f64>,
+    trade_sz: PyReadonlyArray1<'py, f64>,
+    trade_buy: PyReadonlyArray1<'py, bool>,
+) -> PyResult<Bound<'py, PyArray2<f64>>> {
+    let n = book_ts.len();
+    let shape = bid_px.shape().to_vec();
+    for a in [&bid_sz, &ask_px, &ask_sz] {
+        if a.shape() != shape.as_slice() {
+            return Err(PyValueError::new_err("bid/ask arrays must all have shape (n, levels)"));
+        }
+    }
+    if shape.len() != 2 || shape[0] != n {
+        return Err(PyValueError::new_err("book arrays must be (n, levels) with n = len(book_ts)"));
+    }
+    let m = trade_ts.len();
+    if trade_px.len() != m || trade_sz.len() != m || trade_buy.len() != m {
+        return Err(PyValueError::new_err("trade arrays must have the same length"));
+    }
+    let (bts, bp, bs, ap, az) = (book_ts.as_slice()?, bid_px.as_slice()?, bid_sz.as_slice()?, ask_px.as_slice()?, ask_sz.as_slice()?);
+    let (tts, tp, tsz, tb) = (trade_ts.as_slice()?, trade_px.as_slice()?, trade_sz.as_slice()?, trade_buy.as_slice()?);
+    let levels = shape[1];
+    let rows = py
+        .detach(|| micro::batch(k, window_ns, bts, bp, bs, ap, az, levels, tts, tp, tsz, tb))
+        .map_err(err)?;
+    let arr = Array2::from_shape_fn((rows.len(), 6), |(i, j)| rows[i][j]);
+    Ok(arr.into_pyarray(py))
+}
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyOrderBook>()?;
+    m.add_class::<PyMicroKernel>()?;
+    m.add_class::<PyMicroFeatures>()?;
+    m.add_function(wrap_pyfunction!(batch_features, m)?)?;
+    m.add("BACKEND", "native")?;
+    Ok(())
+}
