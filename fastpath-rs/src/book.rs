@@ -26,76 +26,161 @@ impl Verdict {
 /// (price, size) levels of both sides, best first: (bids, asks).
 pub type Levels = (Vec<(f64, f64)>, Vec<(f64, f64)>);
 
-/// One side: (units, size), best level last.
+/// Fast multiplicative hash for integer price keys (Fibonacci hashing).
+#[derive(Default, Clone, Copy)]
+pub struct UnitsHasher(u64);
+
+impl std::hash::Hasher for UnitsHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(5) ^ b as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_i64(&mut self, v: i64) {
+        self.0 = (v as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type Map = std::collections::HashMap<i64, f64, std::hash::BuildHasherDefault<UnitsHasher>>;
+
+/// Levels kept sorted in `top` (best first); at least this many when the side has them.
+const TOP_MIN: usize = 32;
+/// `top` is cut back to TOP_MIN levels when it grows past this.
+const TOP_MAX: usize = 128;
+
+/// One side. Every level lives in a hash map (O(1) updates anywhere in the book); the best
+/// levels are also kept in a small sorted vector `top`, which holds *every* level better
+/// than or equal to its last entry (when `partial`, worse levels exist only in the map).
+/// Keys are price units, negated on the ask side so that on both sides larger is better.
 #[derive(Clone, Debug, Default)]
 pub struct Side {
-    levels: Vec<(i64, f64)>,
+    map: Map,
+    top: Vec<(i64, f64)>, // best first (descending key)
+    partial: bool,
     descending: bool,
 }
 
 impl Side {
     fn new(descending: bool) -> Self {
-        Side { levels: Vec::with_capacity(2048), descending }
+        Side { map: Map::default(), top: Vec::with_capacity(TOP_MAX + 1), partial: false, descending }
     }
 
     #[inline]
-    fn find(&self, units: i64) -> Result<usize, usize> {
+    fn key(&self, units: i64) -> i64 {
         if self.descending {
-            self.levels.binary_search_by(|(u, _)| units.cmp(u))
+            -units
         } else {
-            self.levels.binary_search_by(|(u, _)| u.cmp(&units))
+            units
         }
+    }
+
+    #[inline]
+    fn in_top_range(&self, k: i64) -> bool {
+        !self.partial || self.top.last().is_some_and(|&(w, _)| k >= w)
     }
 
     /// Absolute size at `units`; size <= 0 removes the level.
     #[inline]
     pub fn set(&mut self, units: i64, size: f64) {
-        match self.find(units) {
-            Ok(i) => {
-                if size > 0.0 {
-                    self.levels[i].1 = size;
-                } else {
-                    self.levels.remove(i);
+        let k = self.key(units);
+        if size > 0.0 {
+            self.map.insert(k, size);
+            if self.in_top_range(k) {
+                match self.top.binary_search_by(|&(t, _)| k.cmp(&t)) {
+                    Ok(i) => self.top[i].1 = size,
+                    Err(i) => {
+                        self.top.insert(i, (k, size));
+                        if self.top.len() > TOP_MAX {
+                            self.top.truncate(TOP_MIN);
+                            self.partial = true;
+                        }
+                    }
                 }
             }
-            Err(i) => {
-                if size > 0.0 {
-                    self.levels.insert(i, (units, size));
-                }
+        } else if self.map.remove(&k).is_some() && self.in_top_range(k) {
+            if let Ok(i) = self.top.binary_search_by(|&(t, _)| k.cmp(&t)) {
+                self.top.remove(i);
+            }
+            if self.partial && self.top.len() < TOP_MIN {
+                self.refill();
             }
         }
+    }
+
+    /// Rebuild `top` from the map: the best TOP_MAX/2 levels.
+    fn refill(&mut self) {
+        let mut all: Vec<(i64, f64)> = self.map.iter().map(|(&k, &q)| (k, q)).collect();
+        let want = TOP_MAX / 2;
+        if all.len() > want {
+            all.select_nth_unstable_by(want, |a, b| b.0.cmp(&a.0));
+            all.truncate(want);
+            self.partial = true;
+        } else {
+            self.partial = false;
+        }
+        all.sort_unstable_by_key(|l| std::cmp::Reverse(l.0));
+        self.top = all;
     }
 
     pub fn best(&self) -> Option<(i64, f64)> {
-        self.levels.last().copied()
+        self.top.first().map(|&(k, q)| (self.key(k), q))
     }
 
-    /// Best `k` levels, best first.
-    pub fn top(&self, k: usize) -> impl Iterator<Item = &(i64, f64)> {
-        self.levels.iter().rev().take(k)
+    /// Best `k` levels, best first (k beyond the cached top falls back to a full sort).
+    pub fn top(&self, k: usize) -> Box<dyn Iterator<Item = (i64, f64)> + '_> {
+        if k <= self.top.len() || !self.partial {
+            Box::new(self.top.iter().take(k).map(|&(u, q)| (self.key(u), q)))
+        } else {
+            let mut all: Vec<(i64, f64)> = self.map.iter().map(|(&u, &q)| (u, q)).collect();
+            all.sort_unstable_by_key(|l| std::cmp::Reverse(l.0));
+            Box::new(all.into_iter().take(k).map(|(u, q)| (self.key(u), q)))
+        }
+    }
+
+    /// Best `k` levels into `out` without allocating when they are cached; returns the count.
+    #[inline]
+    pub fn top_into(&self, k: usize, out: &mut [(i64, f64)]) -> usize {
+        let mut n = 0;
+        for (slot, l) in out.iter_mut().zip(self.top(k)) {
+            *slot = l;
+            n += 1;
+        }
+        n
+    }
+
+    /// Every level, in no particular order.
+    pub fn iter_any(&self) -> impl Iterator<Item = (i64, f64)> + '_ {
+        self.map.iter().map(|(&u, &q)| (self.key(u), q))
     }
 
     pub fn len(&self) -> usize {
-        self.levels.len()
+        self.map.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.levels.is_empty()
+        self.map.is_empty()
     }
 
     pub fn clear(&mut self) {
-        self.levels.clear();
+        self.map.clear();
+        self.top.clear();
+        self.partial = false;
     }
 
-    fn replace(&mut self, mut levels: Vec<(i64, f64)>) {
-        levels.retain(|(_, q)| *q > 0.0);
-        if self.descending {
-            levels.sort_by_key(|l| std::cmp::Reverse(l.0));
-        } else {
-            levels.sort_by_key(|l| l.0);
+    /// Replace every level: non-positive sizes are dropped first, then for duplicate prices the
+    /// last one given wins (as building a dict from the filtered pairs would).
+    fn replace(&mut self, levels: Vec<(i64, f64)>) {
+        self.map.clear();
+        for (u, q) in levels {
+            if q > 0.0 {
+                let k = self.key(u);
+                self.map.insert(k, q);
+            }
         }
-        levels.dedup_by(|a, b| a.0 == b.0);
-        self.levels = levels;
+        self.refill();
     }
 }
 
@@ -229,20 +314,20 @@ impl OrderBook {
     }
 
     pub fn top_k(&self, k: usize) -> Levels {
-        let b = self.bids.top(k).map(|&(u, q)| (self.to_price(u), q)).collect();
-        let a = self.asks.top(k).map(|&(u, q)| (self.to_price(u), q)).collect();
+        let b = self.bids.top(k).map(|(u, q)| (self.to_price(u), q)).collect();
+        let a = self.asks.top(k).map(|(u, q)| (self.to_price(u), q)).collect();
         (b, a)
     }
 
     /// Write the best `k` levels into caller buffers (no allocation); returns levels per side.
     pub fn top_k_into(&self, k: usize, bids: &mut [(f64, f64)], asks: &mut [(f64, f64)]) -> (usize, usize) {
         let mut nb = 0;
-        for (slot, &(u, q)) in bids.iter_mut().zip(self.bids.top(k)) {
+        for (slot, (u, q)) in bids.iter_mut().zip(self.bids.top(k)) {
             *slot = (self.to_price(u), q);
             nb += 1;
         }
         let mut na = 0;
-        for (slot, &(u, q)) in asks.iter_mut().zip(self.asks.top(k)) {
+        for (slot, (u, q)) in asks.iter_mut().zip(self.asks.top(k)) {
             *slot = (self.to_price(u), q);
             na += 1;
         }
@@ -262,13 +347,17 @@ impl OrderBook {
         let lo = mid * (1.0 - bps * 1e-4);
         let hi = mid * (1.0 + bps * 1e-4);
         let mut bid = 0.0;
-        for &(u, q) in self.bids.levels.iter() {
+        let mut bids: Vec<(i64, f64)> = self.bids.iter_any().collect();
+        bids.sort_unstable_by_key(|l| l.0); // summation order: worst first, as the Python twin
+        for (u, q) in bids {
             if self.to_price(u) >= lo {
                 bid += q;
             }
         }
         let mut ask = 0.0;
-        for &(u, q) in self.asks.levels.iter().rev() {
+        let mut asks: Vec<(i64, f64)> = self.asks.iter_any().collect();
+        asks.sort_unstable_by_key(|l| l.0);
+        for (u, q) in asks {
             if self.to_price(u) <= hi {
                 ask += q;
             }

@@ -62,23 +62,24 @@ impl<'a> Cursor<'a> {
         Ok(())
     }
 
-    /// A string's raw bytes (Binance strings carry no escapes in these fields).
+    /// A string's raw bytes (escapes are skipped over, not decoded: Binance's fields have none).
     #[inline]
     fn string(&mut self) -> Result<&'a [u8], DecodeError> {
         self.expect(b'"')?;
         let start = self.i;
-        while self.i < self.b.len() && self.b[self.i] != b'"' {
+        loop {
+            let Some(off) = memchr::memchr2(b'"', b'\\', &self.b[self.i..]) else {
+                return Err(DecodeError("unterminated string"));
+            };
+            self.i += off;
             if self.b[self.i] == b'\\' {
-                self.i += 1;
+                self.i += 2;
+                continue;
             }
+            let s = &self.b[start..self.i];
             self.i += 1;
+            return Ok(s);
         }
-        if self.i >= self.b.len() {
-            return Err(DecodeError("unterminated string"));
-        }
-        let s = &self.b[start..self.i];
-        self.i += 1;
-        Ok(s)
     }
 
     #[inline]
@@ -132,71 +133,189 @@ impl<'a> Cursor<'a> {
     }
 }
 
-/// Decimal string → integer units of 10^-decimals (exact). Digits beyond `decimals` must be 0.
+const POW10_I64: [i64; 19] = [
+    1, 10, 100, 1_000, 10_000, 100_000, 1_000_000, 10_000_000, 100_000_000, 1_000_000_000, 10_000_000_000,
+    100_000_000_000, 1_000_000_000_000, 10_000_000_000_000, 100_000_000_000_000, 1_000_000_000_000_000,
+    10_000_000_000_000_000, 100_000_000_000_000_000, 1_000_000_000_000_000_000,
+];
+
+/// Decimal string → integer units of 10^-decimals (exact). Digits beyond `decimals` must be 0;
+/// at most 18 significant digits.
 #[inline]
 pub fn parse_units(s: &[u8], decimals: u32) -> Result<i64, DecodeError> {
+    let n = s.len();
     let mut v: i64 = 0;
-    let mut frac: Option<u32> = None;
-    for &c in s {
-        match c {
-            b'0'..=b'9' => match frac {
-                Some(f) if f >= decimals => {
-                    if c != b'0' {
-                        return Err(DecodeError("price has more decimals than the book"));
-                    }
-                }
-                _ => {
-                    v = v.checked_mul(10).and_then(|v| v.checked_add((c - b'0') as i64)).ok_or(DecodeError("price overflow"))?;
-                    if let Some(f) = frac.as_mut() {
-                        *f += 1;
-                    }
-                }
-            },
-            b'.' if frac.is_none() => frac = Some(0),
-            _ => return Err(DecodeError("bad price")),
+    let mut i = 0;
+    let mut digits = 0;
+    while i < n && s[i] != b'.' {
+        let d = s[i].wrapping_sub(b'0');
+        if d > 9 {
+            return Err(DecodeError("bad price"));
+        }
+        v = v * 10 + d as i64;
+        digits += 1;
+        if digits > 18 {
+            return Err(DecodeError("price overflow"));
+        }
+        i += 1;
+    }
+    if digits == 0 {
+        return Err(DecodeError("bad price"));
+    }
+    let mut f = 0u32;
+    if i < n {
+        i += 1;
+        while i < n && f < decimals {
+            let d = s[i].wrapping_sub(b'0');
+            if d > 9 {
+                return Err(DecodeError("bad price"));
+            }
+            v = v * 10 + d as i64;
+            digits += 1;
+            if digits > 18 {
+                return Err(DecodeError("price overflow"));
+            }
+            f += 1;
+            i += 1;
+        }
+        while i < n {
+            match s[i] {
+                b'0' => i += 1,
+                b'1'..=b'9' => return Err(DecodeError("price has more decimals than the book")),
+                _ => return Err(DecodeError("bad price")),
+            }
         }
     }
-    let f = frac.unwrap_or(0).min(decimals);
-    Ok(v * 10i64.pow(decimals - f))
+    Ok(v * POW10_I64[(decimals - f) as usize])
 }
 
-/// Decimal string → f64, identical to a correctly rounded parse (Clinger's fast path).
+/// Decimal string → f64, identical to a correctly rounded parse (Clinger's fast path:
+/// m / 10^f is exact-over-exact when m < 2^53 and f ≤ 22), else the standard parser.
 #[inline]
 pub fn parse_qty(s: &[u8]) -> Result<f64, DecodeError> {
+    let n = s.len();
     let mut m: u64 = 0;
-    let mut frac: i32 = -1;
-    let mut digits = 0u32;
-    for &c in s {
-        match c {
-            b'0'..=b'9' => {
-                if m != 0 || c != b'0' {
-                    digits += 1;
-                }
-                m = m.wrapping_mul(10).wrapping_add((c - b'0') as u64);
-                if frac >= 0 {
-                    frac += 1;
-                }
+    let mut sig = 0u32;
+    let mut i = 0;
+    let mut f: usize = 0;
+    let mut seen_dot = false;
+    let mut any = false;
+    while i < n {
+        let c = s[i];
+        if c == b'.' && !seen_dot {
+            seen_dot = true;
+        } else {
+            let d = c.wrapping_sub(b'0');
+            if d > 9 {
+                return Err(DecodeError("bad quantity"));
             }
-            b'.' if frac < 0 => frac = 0,
-            _ => return Err(DecodeError("bad quantity")),
+            any = true;
+            if m != 0 || d != 0 {
+                sig += 1;
+            }
+            m = m.wrapping_mul(10).wrapping_add(d as u64);
+            if seen_dot {
+                f += 1;
+            }
         }
+        i += 1;
     }
-    let f = frac.max(0) as usize;
-    if digits <= 15 && f < POW10.len() {
+    if !any {
+        return Err(DecodeError("bad quantity"));
+    }
+    if sig <= 15 && f < POW10.len() {
         return Ok(m as f64 / POW10[f]);
     }
     std::str::from_utf8(s).ok().and_then(|t| t.parse::<f64>().ok()).ok_or(DecodeError("bad quantity"))
 }
 
+/// Parse a price string's body starting at `i` (after the opening quote) up to its closing
+/// quote, straight into units; returns (units, index after the closing quote).
+#[inline(always)]
+fn units_until_quote(b: &[u8], mut i: usize, decimals: u32) -> Result<(i64, usize), DecodeError> {
+    let mut v: i64 = 0;
+    let mut digits = 0u32;
+    let mut frac: u32 = 0;
+    let mut dot = false;
+    loop {
+        let c = *b.get(i).ok_or(DecodeError("unterminated string"))?;
+        i += 1;
+        match c {
+            b'"' => break,
+            b'.' if !dot => dot = true,
+            b'0'..=b'9' => {
+                if dot && frac >= decimals {
+                    if c != b'0' {
+                        return Err(DecodeError("price has more decimals than the book"));
+                    }
+                    continue;
+                }
+                v = v * 10 + (c - b'0') as i64;
+                digits += 1;
+                if digits > 18 {
+                    return Err(DecodeError("price overflow"));
+                }
+                if dot {
+                    frac += 1;
+                }
+            }
+            _ => return Err(DecodeError("bad price")),
+        }
+    }
+    if digits == 0 {
+        return Err(DecodeError("bad price"));
+    }
+    Ok((v * POW10_I64[(decimals - frac) as usize], i))
+}
+
+/// Parse a quantity string's body up to its closing quote (exact fast path, else std).
+#[inline(always)]
+fn qty_until_quote(b: &[u8], start: usize) -> Result<(f64, usize), DecodeError> {
+    let mut i = start;
+    let mut m: u64 = 0;
+    let mut sig = 0u32;
+    let mut f = 0usize;
+    let mut dot = false;
+    let mut any = false;
+    loop {
+        let c = *b.get(i).ok_or(DecodeError("unterminated string"))?;
+        i += 1;
+        match c {
+            b'"' => break,
+            b'.' if !dot => dot = true,
+            b'0'..=b'9' => {
+                any = true;
+                let d = (c - b'0') as u64;
+                if m != 0 || d != 0 {
+                    sig += 1;
+                }
+                m = m.wrapping_mul(10).wrapping_add(d);
+                if dot {
+                    f += 1;
+                }
+            }
+            _ => return Err(DecodeError("bad quantity")),
+        }
+    }
+    if !any {
+        return Err(DecodeError("bad quantity"));
+    }
+    if sig <= 15 && f < POW10.len() {
+        return Ok((m as f64 / POW10[f], i));
+    }
+    parse_qty(&b[start..i - 1]).map(|q| (q, i))
+}
+
 /// Byte ranges of the `b` and `a` arrays plus the header.
-struct Located {
+struct Located<'s> {
     header: DepthHeader,
-    bids: (usize, usize),
-    asks: (usize, usize),
+    decimals: u32,
+    bids: &'s mut Vec<(i64, f64)>,
+    asks: &'s mut Vec<(i64, f64)>,
     seen: u8,
 }
 
-fn scan_object(c: &mut Cursor<'_>, out: &mut Located) -> Result<(), DecodeError> {
+fn scan_object(c: &mut Cursor<'_>, out: &mut Located<'_>) -> Result<(), DecodeError> {
     c.expect(b'{')?;
     if c.peek()? == b'}' {
         c.i += 1;
@@ -219,17 +338,15 @@ fn scan_object(c: &mut Cursor<'_>, out: &mut Located) -> Result<(), DecodeError>
                 out.seen |= 4;
             }
             b"pu" => out.header.prev = Some(c.uint()?),
-            b"b" | b"a" => {
-                c.ws();
-                let start = c.i;
-                c.skip()?;
-                if key == b"b" {
-                    out.bids = (start, c.i);
-                    out.seen |= 8;
-                } else {
-                    out.asks = (start, c.i);
-                    out.seen |= 16;
-                }
+            b"b" => {
+                out.bids.clear();
+                c.i = parse_levels(c.b, c.i, out.decimals, out.bids)?;
+                out.seen |= 8;
+            }
+            b"a" => {
+                out.asks.clear();
+                c.i = parse_levels(c.b, c.i, out.decimals, out.asks)?;
+                out.seen |= 16;
             }
             b"data" => scan_object(c, out)?,
             _ => c.skip()?,
@@ -245,40 +362,75 @@ fn scan_object(c: &mut Cursor<'_>, out: &mut Located) -> Result<(), DecodeError>
     }
 }
 
-fn apply_levels(buf: &[u8], range: (usize, usize), decimals: u32, mut set: impl FnMut(i64, f64)) -> Result<(), DecodeError> {
-    let mut c = Cursor { b: &buf[..range.1], i: range.0 };
-    c.expect(b'[')?;
-    if c.peek()? == b']' {
-        return Ok(());
+#[inline(always)]
+fn skip_ws(b: &[u8], mut i: usize) -> usize {
+    while i < b.len() && b[i] <= b' ' {
+        i += 1;
+    }
+    i
+}
+
+#[inline(always)]
+fn expect_at(b: &[u8], i: usize, c: u8) -> Result<usize, DecodeError> {
+    if b.get(i) == Some(&c) {
+        Ok(i + 1)
+    } else {
+        Err(DecodeError("malformed level array"))
+    }
+}
+
+/// Parse a `[["p","q"],...]` array starting at `i`, pushing (units, size) onto `out`;
+/// returns the index after the array.
+fn parse_levels(b: &[u8], i: usize, decimals: u32, out: &mut Vec<(i64, f64)>) -> Result<usize, DecodeError> {
+    let mut i = expect_at(b, skip_ws(b, i), b'[')?;
+    i = skip_ws(b, i);
+    if b.get(i) == Some(&b']') {
+        return Ok(i + 1);
     }
     loop {
-        c.expect(b'[')?;
-        let p = parse_units(c.string()?, decimals)?;
-        c.expect(b',')?;
-        let q = parse_qty(c.string()?)?;
-        c.expect(b']')?;
-        set(p, q);
-        match c.peek()? {
-            b',' => c.i += 1,
-            b']' => return Ok(()),
+        i = expect_at(b, i, b'[')?;
+        i = expect_at(b, skip_ws(b, i), b'"')?;
+        let (p, j) = units_until_quote(b, i, decimals)?;
+        i = expect_at(b, skip_ws(b, j), b',')?;
+        i = expect_at(b, skip_ws(b, i), b'"')?;
+        let (q, j) = qty_until_quote(b, i)?;
+        i = expect_at(b, skip_ws(b, j), b']')?;
+        out.push((p, q));
+        i = skip_ws(b, i);
+        match b.get(i) {
+            Some(b',') => i = skip_ws(b, i + 1),
+            Some(b']') => return Ok(i + 1),
             _ => return Err(DecodeError("expected , or ]")),
         }
     }
 }
 
 /// Decode one message and apply it if it continues the book. The book is unchanged unless
-/// the verdict is Ok (a malformed level is found before anything is written).
+/// the verdict is Ok (the whole message is decoded before anything is written).
 pub fn apply_depth_json(book: &mut OrderBook, buf: &[u8]) -> Result<(Verdict, DepthHeader), DecodeError> {
-    apply_depth_json_with(book, buf, &mut Vec::new())
+    apply_depth_json_with(book, buf, &mut Scratch::default())
 }
 
-/// As `apply_depth_json`, reusing `scratch` for the decoded levels.
+/// Reusable decode buffers.
+#[derive(Default)]
+pub struct Scratch {
+    bids: Vec<(i64, f64)>,
+    asks: Vec<(i64, f64)>,
+}
+
+/// As `apply_depth_json`, reusing `scratch`.
 pub fn apply_depth_json_with(
     book: &mut OrderBook,
     buf: &[u8],
-    scratch: &mut Vec<(i64, f64)>,
+    scratch: &mut Scratch,
 ) -> Result<(Verdict, DepthHeader), DecodeError> {
-    let mut loc = Located { header: DepthHeader::default(), bids: (0, 0), asks: (0, 0), seen: 0 };
+    let mut loc = Located {
+        header: DepthHeader::default(),
+        decimals: book.decimals,
+        bids: &mut scratch.bids,
+        asks: &mut scratch.asks,
+        seen: 0,
+    };
     let mut c = Cursor { b: buf, i: 0 };
     scan_object(&mut c, &mut loc)?;
     if loc.seen != 31 {
@@ -289,17 +441,11 @@ pub fn apply_depth_json_with(
     if v != Verdict::Ok {
         return Ok((v, h));
     }
-    let d = book.decimals;
-    scratch.clear();
-    apply_levels(buf, loc.bids, d, |u, q| scratch.push((u, q)))?;
-    let n_bids = scratch.len();
-    apply_levels(buf, loc.asks, d, |u, q| scratch.push((u, q)))?;
-    for (i, &(u, q)) in scratch.iter().enumerate() {
-        if i < n_bids {
-            book.bids.set(u, q);
-        } else {
-            book.asks.set(u, q);
-        }
+    for &(u, q) in scratch.bids.iter() {
+        book.bids.set(u, q);
+    }
+    for &(u, q) in scratch.asks.iter() {
+        book.asks.set(u, q);
     }
     book.commit(h.last);
     Ok((v, h))
@@ -320,9 +466,13 @@ pub fn replay_lines(book: &mut OrderBook, buf: &[u8], k: usize) -> ReplayStats {
     let mut st = ReplayStats::default();
     let mut bids = vec![(0.0, 0.0); k];
     let mut asks = vec![(0.0, 0.0); k];
-    let mut scratch = Vec::with_capacity(256);
-    for line in buf.split(|&c| c == b'\n') {
-        if line.iter().all(|c| c.is_ascii_whitespace()) {
+    let mut scratch = Scratch::default();
+    let mut start = 0;
+    while start < buf.len() {
+        let end = memchr::memchr(b'\n', &buf[start..]).map_or(buf.len(), |o| start + o);
+        let line = &buf[start..end];
+        start = end + 1;
+        if skip_ws(line, 0) == line.len() {
             continue;
         }
         match apply_depth_json_with(book, line, &mut scratch) {
