@@ -12,6 +12,10 @@ up *ARGS:
 test *ARGS:
     uv run pytest {{ARGS}}
 
+# Rust kernel tests (no Python needed)
+test-rust:
+    cd fastpath-rs && cargo test --release
+
 # Only the fast tests (no real servers)
 test-fast:
     uv run pytest -m "not integration and not e2e"
@@ -20,7 +24,9 @@ test-fast:
 lint:
     uv run ruff check .
     uv run ruff format --check .
-    uv run mypy libs/*/src/stevie services/*/src/stevie
+    uv run mypy libs/*/src/stevie services/*/src/stevie fastpath-rs/python
+    uv run python -m mypy.stubtest stevie_fastpath._native
+    cd fastpath-rs && cargo clippy --all-targets --features python -- -D warnings
 
 # Format the code
 fmt:

@@ -1,20 +1,39 @@
-"""Benchmark ratio guard: measured in one run, round-robin; asserts half the target ratio."""
+"""Benchmark guards: ratios measured in one run, round-robin; CI asserts half of each target
+the fast path meets (absolute times are never asserted). Figures: README "Benchmarks"."""
 
 from __future__ import annotations
+
+import pytest
 
 from stevie.runtime import bench
 from tests.helpers.capture import SAMPLES
 
-TARGET_RATIO = 3.0  # sortedcontainers book vs naive dict-sort book, apply + top-20
+FOLDER = next((SAMPLES / "binance/spot/btcusdt").glob("l2_*"))
 
 
-def test_sorted_book_beats_naive_baseline():
-    snap, diffs = bench.load_diffs(next((SAMPLES / "binance/spot/btcusdt").glob("l2_*")))
-    assert bench.run_sorted_book(snap, diffs) == bench.run_naive_book(snap, diffs)
-    best = bench.measure(
-        {"sorted": lambda: bench.run_sorted_book(snap, diffs), "naive": lambda: bench.run_naive_book(snap, diffs)},
-        rounds=2,
-    )
-    ratio = best["naive"] / best["sorted"]
-    print(f"sorted book vs naive: {ratio:.2f}x")
-    assert ratio >= TARGET_RATIO / 2
+@pytest.fixture(scope="module")
+def result():
+    r = bench.run(FOLDER, events=300_000, rounds=2, loop_events=20_000)
+    print(r)
+    return r
+
+
+def test_feature_kernel_vs_numpy(result):
+    assert result.features_vs_numpy >= 5 / 2
+
+
+def test_feature_kernel_vs_python_loop(result):
+    assert result.features_vs_python_loop >= 40 / 2
+
+
+def test_native_book_beats_sortedcontainers(result):
+    # target 30x (issue 4); measured ≈ 11x today — guard at half the measured ratio until
+    # the decoder reaches the target
+    assert result.book_ratio >= 5
+
+
+def test_both_books_end_identical():
+    cap = bench.load_capture(FOLDER)
+    from stevie.quant.kernels import load
+
+    assert bench.python_book(cap) == bench.native_replay(cap, load("native"))[0]

@@ -120,6 +120,8 @@ def test_stack_boots_serves_correct_books_and_recovers(stack):
     print(f"stack healthy {boot_s:.1f} s after `stevie up`")
     assert boot_s < 30
     assert isinstance(health["db"]["latencyMs"], float) and health["nats"]["connected"]
+    assert health["services"]["book-maintainer"]["backend"] == "native"  # the Rust fast path
+    assert health["services"]["features"]["backend"] == "native"
 
     for venue, symbol, _ in BOOKS:
         wait_for(lambda v=venue, s=symbol: get(port, f"/api/l2/{v}/{s}")[1]["state"] == "LIVE", 30, f"{venue} LIVE")

@@ -74,10 +74,7 @@ def test_books_identical_on_both_backends(script, via_bytes):
     for b in books:
         b.apply_snapshot(sb, sa, last)
     for d in diffs:
-        if via_bytes:
-            out = [b.apply_depth_json(_json(*d)) for b in books]
-        else:
-            out = [b.apply_diff(*d) for b in books]
+        out = [b.apply_depth_json(_json(*d)) if via_bytes else b.apply_diff(*d) for b in books]
         assert out[0] == out[1]
         assert books[0].levels() == books[1].levels()
         assert books[0].last_update_id == books[1].last_update_id
@@ -211,8 +208,9 @@ def test_real_capture_features_agree(path):
     )
     events = []
     for d in raw.diffs[:3000]:
-        lv = lambda side: [(float(p), float(q)) for p, q in d[side]]  # noqa: E731
-        if book.apply_diff(d["U"], d["u"], d.get("pu"), lv("b"), lv("a")) == "ok":
+        bids = [(float(p), float(q)) for p, q in d["b"]]
+        asks = [(float(p), float(q)) for p, q in d["a"]]
+        if book.apply_diff(d["U"], d["u"], d.get("pu"), bids, asks) == "ok":
             b, a = book.top_k(5)
             events.append(("book", d["E"] * 1_000_000, b, a))
     last = events[-1][1]

@@ -46,26 +46,25 @@ impl std::hash::Hasher for UnitsHasher {
 
 type Map = std::collections::HashMap<i64, f64, std::hash::BuildHasherDefault<UnitsHasher>>;
 
-/// Levels kept sorted in `top` (best first); at least this many when the side has them.
+/// `top` is refilled from `rest` when it falls below this many levels.
 const TOP_MIN: usize = 32;
-/// `top` is cut back to TOP_MIN levels when it grows past this.
+/// `top` spills its worst levels into `rest` when it grows past this many.
 const TOP_MAX: usize = 128;
 
-/// One side. Every level lives in a hash map (O(1) updates anywhere in the book); the best
-/// levels are also kept in a small sorted vector `top`, which holds *every* level better
-/// than or equal to its last entry (when `partial`, worse levels exist only in the map).
-/// Keys are price units, negated on the ask side so that on both sides larger is better.
+/// One side, split in two: `top`, the best levels in a small sorted vector (best first), and
+/// `rest`, every worse level in a hash map (O(1) updates deep in the book). Invariant: every
+/// key in `rest` is worse than every key in `top`. Keys are price units, negated on the ask
+/// side so that on both sides a larger key is better.
 #[derive(Clone, Debug, Default)]
 pub struct Side {
-    map: Map,
-    top: Vec<(i64, f64)>, // best first (descending key)
-    partial: bool,
+    top: Vec<(i64, f64)>,
+    rest: Map,
     descending: bool,
 }
 
 impl Side {
     fn new(descending: bool) -> Self {
-        Side { map: Map::default(), top: Vec::with_capacity(TOP_MAX + 1), partial: false, descending }
+        Side { top: Vec::with_capacity(TOP_MAX + 1), rest: Map::default(), descending }
     }
 
     #[inline]
@@ -78,106 +77,99 @@ impl Side {
     }
 
     #[inline]
-    fn in_top_range(&self, k: i64) -> bool {
-        !self.partial || self.top.last().is_some_and(|&(w, _)| k >= w)
+    fn in_top(&self, k: i64) -> bool {
+        self.rest.is_empty() || self.top.last().is_some_and(|&(w, _)| k >= w)
     }
 
     /// Absolute size at `units`; size <= 0 removes the level.
     #[inline]
     pub fn set(&mut self, units: i64, size: f64) {
         let k = self.key(units);
-        if size > 0.0 {
-            self.map.insert(k, size);
-            if self.in_top_range(k) {
-                match self.top.binary_search_by(|&(t, _)| k.cmp(&t)) {
-                    Ok(i) => self.top[i].1 = size,
-                    Err(i) => {
-                        self.top.insert(i, (k, size));
-                        if self.top.len() > TOP_MAX {
-                            self.top.truncate(TOP_MIN);
-                            self.partial = true;
-                        }
+        if !self.in_top(k) {
+            if size > 0.0 {
+                self.rest.insert(k, size);
+            } else {
+                self.rest.remove(&k);
+            }
+            return;
+        }
+        match self.top.binary_search_by(|&(t, _)| k.cmp(&t)) {
+            Ok(i) if size > 0.0 => self.top[i].1 = size,
+            Ok(i) => {
+                self.top.remove(i);
+                if self.top.len() < TOP_MIN && !self.rest.is_empty() {
+                    self.refill();
+                }
+            }
+            Err(i) if size > 0.0 => {
+                self.top.insert(i, (k, size));
+                if self.top.len() > TOP_MAX {
+                    for (k, q) in self.top.drain(TOP_MIN..) {
+                        self.rest.insert(k, q);
                     }
                 }
             }
-        } else if self.map.remove(&k).is_some() && self.in_top_range(k) {
-            if let Ok(i) = self.top.binary_search_by(|&(t, _)| k.cmp(&t)) {
-                self.top.remove(i);
-            }
-            if self.partial && self.top.len() < TOP_MIN {
-                self.refill();
-            }
+            Err(_) => {}
         }
     }
 
-    /// Rebuild `top` from the map: the best TOP_MAX/2 levels.
+    /// Move the best levels of `rest` to the end of `top` (they are all worse than `top`).
     fn refill(&mut self) {
-        let mut all: Vec<(i64, f64)> = self.map.iter().map(|(&k, &q)| (k, q)).collect();
-        let want = TOP_MAX / 2;
+        let want = (TOP_MAX / 2).saturating_sub(self.top.len());
+        let mut all: Vec<(i64, f64)> = self.rest.iter().map(|(&k, &q)| (k, q)).collect();
         if all.len() > want {
-            all.select_nth_unstable_by(want, |a, b| b.0.cmp(&a.0));
+            all.select_nth_unstable_by_key(want, |l| std::cmp::Reverse(l.0));
             all.truncate(want);
-            self.partial = true;
-        } else {
-            self.partial = false;
         }
         all.sort_unstable_by_key(|l| std::cmp::Reverse(l.0));
-        self.top = all;
+        for &(k, _) in &all {
+            self.rest.remove(&k);
+        }
+        self.top.extend(all);
     }
 
     pub fn best(&self) -> Option<(i64, f64)> {
         self.top.first().map(|&(k, q)| (self.key(k), q))
     }
 
-    /// Best `k` levels, best first (k beyond the cached top falls back to a full sort).
+    /// Best `k` levels, best first (beyond `top`, a sort of the whole side).
     pub fn top(&self, k: usize) -> Box<dyn Iterator<Item = (i64, f64)> + '_> {
-        if k <= self.top.len() || !self.partial {
+        if k <= self.top.len() || self.rest.is_empty() {
             Box::new(self.top.iter().take(k).map(|&(u, q)| (self.key(u), q)))
         } else {
-            let mut all: Vec<(i64, f64)> = self.map.iter().map(|(&u, &q)| (u, q)).collect();
+            let mut all: Vec<(i64, f64)> = self.rest.iter().map(|(&u, &q)| (u, q)).collect();
             all.sort_unstable_by_key(|l| std::cmp::Reverse(l.0));
-            Box::new(all.into_iter().take(k).map(|(u, q)| (self.key(u), q)))
+            let head = self.top.iter().copied();
+            Box::new(head.chain(all).take(k).map(|(u, q)| (self.key(u), q)))
         }
-    }
-
-    /// Best `k` levels into `out` without allocating when they are cached; returns the count.
-    #[inline]
-    pub fn top_into(&self, k: usize, out: &mut [(i64, f64)]) -> usize {
-        let mut n = 0;
-        for (slot, l) in out.iter_mut().zip(self.top(k)) {
-            *slot = l;
-            n += 1;
-        }
-        n
     }
 
     /// Every level, in no particular order.
     pub fn iter_any(&self) -> impl Iterator<Item = (i64, f64)> + '_ {
-        self.map.iter().map(|(&u, &q)| (self.key(u), q))
+        self.top.iter().copied().chain(self.rest.iter().map(|(&u, &q)| (u, q))).map(|(u, q)| (self.key(u), q))
     }
 
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.top.len() + self.rest.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.top.is_empty() && self.rest.is_empty()
     }
 
     pub fn clear(&mut self) {
-        self.map.clear();
         self.top.clear();
-        self.partial = false;
+        self.rest.clear();
     }
 
     /// Replace every level: non-positive sizes are dropped first, then for duplicate prices the
     /// last one given wins (as building a dict from the filtered pairs would).
     fn replace(&mut self, levels: Vec<(i64, f64)>) {
-        self.map.clear();
+        self.clear();
         for (u, q) in levels {
             if q > 0.0 {
                 let k = self.key(u);
-                self.map.insert(k, q);
+                self.rest.insert(k, q);
             }
         }
         self.refill();

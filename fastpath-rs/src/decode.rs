@@ -229,81 +229,114 @@ pub fn parse_qty(s: &[u8]) -> Result<f64, DecodeError> {
     std::str::from_utf8(s).ok().and_then(|t| t.parse::<f64>().ok()).ok_or(DecodeError("bad quantity"))
 }
 
+/// True when the 8 bytes of `chunk` (little-endian) are all ASCII digits.
+#[inline(always)]
+fn all_digits(chunk: u64) -> bool {
+    (chunk & 0xF0F0_F0F0_F0F0_F0F0) | (((chunk.wrapping_add(0x0606_0606_0606_0606)) & 0xF0F0_F0F0_F0F0_F0F0) >> 4)
+        == 0x3333_3333_3333_3333
+}
+
+/// Value of 8 ASCII digits packed little-endian (SWAR; Lemire, "Fast integer parsing").
+#[inline(always)]
+fn parse8(chunk: u64) -> u64 {
+    let mut v = chunk - 0x3030_3030_3030_3030;
+    v = (v * 10) + (v >> 8);
+    (((v & 0x0000_00FF_0000_00FF).wrapping_mul(100 + (1_000_000 << 32)))
+        .wrapping_add(((v >> 16) & 0x0000_00FF_0000_00FF).wrapping_mul(1 + (10_000 << 32))))
+        >> 32
+}
+
+/// Index of the closing quote at or after `i`.
+#[inline(always)]
+fn close_quote(b: &[u8], i: usize) -> Result<usize, DecodeError> {
+    let mut j = i;
+    while j < b.len() {
+        if b[j] == b'"' {
+            return Ok(j);
+        }
+        j += 1;
+    }
+    Err(DecodeError("unterminated string"))
+}
+
+/// Split a decimal `d[.f]` body into (integer digits value, fraction slice). Integer part:
+/// at most 18 digits.
+#[inline(always)]
+fn int_part(s: &[u8]) -> Result<(u64, &[u8]), DecodeError> {
+    let mut v: u64 = 0;
+    let mut i = 0;
+    while i < s.len() && s[i] != b'.' {
+        let d = s[i].wrapping_sub(b'0');
+        if d > 9 || i >= 18 {
+            return Err(DecodeError("bad number"));
+        }
+        v = v * 10 + d as u64;
+        i += 1;
+    }
+    if i == 0 {
+        return Err(DecodeError("bad number"));
+    }
+    Ok((v, if i < s.len() { &s[i + 1..] } else { &[] }))
+}
+
+/// Value and digit count of a fraction's first `want` digits (8 at a time when possible).
+#[inline(always)]
+fn frac_digits(f: &[u8], want: usize) -> Result<u64, DecodeError> {
+    let take = f.len().min(want);
+    if take == 8 {
+        let chunk = u64::from_le_bytes(f[..8].try_into().expect("8 bytes"));
+        if all_digits(chunk) {
+            return Ok(parse8(chunk));
+        }
+        return Err(DecodeError("bad number"));
+    }
+    let mut v = 0u64;
+    for &c in &f[..take] {
+        let d = c.wrapping_sub(b'0');
+        if d > 9 {
+            return Err(DecodeError("bad number"));
+        }
+        v = v * 10 + d as u64;
+    }
+    Ok(v)
+}
+
 /// Parse a price string's body starting at `i` (after the opening quote) up to its closing
 /// quote, straight into units; returns (units, index after the closing quote).
 #[inline(always)]
-fn units_until_quote(b: &[u8], mut i: usize, decimals: u32) -> Result<(i64, usize), DecodeError> {
-    let mut v: i64 = 0;
-    let mut digits = 0u32;
-    let mut frac: u32 = 0;
-    let mut dot = false;
-    loop {
-        let c = *b.get(i).ok_or(DecodeError("unterminated string"))?;
-        i += 1;
-        match c {
-            b'"' => break,
-            b'.' if !dot => dot = true,
-            b'0'..=b'9' => {
-                if dot && frac >= decimals {
-                    if c != b'0' {
-                        return Err(DecodeError("price has more decimals than the book"));
-                    }
-                    continue;
-                }
-                v = v * 10 + (c - b'0') as i64;
-                digits += 1;
-                if digits > 18 {
-                    return Err(DecodeError("price overflow"));
-                }
-                if dot {
-                    frac += 1;
-                }
-            }
-            _ => return Err(DecodeError("bad price")),
-        }
+fn units_until_quote(b: &[u8], i: usize, decimals: u32) -> Result<(i64, usize), DecodeError> {
+    let q = close_quote(b, i)?;
+    let (whole, frac) = int_part(&b[i..q])?;
+    let d = decimals as usize;
+    let take = frac.len().min(d);
+    let fv = frac_digits(frac, d)?;
+    if frac[take..].iter().any(|&c| c != b'0') {
+        return Err(if frac[take..].iter().all(u8::is_ascii_digit) {
+            DecodeError("price has more decimals than the book")
+        } else {
+            DecodeError("bad price")
+        });
     }
-    if digits == 0 {
-        return Err(DecodeError("bad price"));
-    }
-    Ok((v * POW10_I64[(decimals - frac) as usize], i))
+    let scaled = (whole as i64)
+        .checked_mul(POW10_I64[d])
+        .and_then(|w| w.checked_add(fv as i64 * POW10_I64[d - take]))
+        .ok_or(DecodeError("price overflow"))?;
+    Ok((scaled, q + 1))
 }
 
-/// Parse a quantity string's body up to its closing quote (exact fast path, else std).
+/// Parse a quantity string's body up to its closing quote: m / 10^f exactly when the
+/// mantissa has at most 15 significant digits, else the standard parser.
 #[inline(always)]
-fn qty_until_quote(b: &[u8], start: usize) -> Result<(f64, usize), DecodeError> {
-    let mut i = start;
-    let mut m: u64 = 0;
-    let mut sig = 0u32;
-    let mut f = 0usize;
-    let mut dot = false;
-    let mut any = false;
-    loop {
-        let c = *b.get(i).ok_or(DecodeError("unterminated string"))?;
-        i += 1;
-        match c {
-            b'"' => break,
-            b'.' if !dot => dot = true,
-            b'0'..=b'9' => {
-                any = true;
-                let d = (c - b'0') as u64;
-                if m != 0 || d != 0 {
-                    sig += 1;
-                }
-                m = m.wrapping_mul(10).wrapping_add(d);
-                if dot {
-                    f += 1;
-                }
-            }
-            _ => return Err(DecodeError("bad quantity")),
-        }
+fn qty_until_quote(b: &[u8], i: usize) -> Result<(f64, usize), DecodeError> {
+    let q = close_quote(b, i)?;
+    let s = &b[i..q];
+    let (whole, frac) = int_part(s)?;
+    if frac.len() <= 8 && whole < 10_000_000 {
+        let fv = frac_digits(frac, 8)?;
+        let m = whole * POW10_I64[frac.len()] as u64 + fv; // < 10^15
+        return Ok((m as f64 / POW10[frac.len()], q + 1));
     }
-    if !any {
-        return Err(DecodeError("bad quantity"));
-    }
-    if sig <= 15 && f < POW10.len() {
-        return Ok((m as f64 / POW10[f], i));
-    }
-    parse_qty(&b[start..i - 1]).map(|q| (q, i))
+    parse_qty(s).map(|v| (v, q + 1))
 }
 
 /// Byte ranges of the `b` and `a` arrays plus the header.

@@ -91,24 +91,29 @@ def subjects(root: Annotated[str, typer.Option(help="Subject root.")] = CommonSe
 def bench(
     data_dir: Annotated[Path, typer.Option(help="The data/samples folder.")] = Path("data/samples"),
     rounds: Annotated[int, typer.Option(help="Round-robin passes (best time kept).")] = 3,
+    events: Annotated[int, typer.Option(help="Events for the feature-kernel rows.")] = 1_000_000,
 ) -> None:
-    """Benchmark ratios on the real BTCUSDT spot capture (printed as a table)."""
+    """Benchmark ratios on the real BTCUSDT spot capture, measured in one run (needs the native kernels)."""
+    from stevie.quant.kernels import native_available
     from stevie.runtime import bench as b
 
     folder = next((data_dir / "binance/spot/btcusdt").glob("l2_*"), None)
     if folder is None:
         raise typer.BadParameter(f"no BTCUSDT capture under {data_dir}")
-    snap, diffs = b.load_diffs(folder)
-    best = b.measure(
-        {
-            "sorted book": lambda: b.run_sorted_book(snap, diffs),
-            "naive dict book": lambda: b.run_naive_book(snap, diffs),
-        },
-        rounds,
+    if not native_available():
+        console.print("[red]the native kernels (stevie_fastpath) are not installed: run `uv sync`[/red]")
+        raise typer.Exit(2)
+    with console.status("measuring (round-robin, best of each)..."):
+        r = b.run(folder, events=events, rounds=rounds)
+    table = Table("measure", "value", "target")
+    table.add_row("native book (bytes in) vs sortedcontainers book, apply + top-20", f"{r.book_ratio:.1f}x", ">= 30x")
+    table.add_row("  sortedcontainers book", f"{r.python_diffs_per_s:,.0f} diffs/s", "")
+    table.add_row(
+        "native bytes-in replay (decode + apply + top-20)", f"{r.native_msgs_per_s:,.0f} msg/s", ">= 1,000,000 msg/s"
     )
-    table = Table("kernel", "diffs/s (apply + top-20)", "ratio vs naive")
-    for name, t in best.items():
-        table.add_row(name, f"{len(diffs) / t:,.0f}", f"{best['naive dict book'] / t:.2f}x")
+    table.add_row(f"feature kernel vs numpy twin ({r.events:,} events)", f"{r.features_vs_numpy:.1f}x", ">= 5x")
+    table.add_row("feature kernel vs per-update Python loop", f"{r.features_vs_python_loop:.1f}x", ">= 40x")
+    table.add_row("  native feature kernel", f"{r.native_events_per_s:,.0f} events/s", "")
     Console().print(table)
 
 
