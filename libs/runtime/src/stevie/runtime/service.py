@@ -58,6 +58,25 @@ class ServiceContext:
             {"Stevie-Error": str(error)[:200], "Stevie-Subject": msg.subject},
         )
 
+    async def subscribe_typed(
+        self, subject: str, tp: type[T], fn: Callable[[T], Awaitable[None] | None], dlq: object
+    ) -> None:
+        """Subscribe with a typed decoder: ``fn`` gets the decoded Struct; anything that fails
+        to decode is counted on ``dlq`` (a Prometheus counter child) and dead-lettered."""
+        decoder: msgspec.json.Decoder[T] = msgspec.json.Decoder(tp)
+
+        async def handle(msg: Msg) -> None:
+            try:
+                item = decoder.decode(msg.data)
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                await self.dead_letter(msg, exc, dlq)
+                return
+            out = fn(item)
+            if out is not None:
+                await out
+
+        await self.bus.subscribe(subject, handle)
+
     async def serve_rpc(
         self, method: str, request_type: type[T], handler: Callable[[T], msgspec.Struct | Awaitable[msgspec.Struct]]
     ) -> None:

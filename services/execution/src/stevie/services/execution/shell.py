@@ -8,14 +8,12 @@ import asyncio
 import math
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import msgspec
 from prometheus_client import Counter
 
-from stevie.bus import Msg
-from stevie.contracts import BookStatus, BookTopK, MicroFeatures, decoder_for, encode, subjects
+from stevie.contracts import BookStatus, BookTopK, MicroFeatures, encode, subjects
 from stevie.contracts.rpc import (
     Choice,
     ChooseRequest,
@@ -226,24 +224,6 @@ class Execution:
         return Positions(self.core.positions_view(), self.core.cash, self.core.equity(), len(self.blocked_times))
 
 
-def _on(
-    tp: type, ctx: ServiceContext, fn: Callable[[Any], Awaitable[None] | None], dlq: Counter
-) -> Callable[[Msg], Awaitable[None]]:
-    dec: msgspec.json.Decoder[Any] = decoder_for(tp)
-
-    async def handle(msg: Msg) -> None:
-        try:
-            item = dec.decode(msg.data)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            await ctx.dead_letter(msg, exc, dlq.labels(tp.__name__))
-            return
-        out = fn(item)
-        if out is not None:
-            await out
-
-    return handle
-
-
 async def main(ctx: ServiceContext) -> None:
     s = ctx.settings
     assert isinstance(s, ExecutionSettings)
@@ -258,9 +238,11 @@ async def main(ctx: ServiceContext) -> None:
             if slot is not None:
                 slot.top = None
 
-    await ctx.bus.subscribe(subjects.md_book(root, "*", "*"), _on(BookTopK, ctx, ex.core.on_book, dlq))
-    await ctx.bus.subscribe(subjects.md_status(root, "*", "*"), _on(BookStatus, ctx, status, dlq))
-    await ctx.bus.subscribe(subjects.feat_micro(root, "*", "*"), _on(MicroFeatures, ctx, ex.on_features, dlq))
+    await ctx.subscribe_typed(subjects.md_book(root, "*", "*"), BookTopK, ex.core.on_book, dlq.labels("book"))
+    await ctx.subscribe_typed(subjects.md_status(root, "*", "*"), BookStatus, status, dlq.labels("status"))
+    await ctx.subscribe_typed(
+        subjects.feat_micro(root, "*", "*"), MicroFeatures, ex.on_features, dlq.labels("features")
+    )
     await ctx.serve_rpc("plan_and_execute", PlanRequest, ex.plan_and_execute)
     await ctx.serve_rpc("paper_order", PaperOrder, ex.paper_order)
     await ctx.serve_rpc("simulate", SimulateRequest, ex.simulate)

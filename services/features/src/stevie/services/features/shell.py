@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from typing import Any
 
-import msgspec
 from prometheus_client import Counter
 
-from stevie.bus import Msg
-from stevie.contracts import BookStatus, BookTopK, Trade, decoder_for, encode, subjects
+from stevie.contracts import BookStatus, BookTopK, Trade, encode, subjects
 from stevie.quant.kernels import load as load_kernels
 from stevie.runtime.service import ServiceContext, ServiceSpec
 from stevie.services.features.core import Features
@@ -33,28 +29,9 @@ async def main(ctx: ServiceContext) -> None:
             await ctx.bus.publish(subjects.feat_micro(root, out.venue, out.symbol), encode(out))
             published.labels(out.venue).inc()
 
-    async def trade(t: Trade) -> None:
-        core.on_trade(t)
-
-    async def status(st: BookStatus) -> None:
-        core.on_status(st)
-
-    def handler(tp: type, kind: str, fn: Callable[[Any], Awaitable[None]]) -> Callable[[Msg], Awaitable[None]]:
-        dec: msgspec.json.Decoder[Any] = decoder_for(tp)
-
-        async def handle(msg: Msg) -> None:
-            try:
-                item = dec.decode(msg.data)
-            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                await ctx.dead_letter(msg, exc, dlq.labels(kind))
-                return
-            await fn(item)
-
-        return handle
-
-    await ctx.bus.subscribe(subjects.md_book(root, "*", "*"), handler(BookTopK, "book", on_book))
-    await ctx.bus.subscribe(subjects.md_trade(root, "*", "*"), handler(Trade, "trade", trade))
-    await ctx.bus.subscribe(subjects.md_status(root, "*", "*"), handler(BookStatus, "status", status))
+    await ctx.subscribe_typed(subjects.md_book(root, "*", "*"), BookTopK, on_book, dlq.labels("book"))
+    await ctx.subscribe_typed(subjects.md_trade(root, "*", "*"), Trade, core.on_trade, dlq.labels("trade"))
+    await ctx.subscribe_typed(subjects.md_status(root, "*", "*"), BookStatus, core.on_status, dlq.labels("status"))
     await asyncio.Event().wait()
 
 

@@ -13,8 +13,8 @@ import msgspec
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 
-from stevie.bus import Msg, NatsBus
-from stevie.contracts import BookStatus, BookTopK, Heartbeat, MicroFeatures, decoder_for, encode, subjects
+from stevie.bus import NatsBus
+from stevie.contracts import BookStatus, BookTopK, Heartbeat, MicroFeatures, encode, subjects
 from stevie.contracts.rpc import (
     AuditLatestRequest,
     BudgetStatusRequest,
@@ -82,6 +82,11 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return error(exc.status, exc.reason.lower().replace(" ", "_"), f"{request.method} {request.path}")
 
 
+def _stamped(on: Callable[[Any, int], None]) -> Callable[[Any], None]:
+    """Stamp arrivals with the wall clock (liveness and staleness are wall-time notions)."""
+    return lambda item: on(item, time.time_ns())
+
+
 class Gateway:
     def __init__(self, ctx: ServiceContext, s: GatewaySettings) -> None:
         self.ctx, self.s = ctx, s
@@ -89,7 +94,7 @@ class Gateway:
         self.view = View(known, int(s.book_stale_s * 1e9), int(s.liveness_s * 1e9))
         self.pool: asyncpg.Pool | None = None
         self.requests = Counter("gateway_requests_total", "HTTP requests", ["route", "status"], registry=ctx.registry)
-        self.dlq = Counter("gateway_dlq_total", "Undecodable bus messages", ["subject"], registry=ctx.registry)
+        self.dlq = Counter("gateway_dlq_total", "Undecodable bus messages", ["type"], registry=ctx.registry)
         self._rpc_reply = msgspec.json.Decoder(RpcError)
         self.metrics_registry = new_registry()
         others = MergedTextCollector(lambda: self.view.metrics_texts(time.time_ns(), exclude=ctx.name))
@@ -104,20 +109,7 @@ class Gateway:
             (subjects.heartbeat(root, "*"), Heartbeat, self.view.on_heartbeat),
             (subjects.feat_micro(root, "*", "*"), MicroFeatures, self.view.on_micro),
         ):
-            await self.ctx.bus.subscribe(subject, self._handler(tp, on))
-
-    def _handler(self, tp: type, on: Callable[[Any, int], None]) -> Callable[[Msg], Awaitable[None]]:
-        dec: msgspec.json.Decoder[Any] = decoder_for(tp)
-
-        async def handle(msg: Msg) -> None:
-            try:
-                item = dec.decode(msg.data)
-            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                await self.ctx.dead_letter(msg, exc, self.dlq.labels(msg.subject.split(".")[1]))
-                return
-            on(item, time.time_ns())
-
-        return handle
+            await self.ctx.subscribe_typed(subject, tp, _stamped(on), self.dlq.labels(tp.__name__))
 
     # -- routes -------------------------------------------------------------------------
     def app(self) -> web.Application:
