@@ -249,7 +249,16 @@ fn parse8(chunk: u64) -> u64 {
 /// Index of the closing quote at or after `i`.
 #[inline(always)]
 fn close_quote(b: &[u8], i: usize) -> Result<usize, DecodeError> {
+    // level strings are short: test 8 bytes at a time for a '"' (SWAR zero-byte trick)
     let mut j = i;
+    while j + 8 <= b.len() {
+        let w = u64::from_le_bytes(b[j..j + 8].try_into().expect("8 bytes")) ^ 0x2222_2222_2222_2222;
+        let z = w.wrapping_sub(0x0101_0101_0101_0101) & !w & 0x8080_8080_8080_8080;
+        if z != 0 {
+            return Ok(j + (z.trailing_zeros() / 8) as usize);
+        }
+        j += 8;
+    }
     while j < b.len() {
         if b[j] == b'"' {
             return Ok(j);
