@@ -40,7 +40,10 @@ impl std::hash::Hasher for UnitsHasher {
         }
     }
     fn write_i64(&mut self, v: i64) {
-        self.0 = (v as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        // price units are multiples of 10^k (trailing zero bits), so fold the well-mixed high
+        // half into the low bits the table indexes with
+        let h = (v as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        self.0 = h ^ (h >> 29);
     }
 }
 
@@ -48,7 +51,7 @@ type Map = std::collections::HashMap<i64, f64, std::hash::BuildHasherDefault<Uni
 
 /// `top` is refilled from `rest` when it falls below this many levels.
 const TOP_MIN: usize = 32;
-/// `top` spills its worst levels into `rest` when it grows past this many.
+/// `top` spills its worst levels into `rest` (down to half this) when it grows past this many.
 const TOP_MAX: usize = 128;
 
 /// One side, split in two: `top`, the best levels in a small sorted vector (best first), and
@@ -64,7 +67,8 @@ pub struct Side {
 
 impl Side {
     fn new(descending: bool) -> Self {
-        Side { top: Vec::with_capacity(TOP_MAX + 1), rest: Map::default(), descending }
+        let rest = Map::with_capacity_and_hasher(4096, Default::default());
+        Side { top: Vec::with_capacity(TOP_MAX + 1), rest, descending }
     }
 
     #[inline]
@@ -104,7 +108,7 @@ impl Side {
             Err(i) if size > 0.0 => {
                 self.top.insert(i, (k, size));
                 if self.top.len() > TOP_MAX {
-                    for (k, q) in self.top.drain(TOP_MIN..) {
+                    for (k, q) in self.top.drain(TOP_MAX / 2..) {
                         self.rest.insert(k, q);
                     }
                 }
