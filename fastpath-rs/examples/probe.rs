@@ -1,4 +1,5 @@
-//! Quick local probe: `cargo run --release --example probe <snapshot.json> <updates.jsonl>`.
+//! Profiling helper (not a test): `cargo run --release --example probe <depth_snapshot.json> <updates.jsonl>`
+//! replays a capture through the bytes-in path, e.g. under `perf record`.
 use std::io::Read;
 use std::time::Instant;
 use stevie_fastpath::book::OrderBook;
