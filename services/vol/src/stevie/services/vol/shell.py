@@ -23,7 +23,7 @@ from stevie.contracts.rpc import (
     VolForecastRequest,
 )
 from stevie.quant.errors import QuantInputError
-from stevie.runtime.budget import acquire
+from stevie.runtime.budget import BudgetDenied, acquire
 from stevie.runtime.service import ServiceContext, ServiceSpec
 from stevie.services.vol.core import OptionsDesk, SymbolVol, allocate
 from stevie.services.vol.settings import VolSettings
@@ -124,7 +124,13 @@ async def main(ctx: ServiceContext) -> None:
         await ctx.serve_rpc("portfolio", PortfolioRequest, v.portfolio)
         await ctx.bus.subscribe(subjects.md_bar(s.subject_root, s.venue, "*"), v.on_bar)
         for sym in s.symbols:
-            await v.load_history(sym)
+            while True:
+                try:
+                    await v.load_history(sym)
+                    break
+                except BudgetDenied as exc:  # the venue's budget stayed exhausted: try again later
+                    ctx.log.warning("history_deferred", symbol=sym, error=str(exc))
+                    await asyncio.sleep(5)
         await asyncio.Event().wait()
 
 
