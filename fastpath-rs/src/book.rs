@@ -49,18 +49,22 @@ impl std::hash::Hasher for UnitsHasher {
 
 type Map = std::collections::HashMap<i64, f64, std::hash::BuildHasherDefault<UnitsHasher>>;
 
-/// `top` is refilled from `rest` when it falls below this many levels.
-const TOP_MIN: usize = 32;
+/// `top` is refilled from `rest` when it falls below this many levels (keep it >= the usual
+/// top-k of 20, or top-k falls back to sorting the whole side).
+const TOP_MIN: usize = 24;
 /// `top` spills its worst levels into `rest` (down to half this) when it grows past this many.
 const TOP_MAX: usize = 128;
+/// `top` is refilled up to this many levels.
+const REFILL_TO: usize = 96;
 
-/// One side, split in two: `top`, the best levels in a small sorted vector (best first), and
+/// One side, split in two: `top`, the best levels in a small sorted vector (best *last*, so
+/// the busy top of book sits at the cheap end for inserts and removals), and
 /// `rest`, every worse level in a hash map (O(1) updates deep in the book). Invariant: every
 /// key in `rest` is worse than every key in `top`. Keys are price units, negated on the ask
 /// side so that on both sides a larger key is better.
 #[derive(Clone, Debug, Default)]
 pub struct Side {
-    top: Vec<(i64, f64)>,
+    top: Vec<(i64, f64)>, // ascending key: worst first, best last
     rest: Map,
     descending: bool,
 }
@@ -82,7 +86,7 @@ impl Side {
 
     #[inline]
     fn in_top(&self, k: i64) -> bool {
-        self.rest.is_empty() || self.top.last().is_some_and(|&(w, _)| k >= w)
+        self.rest.is_empty() || self.top.first().is_some_and(|&(w, _)| k >= w)
     }
 
     /// Absolute size at `units`; size <= 0 removes the level.
@@ -97,7 +101,7 @@ impl Side {
             }
             return;
         }
-        match self.top.binary_search_by(|&(t, _)| k.cmp(&t)) {
+        match self.top.binary_search_by(|&(t, _)| t.cmp(&k)) {
             Ok(i) if size > 0.0 => self.top[i].1 = size,
             Ok(i) => {
                 self.top.remove(i);
@@ -108,7 +112,8 @@ impl Side {
             Err(i) if size > 0.0 => {
                 self.top.insert(i, (k, size));
                 if self.top.len() > TOP_MAX {
-                    for (k, q) in self.top.drain(TOP_MAX / 2..) {
+                    let cut = self.top.len() - TOP_MAX / 2;
+                    for (k, q) in self.top.drain(..cut) {
                         self.rest.insert(k, q);
                     }
                 }
@@ -117,33 +122,35 @@ impl Side {
         }
     }
 
-    /// Move the best levels of `rest` to the end of `top` (they are all worse than `top`).
+    /// Move the best levels of `rest` to the front (worst end) of `top`: they are all worse
+    /// than every level in `top`.
     fn refill(&mut self) {
-        let want = (TOP_MAX / 2).saturating_sub(self.top.len());
+        let want = REFILL_TO.saturating_sub(self.top.len());
         let mut all: Vec<(i64, f64)> = self.rest.iter().map(|(&k, &q)| (k, q)).collect();
         if all.len() > want {
             all.select_nth_unstable_by_key(want, |l| std::cmp::Reverse(l.0));
             all.truncate(want);
         }
-        all.sort_unstable_by_key(|l| std::cmp::Reverse(l.0));
+        all.sort_unstable_by_key(|l| l.0);
         for &(k, _) in &all {
             self.rest.remove(&k);
         }
-        self.top.extend(all);
+        all.extend_from_slice(&self.top);
+        self.top = all;
     }
 
     pub fn best(&self) -> Option<(i64, f64)> {
-        self.top.first().map(|&(k, q)| (self.key(k), q))
+        self.top.last().map(|&(k, q)| (self.key(k), q))
     }
 
     /// Best `k` levels, best first (beyond `top`, a sort of the whole side).
     pub fn top(&self, k: usize) -> Box<dyn Iterator<Item = (i64, f64)> + '_> {
         if k <= self.top.len() || self.rest.is_empty() {
-            Box::new(self.top.iter().take(k).map(|&(u, q)| (self.key(u), q)))
+            Box::new(self.top.iter().rev().take(k).map(|&(u, q)| (self.key(u), q)))
         } else {
             let mut all: Vec<(i64, f64)> = self.rest.iter().map(|(&u, &q)| (u, q)).collect();
             all.sort_unstable_by_key(|l| std::cmp::Reverse(l.0));
-            let head = self.top.iter().copied();
+            let head = self.top.iter().rev().copied();
             Box::new(head.chain(all).take(k).map(|(u, q)| (self.key(u), q)))
         }
     }
