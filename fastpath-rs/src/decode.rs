@@ -139,60 +139,9 @@ const POW10_I64: [i64; 19] = [
     10_000_000_000_000_000, 100_000_000_000_000_000, 1_000_000_000_000_000_000,
 ];
 
-/// Decimal string → integer units of 10^-decimals (exact). Digits beyond `decimals` must be 0;
-/// at most 18 significant digits.
-#[inline]
-pub fn parse_units(s: &[u8], decimals: u32) -> Result<i64, DecodeError> {
-    let n = s.len();
-    let mut v: i64 = 0;
-    let mut i = 0;
-    let mut digits = 0;
-    while i < n && s[i] != b'.' {
-        let d = s[i].wrapping_sub(b'0');
-        if d > 9 {
-            return Err(DecodeError("bad price"));
-        }
-        v = v * 10 + d as i64;
-        digits += 1;
-        if digits > 18 {
-            return Err(DecodeError("price overflow"));
-        }
-        i += 1;
-    }
-    if digits == 0 {
-        return Err(DecodeError("bad price"));
-    }
-    let mut f = 0u32;
-    if i < n {
-        i += 1;
-        while i < n && f < decimals {
-            let d = s[i].wrapping_sub(b'0');
-            if d > 9 {
-                return Err(DecodeError("bad price"));
-            }
-            v = v * 10 + d as i64;
-            digits += 1;
-            if digits > 18 {
-                return Err(DecodeError("price overflow"));
-            }
-            f += 1;
-            i += 1;
-        }
-        while i < n {
-            match s[i] {
-                b'0' => i += 1,
-                b'1'..=b'9' => return Err(DecodeError("price has more decimals than the book")),
-                _ => return Err(DecodeError("bad price")),
-            }
-        }
-    }
-    Ok(v * POW10_I64[(decimals - f) as usize])
-}
-
-/// Decimal string → f64, identical to a correctly rounded parse (Clinger's fast path:
-/// m / 10^f is exact-over-exact when m < 2^53 and f ≤ 22), else the standard parser.
-#[inline]
-pub fn parse_qty(s: &[u8]) -> Result<f64, DecodeError> {
+/// General decimal → f64: Clinger's fast path (m / 10^f is exact-over-exact when m has at
+/// most 15 significant digits and f ≤ 22), else the standard parser.
+fn qty_general(s: &[u8]) -> Result<f64, DecodeError> {
     let n = s.len();
     let mut m: u64 = 0;
     let mut sig = 0u32;
@@ -288,7 +237,7 @@ fn int_part(s: &[u8]) -> Result<(u64, &[u8]), DecodeError> {
     Ok((v, if i < s.len() { &s[i + 1..] } else { &[] }))
 }
 
-/// Value and digit count of a fraction's first `want` digits (8 at a time when possible).
+/// Value of a fraction's first `want` digits (8 at a time when possible).
 #[inline(always)]
 fn frac_digits(f: &[u8], want: usize) -> Result<u64, DecodeError> {
     let take = f.len().min(want);
@@ -310,12 +259,11 @@ fn frac_digits(f: &[u8], want: usize) -> Result<u64, DecodeError> {
     Ok(v)
 }
 
-/// Parse a price string's body starting at `i` (after the opening quote) up to its closing
-/// quote, straight into units; returns (units, index after the closing quote).
+/// Decimal string → integer units of 10^-decimals (exact). Digits beyond `decimals` must be
+/// 0; at most 18 integer digits.
 #[inline(always)]
-fn units_until_quote(b: &[u8], i: usize, decimals: u32) -> Result<(i64, usize), DecodeError> {
-    let q = close_quote(b, i)?;
-    let (whole, frac) = int_part(&b[i..q])?;
+pub fn parse_units(s: &[u8], decimals: u32) -> Result<i64, DecodeError> {
+    let (whole, frac) = int_part(s)?;
     let d = decimals as usize;
     let take = frac.len().min(d);
     let fv = frac_digits(frac, d)?;
@@ -326,26 +274,37 @@ fn units_until_quote(b: &[u8], i: usize, decimals: u32) -> Result<(i64, usize), 
             DecodeError("bad price")
         });
     }
-    let scaled = (whole as i64)
+    (whole as i64)
         .checked_mul(POW10_I64[d])
         .and_then(|w| w.checked_add(fv as i64 * POW10_I64[d - take]))
-        .ok_or(DecodeError("price overflow"))?;
-    Ok((scaled, q + 1))
+        .ok_or(DecodeError("price overflow"))
 }
 
-/// Parse a quantity string's body up to its closing quote: m / 10^f exactly when the
-/// mantissa has at most 15 significant digits, else the standard parser.
+/// Decimal string → f64, identical to a correctly rounded parse: up to 8 decimals and
+/// 7 integer digits via 8-digit SWAR (mantissa < 10^15, exact division), else the general path.
 #[inline(always)]
-fn qty_until_quote(b: &[u8], i: usize) -> Result<(f64, usize), DecodeError> {
-    let q = close_quote(b, i)?;
-    let s = &b[i..q];
+pub fn parse_qty(s: &[u8]) -> Result<f64, DecodeError> {
     let (whole, frac) = int_part(s)?;
     if frac.len() <= 8 && whole < 10_000_000 {
         let fv = frac_digits(frac, 8)?;
-        let m = whole * POW10_I64[frac.len()] as u64 + fv; // < 10^15
-        return Ok((m as f64 / POW10[frac.len()], q + 1));
+        let m = whole * POW10_I64[frac.len()] as u64 + fv;
+        return Ok(m as f64 / POW10[frac.len()]);
     }
-    parse_qty(s).map(|v| (v, q + 1))
+    qty_general(s)
+}
+
+/// A price string's body from `i` (after the opening quote): (units, index after the quote).
+#[inline(always)]
+fn units_until_quote(b: &[u8], i: usize, decimals: u32) -> Result<(i64, usize), DecodeError> {
+    let q = close_quote(b, i)?;
+    Ok((parse_units(&b[i..q], decimals)?, q + 1))
+}
+
+/// A quantity string's body from `i`: (value, index after the closing quote).
+#[inline(always)]
+fn qty_until_quote(b: &[u8], i: usize) -> Result<(f64, usize), DecodeError> {
+    let q = close_quote(b, i)?;
+    Ok((parse_qty(&b[i..q])?, q + 1))
 }
 
 /// Byte ranges of the `b` and `a` arrays plus the header.

@@ -160,7 +160,6 @@ class MicrostructureState:
         self.ti = TradeImbalance(window_ns)
         self.vol = MicroVol(window_ns)
         self.cancel = CancelRate(window_ns)
-        self._last: tuple[list[Level], list[Level], int] | None = None
 
     def on_trade(self, price: float, size: float, is_buy: bool, ts_ns: int) -> None:
         self.ti.update(size, is_buy, ts_ns)
@@ -173,7 +172,6 @@ class MicrostructureState:
         mid = 0.5 * (bids[0][0] + asks[0][0])
         self.vol.update(mid, ts_ns)
         self.cancel.on_book(bids, asks, ts_ns)
-        self._last = (bids, asks, ts_ns)
         return MicroFeatures(
             obi(bids, asks, self.k),
             self.ti.value(ts_ns),
@@ -189,4 +187,3 @@ class MicrostructureState:
         self.ti.reset()
         self.vol.reset()
         self.cancel.reset()
-        self._last = None

@@ -27,6 +27,13 @@ def _window_sums(ts: np.ndarray, values: np.ndarray, window_ns: int) -> np.ndarr
     return np.asarray(c[np.arange(1, ts.size + 1)] - c[lo], dtype=float)
 
 
+def _size_now(prev_px: np.ndarray, cur_px: np.ndarray, cur_sz: np.ndarray) -> np.ndarray:
+    """Size in the current book at each previous level's price, same side (0 when gone):
+    (m, L) previous prices × (m, L) current levels → (m, L)."""
+    same = prev_px[:, :, None] == cur_px[:, None, :]
+    return np.asarray(np.where(same, cur_sz[:, None, :], 0.0).sum(axis=2))
+
+
 def batch_features(
     k: int,
     window_ns: int,
@@ -104,18 +111,11 @@ def batch_features(
         both = np.concatenate([bp[idx], ap[idx]], axis=1)  # (v, 2L): bid columns then ask columns
         both_sz = np.concatenate([bs[idx], az[idx]], axis=1)
         prev, prev_sz = both[:-1], both_sz[:-1]
-        side_b = np.concatenate([bp[idx], np.full_like(ap[idx], np.nan)], axis=1)[1:]
-        side_a = np.concatenate([np.full_like(bp[idx], np.nan), ap[idx]], axis=1)[1:]
-        side_bs = np.concatenate([bs[idx], np.zeros_like(az[idx])], axis=1)[1:]
-        side_as = np.concatenate([np.zeros_like(bs[idx]), az[idx]], axis=1)[1:]
+
         L = bp.shape[1]
-        is_bid_col = np.arange(2 * L) < L
-        # size now at each previous level's price, on the same side
-        same_b = prev[:, :, None] == side_b[:, None, :]
-        same_a = prev[:, :, None] == side_a[:, None, :]
-        new_b = np.where(same_b, side_bs[:, None, :], 0.0).sum(axis=2)
-        new_a = np.where(same_a, side_as[:, None, :], 0.0).sum(axis=2)
-        new = np.where(is_bid_col[None, :], new_b, new_a)
+        new = np.concatenate(
+            [_size_now(prev[:, :L], bp[idx][1:], bs[idx][1:]), _size_now(prev[:, L:], ap[idx][1:], az[idx][1:])], axis=1
+        )
         # traded size per previous level: trades after book j−1 and up to book j (ties first)
         traded = np.zeros_like(prev_sz)
         row = np.searchsorted(vts, tts, side="left") - 1  # index into prev rows (book j−1)

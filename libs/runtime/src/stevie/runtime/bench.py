@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from stevie.quant.book import OrderBookLike
 from stevie.quant.kernels import Kernels, load
 
 Level = tuple[float, float]
@@ -63,23 +64,23 @@ def load_capture(folder: Path) -> Capture:
     return Capture(snap, raw, diffs, trades)
 
 
-def python_book(cap: Capture) -> int:
+def python_book(cap: Capture) -> OrderBookLike:
     """sortedcontainers book: apply each pre-decoded diff, then take the top 20."""
     book = load("reference").OrderBook()
     book.apply_snapshot(cap.bids, cap.asks, cap.last_update_id)
     for d in cap.diffs:
         book.apply_diff(*d)
         book.top_k(20)
-    return book.last_update_id
+    return book
 
 
-def native_replay(cap: Capture, kernels: Kernels) -> tuple[int, float]:
-    """Bytes in: decode + apply + top-20 per message in Rust. Returns (last id, seconds in replay)."""
+def native_replay(cap: Capture, kernels: Kernels) -> tuple[OrderBookLike, float]:
+    """Bytes in: decode + apply + top-20 per message in Rust. Returns (book, seconds in replay)."""
     book = kernels.OrderBook()
     book.apply_snapshot(cap.bids, cap.asks, cap.last_update_id)
     t0 = time.perf_counter()
     book.replay_lines(cap.raw, 20)
-    return book.last_update_id, time.perf_counter() - t0
+    return book, time.perf_counter() - t0
 
 
 @dataclass
