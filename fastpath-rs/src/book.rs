@@ -49,33 +49,84 @@ impl std::hash::Hasher for UnitsHasher {
 
 type Map = std::collections::HashMap<i64, f64, std::hash::BuildHasherDefault<UnitsHasher>>;
 
-/// `top` is refilled from `rest` when it falls below this many levels (keep it >= the usual
-/// top-k of 20, or top-k falls back to sorting the whole side).
-const TOP_MIN: usize = 24;
-/// `top` spills its worst levels into `rest` (down to half this) when it grows past this many.
-const TOP_MAX: usize = 128;
-/// `top` is refilled up to this many levels.
-const REFILL_TO: usize = 96;
+/// Price slots in the dense window at the top of each side (32 KiB of sizes).
+pub const WINDOW_SLOTS: usize = 16384;
 
-/// One side, split in two: `top`, the best levels in a small sorted vector (best *last*, so
-/// the busy top of book sits at the cheap end for inserts and removals), and
-/// `rest`, every worse level in a hash map (O(1) updates deep in the book). Invariant: every
-/// key in `rest` is worse than every key in `top`. Keys are price units, negated on the ask
-/// side so that on both sides a larger key is better.
-#[derive(Clone, Debug, Default)]
+/// Exact division by the tick: `t = odd << shift`; a multiple `d` of `t` gives
+/// `(d >> shift) * odd⁻¹ mod 2^64 <= u64::MAX / odd` (Granlund & Montgomery 1994, §9).
+#[derive(Clone, Copy, Debug)]
+struct Tick {
+    units: u64,
+    shift: u32,
+    inv: u64,
+    max_q: u64,
+}
+
+impl Tick {
+    fn new(units: u64) -> Self {
+        let units = units.max(1);
+        let shift = units.trailing_zeros();
+        let odd = units >> shift;
+        let mut inv = odd; // Newton: each step doubles the correct low bits (3 -> 6 -> ... -> 96)
+        for _ in 0..5 {
+            inv = inv.wrapping_mul(2u64.wrapping_sub(odd.wrapping_mul(inv)));
+        }
+        Tick { units, shift, inv, max_q: u64::MAX / odd }
+    }
+
+    /// `d / units` when `units` divides `d`, else None.
+    #[inline(always)]
+    fn div_exact(&self, d: u64) -> Option<u64> {
+        let q = (d >> self.shift).wrapping_mul(self.inv);
+        (d & ((1u64 << self.shift) - 1) == 0 && q <= self.max_q).then_some(q)
+    }
+}
+
+fn gcd(mut a: u64, mut b: u64) -> u64 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
+}
+
+/// One side. Keys are price units, negated on the ask side, so that on both sides a larger
+/// key is better. The best levels live in a dense window of `slots` price ticks — sizes in a
+/// flat array plus an occupancy bitmap, the layout of a price ladder (cf. hftbacktest's
+/// ROI vector depth) — so updates near the top are an index and a bit; every level worse
+/// than the window lives in a hash map (`rest`). The tick is the GCD of the prices seen, so
+/// it is the venue's tick (exchangeInfo `tickSize`) after a snapshot and every price stays
+/// exact. Invariants: every key in `rest` is below `lo`; the window is empty only when the
+/// side is; the best level sits in the upper three quarters of the window unless `rest` is empty.
+#[derive(Clone, Debug)]
 pub struct Side {
-    top: Vec<(i64, f64)>, // ascending key: worst first, best last
-    rest: Map,
     descending: bool,
+    slots: usize,
+    tick: Tick,
+    lo: i64,            // key of slot 0
+    qty: Vec<f64>,      // size per slot; 0 = no level
+    occ: Vec<u64>,      // occupancy bitmap of `qty`
+    n_win: usize,       // levels in the window
+    best: usize,        // highest occupied slot (when n_win > 0)
+    rest: Map,
 }
 
 impl Side {
-    fn new(descending: bool) -> Self {
-        let rest = Map::with_capacity_and_hasher(4096, Default::default());
-        Side { top: Vec::with_capacity(TOP_MAX + 1), rest, descending }
+    fn new(descending: bool, slots: usize) -> Self {
+        let slots = slots.next_multiple_of(64).max(64);
+        Side {
+            descending,
+            slots,
+            tick: Tick::new(1),
+            lo: 0,
+            qty: vec![0.0; slots],
+            occ: vec![0; slots / 64],
+            n_win: 0,
+            best: 0,
+            rest: Map::with_capacity_and_hasher(4096, Default::default()),
+        }
     }
 
-    #[inline]
+    #[inline(always)]
     fn key(&self, units: i64) -> i64 {
         if self.descending {
             -units
@@ -84,16 +135,28 @@ impl Side {
         }
     }
 
-    #[inline]
-    fn in_top(&self, k: i64) -> bool {
-        self.rest.is_empty() || self.top.first().is_some_and(|&(w, _)| k >= w)
+    #[inline(always)]
+    fn key_of(&self, slot: usize) -> i64 {
+        self.lo + (slot as u64 * self.tick.units) as i64
+    }
+
+    /// Slot of `key` when it is on the grid and at or above `lo` (it may be past the window).
+    #[inline(always)]
+    fn slot(&self, key: i64) -> Option<u64> {
+        self.tick.div_exact(key.wrapping_sub(self.lo) as u64)
     }
 
     /// Absolute size at `units`; size <= 0 removes the level.
     #[inline]
     pub fn set(&mut self, units: i64, size: f64) {
         let k = self.key(units);
-        if !self.in_top(k) {
+        if k < self.lo && self.n_win > 0 {
+            if self.tick.div_exact(self.lo.wrapping_sub(k) as u64).is_none() {
+                if size > 0.0 {
+                    self.place(k, size); // off the grid: learn the finer tick
+                }
+                return;
+            }
             if size > 0.0 {
                 self.rest.insert(k, size);
             } else {
@@ -101,89 +164,211 @@ impl Side {
             }
             return;
         }
-        match self.top.binary_search_by(|&(t, _)| t.cmp(&k)) {
-            Ok(i) if size > 0.0 => self.top[i].1 = size,
-            Ok(i) => {
-                self.top.remove(i);
-                if self.top.len() < TOP_MIN && !self.rest.is_empty() {
-                    self.refill();
-                }
-            }
-            Err(i) if size > 0.0 => {
-                self.top.insert(i, (k, size));
-                if self.top.len() > TOP_MAX {
-                    let cut = self.top.len() - TOP_MAX / 2;
-                    for (k, q) in self.top.drain(..cut) {
-                        self.rest.insert(k, q);
-                    }
-                }
-            }
-            Err(_) => {}
+        match self.slot(k) {
+            Some(j) if (j as usize) < self.slots && self.n_win > 0 => self.set_slot(j as usize, size),
+            _ if size <= 0.0 => {} // no level there to remove
+            _ => self.place(k, size),
         }
     }
 
-    /// Move the best levels of `rest` to the front (worst end) of `top`: they are all worse
-    /// than every level in `top`.
-    fn refill(&mut self) {
-        let want = REFILL_TO.saturating_sub(self.top.len());
-        let mut all: Vec<(i64, f64)> = self.rest.iter().map(|(&k, &q)| (k, q)).collect();
-        if all.len() > want {
-            all.select_nth_unstable_by_key(want, |l| std::cmp::Reverse(l.0));
-            all.truncate(want);
+    #[inline(always)]
+    fn set_slot(&mut self, j: usize, size: f64) {
+        let (w, bit) = (j / 64, 1u64 << (j % 64));
+        if size > 0.0 {
+            if self.occ[w] & bit == 0 {
+                self.occ[w] |= bit;
+                self.n_win += 1;
+                self.best = self.best.max(j);
+            }
+            self.qty[j] = size;
+        } else if self.occ[w] & bit != 0 {
+            self.occ[w] &= !bit;
+            self.qty[j] = 0.0;
+            self.n_win -= 1;
+            if j == self.best {
+                match self.next_below(j) {
+                    Some(b) if b >= self.slots / 4 || self.rest.is_empty() => self.best = b,
+                    _ => self.recentre(), // the top fell to the bottom quarter or out
+                }
+            }
         }
-        all.sort_unstable_by_key(|l| l.0);
-        for &(k, _) in &all {
-            self.rest.remove(&k);
+    }
+
+    /// Highest occupied slot below `j` (`j` up to `slots`).
+    #[inline]
+    fn next_below(&self, j: usize) -> Option<usize> {
+        if j == 0 {
+            return None;
         }
-        all.extend_from_slice(&self.top);
-        self.top = all;
+        let mut w = (j - 1) / 64;
+        let mut m = self.occ[w] & (u64::MAX >> (63 - (j - 1) % 64));
+        loop {
+            if m != 0 {
+                return Some(w * 64 + 63 - m.leading_zeros() as usize);
+            }
+            if w == 0 {
+                return None;
+            }
+            w -= 1;
+            m = self.occ[w];
+        }
+    }
+
+    /// A new level at `k`, which is above the window, off the grid, or the first of an empty
+    /// side: re-anchor the window so `k` sits three quarters up, re-gridding if needed.
+    #[cold]
+    fn place(&mut self, k: i64, size: f64) {
+        let mut levels = self.drain();
+        levels.push((k, size));
+        self.rebuild(levels);
+    }
+
+    /// Re-anchor the window on the current best level (after the market fell through it).
+    #[cold]
+    fn recentre(&mut self) {
+        let levels = self.drain();
+        self.rebuild(levels);
+    }
+
+    /// Every level, emptying the side.
+    fn drain(&mut self) -> Vec<(i64, f64)> {
+        let mut all: Vec<(i64, f64)> = self.rest.drain().collect();
+        for w in 0..self.occ.len() {
+            let mut m = self.occ[w];
+            while m != 0 {
+                let j = w * 64 + m.trailing_zeros() as usize;
+                all.push((self.key_of(j), self.qty[j]));
+                self.qty[j] = 0.0;
+                m &= m - 1;
+            }
+            self.occ[w] = 0;
+        }
+        self.n_win = 0;
+        all
+    }
+
+    /// Lay out `levels` (keys, positive sizes, unique keys) on an empty side. Tick: the GCD
+    /// of the current tick (when learnt) and the keys' distances to the best key — or, for a
+    /// lone first level, the largest power of ten dividing it. The window is anchored so the
+    /// best key sits three quarters up (at slot 0 when that would overflow).
+    fn rebuild(&mut self, levels: Vec<(i64, f64)>) {
+        debug_assert!(self.n_win == 0 && self.rest.is_empty());
+        let Some(&(top, _)) = levels.iter().max_by_key(|l| l.0) else {
+            return;
+        };
+        let learnt = (self.tick.units > 1).then_some(self.tick.units);
+        let t = levels.iter().filter(|l| l.0 != top).fold(learnt, |t, l| {
+            let d = top.abs_diff(l.0);
+            Some(t.map_or(d, |t| gcd(t, d)))
+        });
+        let t = t.unwrap_or_else(|| {
+            let mut p = 1u64;
+            while p < 1_000_000_000_000 && top.unsigned_abs() % (p * 10) == 0 && top != 0 {
+                p *= 10;
+            }
+            p
+        });
+        self.tick = Tick::new(t);
+        let up = (self.slots * 3 / 4) as i128 * t as i128;
+        self.lo = i64::try_from(top as i128 - up).unwrap_or(top);
+        for (k, q) in levels {
+            match self.slot(k) {
+                Some(j) if k >= self.lo && (j as usize) < self.slots => {
+                    let j = j as usize;
+                    self.occ[j / 64] |= 1 << (j % 64);
+                    self.qty[j] = q;
+                    self.n_win += 1;
+                }
+                _ => {
+                    self.rest.insert(k, q);
+                }
+            }
+        }
+        self.best = self.next_below(self.slots).expect("the best key is in the window");
     }
 
     pub fn best(&self) -> Option<(i64, f64)> {
-        self.top.last().map(|&(k, q)| (self.key(k), q))
+        (self.n_win > 0).then(|| (self.key(self.key_of(self.best)), self.qty[self.best]))
     }
 
-    /// Best `k` levels, best first (beyond `top`, a sort of the whole side).
-    pub fn top(&self, k: usize) -> Box<dyn Iterator<Item = (i64, f64)> + '_> {
-        if k <= self.top.len() || self.rest.is_empty() {
-            Box::new(self.top.iter().rev().take(k).map(|&(u, q)| (self.key(u), q)))
-        } else {
-            let mut all: Vec<(i64, f64)> = self.rest.iter().map(|(&u, &q)| (u, q)).collect();
-            all.sort_unstable_by_key(|l| std::cmp::Reverse(l.0));
-            let head = self.top.iter().rev().copied();
-            Box::new(head.chain(all).take(k).map(|(u, q)| (self.key(u), q)))
+    /// Best `k` levels, best first, as (units, size): the window's bitmap walked down from
+    /// the best slot, then (past the window, rarely) a sort of `rest`.
+    pub fn top(&self, k: usize) -> impl Iterator<Item = (i64, f64)> + '_ {
+        let deeper = (k > self.n_win && !self.rest.is_empty()).then(|| {
+            let mut all: Vec<(i64, f64)> = self.rest.iter().map(|(&u, &q)| (self.key(u), q)).collect();
+            all.sort_unstable_by_key(|l| std::cmp::Reverse(self.key(l.0)));
+            all
+        });
+        self.iter_any().take(self.n_win).chain(deeper.into_iter().flatten()).take(k)
+    }
+
+    /// Fill `out` with the best levels as (price, size), price = units / `scale`, best first;
+    /// returns how many. The hot path of top-k: a direct walk of the occupancy bitmap.
+    pub fn top_into(&self, out: &mut [(f64, f64)], scale: f64) -> usize {
+        let mut n = 0;
+        if self.n_win > 0 && !out.is_empty() {
+            let mut w = self.best / 64;
+            let mut m = self.occ[w] & (u64::MAX >> (63 - self.best % 64));
+            'walk: loop {
+                while m != 0 {
+                    let j = w * 64 + 63 - m.leading_zeros() as usize;
+                    m &= !(1u64 << (j % 64));
+                    out[n] = (self.key(self.key_of(j)) as f64 / scale, self.qty[j]);
+                    n += 1;
+                    if n == out.len() {
+                        break 'walk;
+                    }
+                }
+                if w == 0 {
+                    break;
+                }
+                w -= 1;
+                m = self.occ[w];
+            }
         }
+        if n < out.len() && !self.rest.is_empty() {
+            for (slot, (u, q)) in out[n..].iter_mut().zip(self.top(usize::MAX).skip(n)) {
+                *slot = (u as f64 / scale, q);
+                n += 1;
+            }
+        }
+        n
     }
 
-    /// Every level, in no particular order.
+    /// Every level, in no particular order, as (units, size).
     pub fn iter_any(&self) -> impl Iterator<Item = (i64, f64)> + '_ {
-        self.top.iter().copied().chain(self.rest.iter().map(|(&u, &q)| (u, q))).map(|(u, q)| (self.key(u), q))
+        let mut slot = (self.n_win > 0).then_some(self.best);
+        let window = std::iter::from_fn(move || {
+            let j = slot?;
+            slot = self.next_below(j);
+            Some((self.key_of(j), self.qty[j]))
+        });
+        window.chain(self.rest.iter().map(|(&u, &q)| (u, q))).map(|(u, q)| (self.key(u), q))
     }
 
     pub fn len(&self) -> usize {
-        self.top.len() + self.rest.len()
+        self.n_win + self.rest.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.top.is_empty() && self.rest.is_empty()
+        self.n_win == 0
     }
 
     pub fn clear(&mut self) {
-        self.top.clear();
-        self.rest.clear();
+        self.drain();
     }
 
     /// Replace every level: non-positive sizes are dropped first, then for duplicate prices the
     /// last one given wins (as building a dict from the filtered pairs would).
     fn replace(&mut self, levels: Vec<(i64, f64)>) {
         self.clear();
+        let mut last: Map = Map::with_capacity_and_hasher(levels.len(), Default::default());
         for (u, q) in levels {
             if q > 0.0 {
-                let k = self.key(u);
-                self.rest.insert(k, q);
+                last.insert(self.key(u), q);
             }
         }
-        self.refill();
+        self.rebuild(last.into_iter().collect());
     }
 }
 
@@ -207,8 +392,8 @@ impl OrderBook {
             usdm,
             decimals,
             scale: 10f64.powi(decimals as i32),
-            bids: Side::new(false),
-            asks: Side::new(true),
+            bids: Side::new(false, WINDOW_SLOTS),
+            asks: Side::new(true, WINDOW_SLOTS),
             last: 0,
             synced: false,
             first_pending: false,
@@ -324,17 +509,8 @@ impl OrderBook {
 
     /// Write the best `k` levels into caller buffers (no allocation); returns levels per side.
     pub fn top_k_into(&self, k: usize, bids: &mut [(f64, f64)], asks: &mut [(f64, f64)]) -> (usize, usize) {
-        let mut nb = 0;
-        for (slot, (u, q)) in bids.iter_mut().zip(self.bids.top(k)) {
-            *slot = (self.to_price(u), q);
-            nb += 1;
-        }
-        let mut na = 0;
-        for (slot, (u, q)) in asks.iter_mut().zip(self.asks.top(k)) {
-            *slot = (self.to_price(u), q);
-            na += 1;
-        }
-        (nb, na)
+        let (kb, ka) = (k.min(bids.len()), k.min(asks.len()));
+        (self.bids.top_into(&mut bids[..kb], self.scale), self.asks.top_into(&mut asks[..ka], self.scale))
     }
 
     pub fn is_crossed(&self) -> bool {
@@ -413,6 +589,71 @@ mod tests {
         assert!(b.is_crossed());
         let (db, da) = OrderBook::new(false, 8).depth_within_bps(10.0);
         assert_eq!((db, da), (0.0, 0.0));
+    }
+
+    /// A tiny deterministic PRNG (xorshift64*) for the model test.
+    fn rng(state: &mut u64) -> u64 {
+        *state ^= *state >> 12;
+        *state ^= *state << 25;
+        *state ^= *state >> 27;
+        state.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    #[test]
+    fn side_matches_a_sorted_map_model() {
+        // small windows, price jumps past the window, off-grid prices and emptied windows
+        for (seed, descending) in [(1u64, false), (2, true), (3, false), (4, true)] {
+            let mut st = seed * 0x9E37_79B9;
+            let mut side = Side::new(descending, 64);
+            let mut model = std::collections::BTreeMap::<i64, f64>::new();
+            let mut centre: i64 = 1_000_000;
+            for step in 0..20_000 {
+                let r = rng(&mut st);
+                if r.is_multiple_of(97) {
+                    centre += (rng(&mut st) % 400) as i64 - 200; // the market moves
+                }
+                let finer = if r % 1000 == 1 { 5 } else { 0 }; // rarely, a price off the tick seen so far
+                let units = (centre + (rng(&mut st) % 300) as i64 - 150).max(1) * 10 + finer;
+                let size = if rng(&mut st).is_multiple_of(3) { 0.0 } else { (rng(&mut st) % 100) as f64 / 8.0 };
+                side.set(units, size);
+                if size > 0.0 {
+                    model.insert(units, size);
+                } else {
+                    model.remove(&units);
+                }
+                if step % 50 == 0 || r.is_multiple_of(7) {
+                    let want: Vec<(i64, f64)> = if descending {
+                        model.iter().map(|(&u, &q)| (u, q)).take(20).collect()
+                    } else {
+                        model.iter().rev().map(|(&u, &q)| (u, q)).take(20).collect()
+                    };
+                    assert_eq!(side.top(20).collect::<Vec<_>>(), want, "seed {seed} step {step}");
+                    let mut out = [(0.0, 0.0); 20];
+                    let n = side.top_into(&mut out, 1.0);
+                    let got: Vec<(i64, f64)> = out[..n].iter().map(|&(p, q)| (p as i64, q)).collect();
+                    assert_eq!(got, want, "top_into, seed {seed} step {step}");
+                    assert_eq!(side.len(), model.len());
+                }
+            }
+            let mut all: Vec<(i64, f64)> = side.iter_any().collect();
+            all.sort_by_key(|l| l.0);
+            assert_eq!(all, model.into_iter().collect::<Vec<_>>());
+        }
+    }
+
+    #[test]
+    fn tick_is_learnt_from_prices() {
+        let mut b = OrderBook::new(false, 8);
+        b.apply_snapshot(&[(61737.63, 1.0), (61730.17, 2.0), (61700.0, 1.0)], &[(61737.64, 1.0)], 1);
+        assert_eq!(b.bids.tick.units, 1_000_000); // 0.01
+        b.apply_diff(2, 2, None, &[(61737.635, 1.0)], &[]);
+        assert_eq!(b.bids.tick.units, 500_000);
+        assert_eq!(b.best_bid(), Some((61737.635, 1.0)));
+        for t in [1u64, 3, 10, 1_000_000, 12_500_000, u64::MAX / 3] {
+            let tick = Tick::new(t);
+            assert_eq!(tick.div_exact(t.wrapping_mul(4095)), if t < u64::MAX / 4095 { Some(4095) } else { tick.div_exact(t.wrapping_mul(4095)) });
+            assert_eq!(tick.div_exact(t * 2 + 1).is_none(), t > 1);
+        }
     }
 
     #[test]

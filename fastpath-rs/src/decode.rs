@@ -380,6 +380,76 @@ fn expect_at(b: &[u8], i: usize, c: u8) -> Result<usize, DecodeError> {
     }
 }
 
+const ZEROS: u64 = 0x3030_3030_3030_3030;
+
+#[inline(always)]
+fn load8(b: &[u8], i: usize) -> u64 {
+    u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"))
+}
+
+/// Bit 7 of each byte of `w` equal to `c` (only the lowest flagged byte is exact — the
+/// zero-byte trick's borrow can flag bytes above it).
+#[inline(always)]
+fn bytes_eq(w: u64, c: u8) -> u64 {
+    let x = w ^ (c as u64).wrapping_mul(0x0101_0101_0101_0101);
+    x.wrapping_sub(0x0101_0101_0101_0101) & !x & 0x8080_8080_8080_8080
+}
+
+/// SWAR parse of a decimal string body at `s` (after its opening quote) in Binance's spot
+/// format: 1-7 integer digits, '.', exactly 8 fraction digits, '"'. Returns (value × 10^8,
+/// index of the closing quote), or None when the text is not of that shape (the caller then
+/// takes the general path, which handles every other shape and produces the errors).
+#[inline(always)]
+fn fixed8(b: &[u8], s: usize) -> Option<(u64, usize)> {
+    if s + 17 > b.len() {
+        return None;
+    }
+    let w = load8(b, s);
+    let n = (bytes_eq(w, b'.').trailing_zeros() / 8) as usize; // integer digits; 8: no '.'
+    let e = s + n + 9;
+    if n.wrapping_sub(1) >= 7 || b[e] != b'"' {
+        return None;
+    }
+    let int = (w << (8 * (8 - n))) | (ZEROS >> (8 * n));
+    let frac = load8(b, s + n + 1);
+    if !all_digits(int) || !all_digits(frac) {
+        return None;
+    }
+    Some((parse8(int) * 100_000_000 + parse8(frac), e))
+}
+
+/// Levels `["p","q"]` from `i` (at a level's '[') in the spot format, prices in 10^-8 units.
+/// Returns Ok(index after the array's ']') when it reached the end of the array, or
+/// Err(index of the first level it could not take) for the general path to continue from.
+#[inline(always)]
+fn fast_levels(b: &[u8], mut i: usize, out: &mut Vec<(i64, f64)>) -> Result<usize, usize> {
+    loop {
+        if b.get(i..i + 2) != Some(b"[\"") {
+            return Err(i);
+        }
+        let Some((units, pe)) = fixed8(b, i + 2) else {
+            return Err(i);
+        };
+        if b.get(pe..pe + 3) != Some(b"\",\"") {
+            return Err(i);
+        }
+        let Some((m, qe)) = fixed8(b, pe + 3) else {
+            return Err(i);
+        };
+        let next = b.get(qe + 2).copied();
+        if b[qe + 1] != b']' || (next != Some(b',') && next != Some(b']')) {
+            return Err(i);
+        }
+        // m < 10^15 < 2^53 and 10^8 are exact doubles, so the quotient is correctly rounded:
+        // the same double as parsing the decimal string
+        out.push((units as i64, m as i64 as f64 / 1e8));
+        if next == Some(b']') {
+            return Ok(qe + 3);
+        }
+        i = qe + 3;
+    }
+}
+
 /// Parse a `[["p","q"],...]` array starting at `i`, pushing (units, size) onto `out`;
 /// returns the index after the array.
 fn parse_levels(b: &[u8], i: usize, decimals: u32, out: &mut Vec<(i64, f64)>) -> Result<usize, DecodeError> {
@@ -389,6 +459,12 @@ fn parse_levels(b: &[u8], i: usize, decimals: u32, out: &mut Vec<(i64, f64)>) ->
         return Ok(i + 1);
     }
     loop {
+        if decimals == 8 {
+            match fast_levels(b, i, out) {
+                Ok(end) => return Ok(end),
+                Err(at) => i = at,
+            }
+        }
         i = expect_at(b, i, b'[')?;
         i = expect_at(b, skip_ws(b, i), b'"')?;
         let (p, j) = units_until_quote(b, i, decimals)?;
@@ -412,6 +488,9 @@ pub fn apply_depth_json(book: &mut OrderBook, buf: &[u8]) -> Result<(Verdict, De
     apply_depth_json_with(book, buf, &mut Scratch::default())
 }
 
+/// Decoded (bids, asks) as (price units, size).
+pub type UnitLevels<'a> = (&'a [(i64, f64)], &'a [(i64, f64)]);
+
 /// Reusable decode buffers.
 #[derive(Default)]
 pub struct Scratch {
@@ -419,15 +498,11 @@ pub struct Scratch {
     asks: Vec<(i64, f64)>,
 }
 
-/// As `apply_depth_json`, reusing `scratch`.
-pub fn apply_depth_json_with(
-    book: &mut OrderBook,
-    buf: &[u8],
-    scratch: &mut Scratch,
-) -> Result<(Verdict, DepthHeader), DecodeError> {
+/// Decode one message into `scratch` (levels as (units, size)) without touching a book.
+pub fn decode_depth_json(buf: &[u8], decimals: u32, scratch: &mut Scratch) -> Result<DepthHeader, DecodeError> {
     let mut loc = Located {
         header: DepthHeader::default(),
-        decimals: book.decimals,
+        decimals,
         bids: &mut scratch.bids,
         asks: &mut scratch.asks,
         seen: 0,
@@ -437,19 +512,40 @@ pub fn apply_depth_json_with(
     if loc.seen != 31 {
         return Err(DecodeError("missing E, U, u, b or a"));
     }
-    let h = loc.header;
+    Ok(loc.header)
+}
+
+impl Scratch {
+    /// The decoded (bids, asks) of the last message, as (units, size).
+    pub fn levels(&self) -> UnitLevels<'_> {
+        (&self.bids, &self.asks)
+    }
+}
+
+/// Apply decoded levels if the header continues the book (else the book is unchanged).
+pub fn apply_decoded(book: &mut OrderBook, h: &DepthHeader, bids: &[(i64, f64)], asks: &[(i64, f64)]) -> Verdict {
     let v = book.check(h.first, h.last, h.prev);
     if v != Verdict::Ok {
-        return Ok((v, h));
+        return v;
     }
-    for &(u, q) in scratch.bids.iter() {
+    for &(u, q) in bids {
         book.bids.set(u, q);
     }
-    for &(u, q) in scratch.asks.iter() {
+    for &(u, q) in asks {
         book.asks.set(u, q);
     }
     book.commit(h.last);
-    Ok((v, h))
+    v
+}
+
+/// As `apply_depth_json`, reusing `scratch`.
+pub fn apply_depth_json_with(
+    book: &mut OrderBook,
+    buf: &[u8],
+    scratch: &mut Scratch,
+) -> Result<(Verdict, DepthHeader), DecodeError> {
+    let h = decode_depth_json(buf, book.decimals, scratch)?;
+    Ok((apply_decoded(book, &h, &scratch.bids, &scratch.asks), h))
 }
 
 /// Counts of a replay.
