@@ -28,9 +28,8 @@ def test_feature_kernel_vs_python_loop(result):
 
 
 def test_native_book_beats_sortedcontainers(result):
-    # target 30x (issue 4); measured ≈ 16x today on 2 cores — a regression guard at half the
-    # measured ratio until the decoder reaches the target
-    assert result.book_ratio >= 8
+    # target 30x (issue 4); measured ≈ 25x on 2 cores
+    assert result.book_ratio >= 30 / 2
 
 
 def test_both_benchmarked_books_end_identical():

@@ -85,6 +85,28 @@ def test_books_identical_on_both_backends(script, via_bytes):
         np.testing.assert_array_equal(x, y)
 
 
+# Wide books: prices far beyond the native book's dense window of ticks, on grids of
+# different ticks (the native book re-grids on a finer price) and jumps of the best level.
+wide_prices = st.one_of(
+    st.integers(1, 100_000).map(lambda i: i * 0.5),
+    st.integers(100_000, 5_000_000).map(lambda i: i / 100),
+    st.integers(1, 50).map(lambda i: 25_000.0 + i / 100),
+)
+wide_levels = st.lists(st.tuples(wide_prices, sizes), max_size=8)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(wide_prices, sizes), max_size=40), st.lists(st.tuples(wide_levels, wide_levels), max_size=30))
+def test_wide_books_identical_on_both_backends(snapshot, diffs):
+    books = [REF.OrderBook(), NAT.OrderBook()]
+    for b in books:
+        b.apply_snapshot(snapshot, [(round(p + 60_000.0, 2), q) for p, q in snapshot], 1)
+    for u, (bids, asks) in enumerate(diffs, start=2):
+        assert books[0].apply_diff(u, u, None, bids, asks) == books[1].apply_diff(u, u, None, bids, asks)
+        assert books[0].levels() == books[1].levels()
+        assert books[0].top_k(20) == books[1].top_k(20)
+
+
 def test_malformed_bytes_are_rejected_alike():
     for kernels in (REF, NAT):
         b = kernels.OrderBook()
