@@ -1,5 +1,6 @@
 //! Profiling helper (not a test): `cargo run --release --example probe <depth_snapshot.json> <updates.jsonl>`
-//! replays a capture through the bytes-in path, e.g. under `perf record`.
+//! replays a capture through the bytes-in path, e.g. under `perf record`, and splits the time
+//! into decode / apply / top-k; with a third argument it times the decoder alone.
 use std::io::Read;
 use std::time::Instant;
 use stevie_fastpath::book::OrderBook;

@@ -1,9 +1,8 @@
 //! L2 book keyed by integer price units (price × 10^decimals), Binance sequencing rules.
 //!
-//! Sides are sorted `Vec`s with the best level at the end (bids ascending, asks descending),
-//! so the frequent updates near the top move little memory. Prices come back as
-//! `units / 10^decimals`, which for decimal inputs with at most `decimals` digits is the same
-//! double as parsing the decimal string.
+//! Each side is a dense window of ticks at the top of book (see `Side`) plus a hash map for the
+//! deeper levels. Prices come back as `units / 10^decimals`, which for decimal inputs with at
+//! most `decimals` digits is the same double as parsing the decimal string.
 
 /// Outcome of applying one diff (see `stevie.quant.book.Verdict`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
