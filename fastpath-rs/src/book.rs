@@ -152,7 +152,7 @@ impl Side {
         if k < self.lo && self.n_win > 0 {
             if self.tick.div_exact(self.lo.wrapping_sub(k) as u64).is_none() {
                 if size > 0.0 {
-                    self.place(k, size); // off the grid: learn the finer tick
+                    self.relayout(Some((k, size))); // off the grid: learn the finer tick
                 }
                 return;
             }
@@ -166,7 +166,7 @@ impl Side {
         match self.slot(k) {
             Some(j) if (j as usize) < self.slots && self.n_win > 0 => self.set_slot(j as usize, size),
             _ if size <= 0.0 => {} // no level there to remove
-            _ => self.place(k, size),
+            _ => self.relayout(Some((k, size))),
         }
     }
 
@@ -187,7 +187,7 @@ impl Side {
             if j == self.best {
                 match self.next_below(j) {
                     Some(b) if b >= self.slots / 4 || self.rest.is_empty() => self.best = b,
-                    _ => self.recentre(), // the top fell to the bottom quarter or out
+                    _ => self.relayout(None), // the top fell to the bottom quarter or out
                 }
             }
         }
@@ -213,19 +213,13 @@ impl Side {
         }
     }
 
-    /// A new level at `k`, which is above the window, off the grid, or the first of an empty
-    /// side: re-anchor the window so `k` sits three quarters up, re-gridding if needed.
+    /// Lay the side out again around its best level, adding `new` (a level above the window,
+    /// off the grid, or the first of an empty side) — or after the market fell through the
+    /// window's lower quarter.
     #[cold]
-    fn place(&mut self, k: i64, size: f64) {
+    fn relayout(&mut self, new: Option<(i64, f64)>) {
         let mut levels = self.drain();
-        levels.push((k, size));
-        self.rebuild(levels);
-    }
-
-    /// Re-anchor the window on the current best level (after the market fell through it).
-    #[cold]
-    fn recentre(&mut self) {
-        let levels = self.drain();
+        levels.extend(new);
         self.rebuild(levels);
     }
 
@@ -294,11 +288,22 @@ impl Side {
     /// the best slot, then (past the window, rarely) a sort of `rest`.
     pub fn top(&self, k: usize) -> impl Iterator<Item = (i64, f64)> + '_ {
         let deeper = (k > self.n_win && !self.rest.is_empty()).then(|| {
-            let mut all: Vec<(i64, f64)> = self.rest.iter().map(|(&u, &q)| (self.key(u), q)).collect();
-            all.sort_unstable_by_key(|l| std::cmp::Reverse(self.key(l.0)));
+            let mut all: Vec<(i64, f64)> = self.rest.iter().map(|(&key, &q)| (key, q)).collect();
+            all.sort_unstable_by_key(|l| std::cmp::Reverse(l.0));
             all
         });
-        self.iter_any().take(self.n_win).chain(deeper.into_iter().flatten()).take(k)
+        let window = self.window().take(self.n_win);
+        window.chain(deeper.into_iter().flatten()).take(k).map(|(key, q)| (self.key(key), q))
+    }
+
+    /// The window's levels as (key, size), best first.
+    fn window(&self) -> impl Iterator<Item = (i64, f64)> + '_ {
+        let mut slot = (self.n_win > 0).then_some(self.best);
+        std::iter::from_fn(move || {
+            let j = slot?;
+            slot = self.next_below(j);
+            Some((self.key_of(j), self.qty[j]))
+        })
     }
 
     /// Fill `out` with the best levels as (price, size), price = units / `scale`, best first;
@@ -336,13 +341,7 @@ impl Side {
 
     /// Every level, in no particular order, as (units, size).
     pub fn iter_any(&self) -> impl Iterator<Item = (i64, f64)> + '_ {
-        let mut slot = (self.n_win > 0).then_some(self.best);
-        let window = std::iter::from_fn(move || {
-            let j = slot?;
-            slot = self.next_below(j);
-            Some((self.key_of(j), self.qty[j]))
-        });
-        window.chain(self.rest.iter().map(|(&u, &q)| (u, q))).map(|(u, q)| (self.key(u), q))
+        self.window().chain(self.rest.iter().map(|(&key, &q)| (key, q))).map(|(key, q)| (self.key(key), q))
     }
 
     pub fn len(&self) -> usize {
@@ -648,10 +647,15 @@ mod tests {
         b.apply_diff(2, 2, None, &[(61737.635, 1.0)], &[]);
         assert_eq!(b.bids.tick.units, 500_000);
         assert_eq!(b.best_bid(), Some((61737.635, 1.0)));
-        for t in [1u64, 3, 10, 1_000_000, 12_500_000, u64::MAX / 3] {
+        for t in [1u64, 3, 10, 1_000_000, 12_500_000, 1 << 40, 999_999_999_989] {
             let tick = Tick::new(t);
-            assert_eq!(tick.div_exact(t.wrapping_mul(4095)), if t < u64::MAX / 4095 { Some(4095) } else { tick.div_exact(t.wrapping_mul(4095)) });
-            assert_eq!(tick.div_exact(t * 2 + 1).is_none(), t > 1);
+            for q in [0u64, 1, 7, 4095, 16_383] {
+                assert_eq!(tick.div_exact(q * t), Some(q), "{q} x {t}");
+                if t > 1 {
+                    assert_eq!(tick.div_exact(q * t + 1), None, "{q} x {t} + 1");
+                    assert_eq!(tick.div_exact(q * t + t / 2), None, "{q} x {t} + {}", t / 2);
+                }
+            }
         }
     }
 

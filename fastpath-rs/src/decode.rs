@@ -201,8 +201,7 @@ fn close_quote(b: &[u8], i: usize) -> Result<usize, DecodeError> {
     // level strings are short: test 8 bytes at a time for a '"' (SWAR zero-byte trick)
     let mut j = i;
     while j + 8 <= b.len() {
-        let w = u64::from_le_bytes(b[j..j + 8].try_into().expect("8 bytes")) ^ 0x2222_2222_2222_2222;
-        let z = w.wrapping_sub(0x0101_0101_0101_0101) & !w & 0x8080_8080_8080_8080;
+        let z = bytes_eq(load8(b, j), b'"');
         if z != 0 {
             return Ok(j + (z.trailing_zeros() / 8) as usize);
         }
@@ -242,7 +241,7 @@ fn int_part(s: &[u8]) -> Result<(u64, &[u8]), DecodeError> {
 fn frac_digits(f: &[u8], want: usize) -> Result<u64, DecodeError> {
     let take = f.len().min(want);
     if take == 8 {
-        let chunk = u64::from_le_bytes(f[..8].try_into().expect("8 bytes"));
+        let chunk = load8(f, 0);
         if all_digits(chunk) {
             return Ok(parse8(chunk));
         }
