@@ -1,7 +1,6 @@
 //! Profiling helper (not a test): `cargo run --release --example probe <depth_snapshot.json> <updates.jsonl>`
-//! replays a capture through the bytes-in path, e.g. under `perf record`, and splits the time
-//! into decode / apply / top-k; with a third argument it times the decoder alone.
-use std::io::Read;
+//! replays a capture through the bytes-in path (e.g. under `perf record`) and splits the time
+//! into decode / apply / top-k, each the best of 15 passes.
 use std::time::Instant;
 use stevie_fastpath::book::OrderBook;
 use stevie_fastpath::decode::{self, parse_qty, parse_units};
@@ -19,73 +18,68 @@ fn levels(v: &str, key: &str) -> Vec<(i64, f64)> {
         .collect()
 }
 
+/// Best-of-15 nanoseconds per message of `f`, which gets a fresh snapshot book each pass.
+fn best_ns(book: &OrderBook, n: usize, mut f: impl FnMut(&mut OrderBook)) -> f64 {
+    (0..15)
+        .map(|_| {
+            let mut b = book.clone();
+            let t = Instant::now();
+            f(&mut b);
+            t.elapsed().as_secs_f64() * 1e9 / n as f64
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    if args.len() > 3 {
-        let data = std::fs::read(&args[2]).unwrap();
-        let lines: Vec<&[u8]> = data.split(|&c| c == b'\n').filter(|l| !l.is_empty()).collect();
-        let mut scratch = decode::Scratch::default();
-        let t0 = Instant::now();
-        for _ in 0..50 {
-            for l in &lines {
-                decode::decode_depth_json(l, 8, &mut scratch).unwrap();
-            }
-        }
-        println!("decode only {:.0} ns/msg", t0.elapsed().as_secs_f64() / lines.len() as f64 / 50.0 * 1e9);
-        return;
-    }
     let snap = std::fs::read_to_string(&args[1]).unwrap();
     let last: u64 = {
         let i = snap.find("\"lastUpdateId\":").unwrap() + 15;
         snap[i..].split(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap()
     };
-    let mut data = Vec::new();
-    std::fs::File::open(&args[2]).unwrap().read_to_end(&mut data).unwrap();
-    let n = data.split(|&c| c == b'\n').filter(|l| !l.is_empty()).count();
-    for _ in 0..5 {
-        let mut book = OrderBook::new(false, 8);
-        book.apply_snapshot_units(levels(&snap, "bids"), levels(&snap, "asks"), last);
-        let t = Instant::now();
-        let st = decode::replay_lines(&mut book, &data, 20);
-        let dt = t.elapsed().as_secs_f64();
-        println!("{:?} {:.0} msg/s levels={}+{}", st, n as f64 / dt, book.bids.len(), book.asks.len());
-        split(levels(&snap, "bids"), levels(&snap, "asks"), last, &data);
-    }
-}
-
-/// Split timing: decode only, then apply only (pre-decoded), then top-k only.
-pub fn split(snap_b: Vec<(i64, f64)>, snap_a: Vec<(i64, f64)>, last: u64, data: &[u8]) {
+    let data = std::fs::read(&args[2]).unwrap();
     let lines: Vec<&[u8]> = data.split(|&c| c == b'\n').filter(|l| !l.is_empty()).collect();
-    let mut scratch = decode::Scratch::default();
-    let t0 = Instant::now();
-    let mut nlev = 0;
-    for l in &lines {
-        decode::decode_depth_json(l, 8, &mut scratch).unwrap();
-        nlev += scratch.levels().0.len() + scratch.levels().1.len();
-    }
-    println!("decode only {:.0} ns/msg ({} levels)", t0.elapsed().as_secs_f64() / lines.len() as f64 * 1e9, nlev);
-    let t = Instant::now();
-    let mut decoded = Vec::new();
-    for l in &lines {
-        let h = decode::decode_depth_json(l, 8, &mut scratch).unwrap();
-        let (b, a) = scratch.levels();
-        decoded.push((h, b.to_vec(), a.to_vec()));
-    }
-    let dt = t.elapsed().as_secs_f64();
+    let n = lines.len();
     let mut book = OrderBook::new(false, 8);
-    book.apply_snapshot_units(snap_b, snap_a, last);
-    let t2 = Instant::now();
-    for (h, b, a) in &decoded {
-        decode::apply_decoded(&mut book, h, b, a);
+    book.apply_snapshot_units(levels(&snap, "bids"), levels(&snap, "asks"), last);
+
+    let mut st = Default::default();
+    let replay = best_ns(&book, n, |b| st = decode::replay_lines(b, &data, 20));
+    println!("{st:?}: replay {replay:.0} ns/msg = {:.0} msg/s", 1e9 / replay);
+
+    let mut scratch = decode::Scratch::default();
+    let dec = best_ns(&book, n, |_| {
+        for l in &lines {
+            decode::decode_depth_json(l, 8, &mut scratch).unwrap();
+        }
+    });
+    let decoded: Vec<_> = lines
+        .iter()
+        .map(|l| {
+            let h = decode::decode_depth_json(l, 8, &mut scratch).unwrap();
+            let (b, a) = scratch.levels();
+            (h, b.to_vec(), a.to_vec())
+        })
+        .collect();
+    let nlev: usize = decoded.iter().map(|d| d.1.len() + d.2.len()).sum();
+    let apply = best_ns(&book, n, |b| {
+        for (h, bids, asks) in &decoded {
+            decode::apply_decoded(b, h, bids, asks);
+        }
+    });
+    let mut after = book.clone();
+    for (h, bids, asks) in &decoded {
+        decode::apply_decoded(&mut after, h, bids, asks);
     }
-    let dt2 = t2.elapsed().as_secs_f64();
-    let mut bb = vec![(0.0, 0.0); 20];
-    let mut aa = vec![(0.0, 0.0); 20];
-    let t3 = Instant::now();
-    for _ in &decoded {
-        book.top_k_into(20, &mut bb, &mut aa);
-    }
-    let dt3 = t3.elapsed().as_secs_f64();
-    let n = lines.len() as f64;
-    println!("decode {:.0} ns/msg, apply {:.0} ns/msg, top-k {:.0} ns/msg", dt / n * 1e9, dt2 / n * 1e9, dt3 / n * 1e9);
+    let (mut bb, mut aa) = (vec![(0.0, 0.0); 20], vec![(0.0, 0.0); 20]);
+    let top = best_ns(&after, n, |b| {
+        for _ in 0..n {
+            b.top_k_into(20, &mut bb, &mut aa);
+        }
+    });
+    println!(
+        "decode {dec:.0} ns/msg ({:.1} ns/level), apply {apply:.0} ns/msg ({:.1} ns/level), top-20 {top:.0} ns/msg",
+        dec / (nlev as f64 / n as f64),
+        apply / (nlev as f64 / n as f64)
+    );
 }

@@ -49,7 +49,7 @@ impl std::hash::Hasher for UnitsHasher {
 type Map = std::collections::HashMap<i64, f64, std::hash::BuildHasherDefault<UnitsHasher>>;
 
 /// Price slots in the dense window at the top of each side (32 KiB of sizes).
-pub const WINDOW_SLOTS: usize = 16384;
+pub const WINDOW_SLOTS: usize = 65536;
 
 /// Exact division by the tick: `t = odd << shift`; a multiple `d` of `t` gives
 /// `(d >> shift) * odd⁻¹ mod 2^64 <= u64::MAX / odd` (Granlund & Montgomery 1994, §9).
@@ -149,47 +149,54 @@ impl Side {
     #[inline]
     pub fn set(&mut self, units: i64, size: f64) {
         let k = self.key(units);
-        if k < self.lo && self.n_win > 0 {
-            if self.tick.div_exact(self.lo.wrapping_sub(k) as u64).is_none() {
-                if size > 0.0 {
-                    self.relayout(Some((k, size))); // off the grid: learn the finer tick
-                }
-                return;
+        if k >= self.lo && self.n_win > 0 {
+            match self.slot(k) {
+                Some(j) if (j as usize) < self.slots => self.set_slot(j as usize, size),
+                _ if size > 0.0 => self.relayout(Some((k, size))), // above the window or off the grid
+                _ => {}                                             // no level there to remove
             }
-            if size > 0.0 {
-                self.rest.insert(k, size);
-            } else {
-                self.rest.remove(&k);
-            }
-            return;
-        }
-        match self.slot(k) {
-            Some(j) if (j as usize) < self.slots && self.n_win > 0 => self.set_slot(j as usize, size),
-            _ if size <= 0.0 => {} // no level there to remove
-            _ => self.relayout(Some((k, size))),
+        } else {
+            self.set_below(k, size);
         }
     }
 
+    /// `set` for a key below the window (or on an empty side).
+    #[inline]
+    fn set_below(&mut self, k: i64, size: f64) {
+        if self.n_win == 0 || self.tick.div_exact(self.lo.wrapping_sub(k) as u64).is_none() {
+            if size > 0.0 {
+                self.relayout(Some((k, size))); // first level, or off the grid: learn the finer tick
+            }
+        } else if size > 0.0 {
+            self.rest.insert(k, size);
+        } else {
+            self.rest.remove(&k);
+        }
+    }
+
+    /// Set slot `j` of a non-empty window. Branch-free except when the best level goes: about
+    /// half of all updates are removals, in no predictable order.
     #[inline(always)]
     fn set_slot(&mut self, j: usize, size: f64) {
         let (w, bit) = (j / 64, 1u64 << (j % 64));
-        if size > 0.0 {
-            if self.occ[w] & bit == 0 {
-                self.occ[w] |= bit;
-                self.n_win += 1;
-                self.best = self.best.max(j);
-            }
-            self.qty[j] = size;
-        } else if self.occ[w] & bit != 0 {
-            self.occ[w] &= !bit;
-            self.qty[j] = 0.0;
-            self.n_win -= 1;
-            if j == self.best {
-                match self.next_below(j) {
-                    Some(b) if b >= self.slots / 4 || self.rest.is_empty() => self.best = b,
-                    _ => self.relayout(None), // the top fell to the bottom quarter or out
-                }
-            }
+        let was = self.occ[w] & bit != 0;
+        let now = size > 0.0;
+        self.occ[w] = (self.occ[w] & !bit) | (bit & (now as u64).wrapping_neg());
+        self.qty[j] = if now { size } else { 0.0 };
+        self.n_win = self.n_win + now as usize - was as usize;
+        self.best = if now && j > self.best { j } else { self.best };
+        if !now && j == self.best {
+            self.best_removed(j);
+        }
+    }
+
+    /// The best slot `j` was just emptied: find the next one, or lay out again when the top
+    /// fell to the bottom quarter of the window or out of it.
+    #[cold]
+    fn best_removed(&mut self, j: usize) {
+        match self.next_below(j) {
+            Some(b) if b >= self.slots / 4 || self.rest.is_empty() => self.best = b,
+            _ => self.relayout(None),
         }
     }
 

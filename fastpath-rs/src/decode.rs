@@ -417,36 +417,21 @@ fn fixed8(b: &[u8], s: usize) -> Option<(u64, usize)> {
     Some((parse8(int) * 100_000_000 + parse8(frac), e))
 }
 
-/// Levels `["p","q"]` from `i` (at a level's '[') in the spot format, prices in 10^-8 units.
-/// Returns Ok(index after the array's ']') when it reached the end of the array, or
-/// Err(index of the first level it could not take) for the general path to continue from.
+/// One level `["p","q"]` at `i` (its '[') in the spot format, price in 10^-8 units:
+/// ((units, size), index after its ']'), or None for the general path.
 #[inline(always)]
-fn fast_levels(b: &[u8], mut i: usize, out: &mut Vec<(i64, f64)>) -> Result<usize, usize> {
-    loop {
-        if b.get(i..i + 2) != Some(b"[\"") {
-            return Err(i);
-        }
-        let Some((units, pe)) = fixed8(b, i + 2) else {
-            return Err(i);
-        };
-        if b.get(pe..pe + 3) != Some(b"\",\"") {
-            return Err(i);
-        }
-        let Some((m, qe)) = fixed8(b, pe + 3) else {
-            return Err(i);
-        };
-        let next = b.get(qe + 2).copied();
-        if b[qe + 1] != b']' || (next != Some(b',') && next != Some(b']')) {
-            return Err(i);
-        }
-        // m < 10^15 < 2^53 and 10^8 are exact doubles, so the quotient is correctly rounded:
-        // the same double as parsing the decimal string
-        out.push((units as i64, m as i64 as f64 / 1e8));
-        if next == Some(b']') {
-            return Ok(qe + 3);
-        }
-        i = qe + 3;
+pub(crate) fn spot_level(b: &[u8], i: usize) -> Option<((i64, f64), usize)> {
+    if b.get(i..i + 2) != Some(b"[\"") {
+        return None;
     }
+    let (units, pe) = fixed8(b, i + 2)?;
+    if b.get(pe..pe + 3) != Some(b"\",\"") {
+        return None;
+    }
+    let (m, qe) = fixed8(b, pe + 3)?;
+    // m < 10^15 < 2^53 and 10^8 are exact doubles, so the quotient is correctly rounded:
+    // the same double as parsing the decimal string
+    (b.get(qe + 1) == Some(&b']')).then_some(((units as i64, m as f64 / 1e8), qe + 2))
 }
 
 /// Parse a `[["p","q"],...]` array starting at `i`, pushing (units, size) onto `out`;
@@ -458,20 +443,26 @@ fn parse_levels(b: &[u8], i: usize, decimals: u32, out: &mut Vec<(i64, f64)>) ->
         return Ok(i + 1);
     }
     loop {
+        // spot levels: SIMD while it can, then one level by SWAR, else the general parser
         if decimals == 8 {
-            match fast_levels(b, i, out) {
+            match crate::simd::levels(b, i, out) {
                 Ok(end) => return Ok(end),
                 Err(at) => i = at,
             }
         }
-        i = expect_at(b, i, b'[')?;
-        i = expect_at(b, skip_ws(b, i), b'"')?;
-        let (p, j) = units_until_quote(b, i, decimals)?;
-        i = expect_at(b, skip_ws(b, j), b',')?;
-        i = expect_at(b, skip_ws(b, i), b'"')?;
-        let (q, j) = qty_until_quote(b, i)?;
-        i = expect_at(b, skip_ws(b, j), b']')?;
-        out.push((p, q));
+        if let Some((level, j)) = spot_level(b, i).filter(|_| decimals == 8) {
+            out.push(level);
+            i = j;
+        } else {
+            i = expect_at(b, i, b'[')?;
+            i = expect_at(b, skip_ws(b, i), b'"')?;
+            let (p, j) = units_until_quote(b, i, decimals)?;
+            i = expect_at(b, skip_ws(b, j), b',')?;
+            i = expect_at(b, skip_ws(b, i), b'"')?;
+            let (q, j) = qty_until_quote(b, i)?;
+            i = expect_at(b, skip_ws(b, j), b']')?;
+            out.push((p, q));
+        }
         i = skip_ws(b, i);
         match b.get(i) {
             Some(b',') => i = skip_ws(b, i + 1),
@@ -556,6 +547,24 @@ pub struct ReplayStats {
     pub errors: u64,
 }
 
+/// Hint the CPU to load `len` bytes of `buf` from `at` (the next message, about as long as
+/// this one) while this one is decoded and applied.
+#[inline(always)]
+fn prefetch(buf: &[u8], at: usize, len: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let end = buf.len().min(at + len);
+        let mut p = at;
+        while p < end {
+            // SAFETY: a prefetch of an address inside `buf` (p < buf.len()) has no effect
+            // on memory.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(buf.as_ptr().add(p) as *const i8) };
+            p += 64;
+        }
+    }
+}
+
 /// Apply every newline-separated message of `buf` in order, computing the top `k` levels
 /// after each applied one (the work a maintainer publishing books does).
 pub fn replay_lines(book: &mut OrderBook, buf: &[u8], k: usize) -> ReplayStats {
@@ -566,6 +575,7 @@ pub fn replay_lines(book: &mut OrderBook, buf: &[u8], k: usize) -> ReplayStats {
     let mut start = 0;
     while start < buf.len() {
         let end = memchr::memchr(b'\n', &buf[start..]).map_or(buf.len(), |o| start + o);
+        prefetch(buf, end + 1, end - start);
         let line = &buf[start..end];
         start = end + 1;
         if skip_ws(line, 0) == line.len() {
