@@ -122,6 +122,59 @@ def test_malformed_bytes_are_rejected_alike():
         assert b.levels() == ([(100.0, 1.0)], [(101.0, 1.0)])
 
 
+# Spot-format lines ("61737.63000000", 8 decimals: the native SIMD and SWAR level parsers)
+# mixed with other shapes, spaces, blank lines, malformed and trailing bytes, as one capture.
+spot_number = st.builds(
+    lambda whole, frac, style: f"{whole}.{frac:08d}" if style < 8 else (f"{whole}.5" if style == 8 else f"{whole}"),
+    st.integers(0, 99_999_999),
+    st.integers(0, 99_999_999),
+    st.integers(0, 9),
+)
+spot_price = st.integers(1, 3_000_000).map(lambda i: f"{i / 100:.8f}")
+
+
+@st.composite
+def spot_line(draw, u):
+    def side():
+        pairs = draw(st.lists(st.tuples(spot_price, spot_number), max_size=12))
+        sep = draw(st.sampled_from([",", ",", ",", ", "]))
+        return sep.join(f'["{p}","{q}"]' for p, q in pairs)
+
+    line = f'{{"e":"depthUpdate","E":1,"s":"BTCUSDT","U":{u},"u":{u},"b":[{side()}],"a":[{side()}]}}'
+    match draw(st.integers(0, 20)):
+        case 0:
+            return line[:-3]  # cut short
+        case 1:
+            return line + " x"  # trailing bytes
+        case 2:
+            return line.replace("0.", "0.x", 1)  # a corrupt number
+        case 3:
+            return "  "  # blank
+    return line
+
+
+@st.composite
+def spot_capture(draw):
+    return "\n".join(draw(spot_line(u)) for u in range(11, 11 + draw(st.integers(1, 25)))).encode()
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(spot_capture())
+def test_spot_format_replay_identical_on_both_backends_and_threads(data):
+    out = []
+    for kernels, threads in ((REF, 1), (NAT, 1), (NAT, 2)):
+        b = kernels.OrderBook()
+        b.apply_snapshot([(15_000.0, 1.0)], [(15_000.01, 1.0)], 10)
+        out.append((b.replay_lines(data, 20, threads=threads), b.levels(), b.last_update_id))
+    assert out[0] == out[1] == out[2]
+
+
+def test_replay_threads_must_be_1_or_2():
+    for kernels in (REF, NAT):
+        with pytest.raises(ValueError, match="threads"):
+            kernels.OrderBook().replay_lines(b"", 20, threads=3)
+
+
 @st.composite
 def tape(draw):
     n = draw(st.integers(1, 40))
@@ -206,11 +259,11 @@ def test_real_capture_bytes_replay_identical(path):
     with gzip.open(path / "depth_updates.jsonl.gz", "rb") as f:
         data = f.read()
     out = []
-    for kernels in (REF, NAT):
+    for kernels, threads in ((REF, 1), (NAT, 1), (NAT, 2)):
         b = kernels.OrderBook(usdm=is_usdm(path))
         b.apply_snapshot(bids, asks, snap["lastUpdateId"])
-        out.append((b.replay_lines(data, 20), b.levels(), b.last_update_id))
-    assert out[0] == out[1]
+        out.append((b.replay_lines(data, 20, threads=threads), b.levels(), b.last_update_id))
+    assert out[0] == out[1] == out[2]
     ok, stale, gap, errors = out[0][0]
     assert gap == 0 and errors == 0 and ok + stale == len(raw.diffs)
 

@@ -4,6 +4,7 @@
 use std::time::Instant;
 use stevie_fastpath::book::OrderBook;
 use stevie_fastpath::decode::{self, parse_qty, parse_units};
+use stevie_fastpath::replay;
 
 fn levels(v: &str, key: &str) -> Vec<(i64, f64)> {
     // tiny ad-hoc extraction for the probe: "key":[["p","q"],...]
@@ -44,8 +45,10 @@ fn main() {
     book.apply_snapshot_units(levels(&snap, "bids"), levels(&snap, "asks"), last);
 
     let mut st = Default::default();
-    let replay = best_ns(&book, n, |b| st = decode::replay_lines(b, &data, 20));
-    println!("{st:?}: replay {replay:.0} ns/msg = {:.0} msg/s", 1e9 / replay);
+    let one = best_ns(&book, n, |b| st = replay::replay_lines(b, &data, 20));
+    println!("{st:?}: replay {one:.0} ns/msg = {:.0} msg/s", 1e9 / one);
+    let two = best_ns(&book, n, |b| st = replay::replay_lines_pipelined(b, &data, 20));
+    println!("{st:?}: pipelined replay (2 threads) {two:.0} ns/msg = {:.0} msg/s", 1e9 / two);
 
     let mut scratch = decode::Scratch::default();
     let dec = best_ns(&book, n, |_| {

@@ -49,7 +49,7 @@ impl std::hash::Hasher for UnitsHasher {
 type Map = std::collections::HashMap<i64, f64, std::hash::BuildHasherDefault<UnitsHasher>>;
 
 /// Price slots in the dense window at the top of each side (32 KiB of sizes).
-pub const WINDOW_SLOTS: usize = 65536;
+pub const WINDOW_SLOTS: usize = 32768;
 
 /// Exact division by the tick: `t = odd << shift`; a multiple `d` of `t` gives
 /// `(d >> shift) * odd⁻¹ mod 2^64 <= u64::MAX / odd` (Granlund & Montgomery 1994, §9).
@@ -146,7 +146,7 @@ impl Side {
     }
 
     /// Absolute size at `units`; size <= 0 removes the level.
-    #[inline]
+    #[inline(always)]
     pub fn set(&mut self, units: i64, size: f64) {
         let k = self.key(units);
         if k >= self.lo && self.n_win > 0 {

@@ -67,6 +67,18 @@ impl<'a> Cursor<'a> {
     fn string(&mut self) -> Result<&'a [u8], DecodeError> {
         self.expect(b'"')?;
         let start = self.i;
+        // keys and symbols are short: look at them byte by byte before searching
+        let short = self.b.len().min(start + 16);
+        while self.i < short {
+            match self.b[self.i] {
+                b'"' => {
+                    self.i += 1;
+                    return Ok(&self.b[start..self.i - 1]);
+                }
+                b'\\' => break,
+                _ => self.i += 1,
+            }
+        }
         loop {
             let Some(off) = memchr::memchr2(b'"', b'\\', &self.b[self.i..]) else {
                 return Err(DecodeError("unterminated string"));
@@ -82,17 +94,29 @@ impl<'a> Cursor<'a> {
         }
     }
 
+    /// An unsigned integer of at most 19 digits (ids, timestamps), 8 digits at a time.
     #[inline]
     fn uint(&mut self) -> Result<u64, DecodeError> {
         self.ws();
         let start = self.i;
         let mut v: u64 = 0;
-        while self.i < self.b.len() && self.b[self.i].is_ascii_digit() {
-            v = v.checked_mul(10).and_then(|v| v.checked_add((self.b[self.i] - b'0') as u64)).ok_or(DecodeError("integer overflow"))?;
+        while self.i + 8 <= self.b.len() && self.i - start < 16 {
+            let chunk = load8(self.b, self.i);
+            if !all_digits(chunk) {
+                break;
+            }
+            v = v * 100_000_000 + parse8(chunk);
+            self.i += 8;
+        }
+        while self.i < self.b.len() && self.b[self.i].is_ascii_digit() && self.i - start < 19 {
+            v = v * 10 + (self.b[self.i] - b'0') as u64;
             self.i += 1;
         }
         if self.i == start {
             return Err(DecodeError("expected an unsigned integer"));
+        }
+        if self.b.get(self.i).is_some_and(u8::is_ascii_digit) {
+            return Err(DecodeError("integer overflow"));
         }
         Ok(v)
     }
@@ -363,7 +387,7 @@ fn scan_object(c: &mut Cursor<'_>, out: &mut Located<'_>) -> Result<(), DecodeEr
 }
 
 #[inline(always)]
-fn skip_ws(b: &[u8], mut i: usize) -> usize {
+pub(crate) fn skip_ws(b: &[u8], mut i: usize) -> usize {
     while i < b.len() && b[i] <= b' ' {
         i += 1;
     }
@@ -420,7 +444,7 @@ fn fixed8(b: &[u8], s: usize) -> Option<(u64, usize)> {
 /// One level `["p","q"]` at `i` (its '[') in the spot format, price in 10^-8 units:
 /// ((units, size), index after its ']'), or None for the general path.
 #[inline(always)]
-pub(crate) fn spot_level(b: &[u8], i: usize) -> Option<((i64, f64), usize)> {
+fn spot_level(b: &[u8], i: usize) -> Option<((i64, f64), usize)> {
     if b.get(i..i + 2) != Some(b"[\"") {
         return None;
     }
@@ -447,7 +471,7 @@ fn parse_levels(b: &[u8], i: usize, decimals: u32, out: &mut Vec<(i64, f64)>) ->
         if decimals == 8 {
             match crate::simd::levels(b, i, out) {
                 Ok(end) => return Ok(end),
-                Err(at) => i = at,
+                Err(at) => i = skip_ws(b, at), // it may stop after a ',' before a space
             }
         }
         if let Some((level, j)) = spot_level(b, i).filter(|_| decimals == 8) {
@@ -502,6 +526,9 @@ pub fn decode_depth_json(buf: &[u8], decimals: u32, scratch: &mut Scratch) -> Re
     if loc.seen != 31 {
         return Err(DecodeError("missing E, U, u, b or a"));
     }
+    if skip_ws(buf, c.i) != buf.len() {
+        return Err(DecodeError("data after the message"));
+    }
     Ok(loc.header)
 }
 
@@ -536,62 +563,6 @@ pub fn apply_depth_json_with(
 ) -> Result<(Verdict, DepthHeader), DecodeError> {
     let h = decode_depth_json(buf, book.decimals, scratch)?;
     Ok((apply_decoded(book, &h, &scratch.bids, &scratch.asks), h))
-}
-
-/// Counts of a replay.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct ReplayStats {
-    pub ok: u64,
-    pub stale: u64,
-    pub gap: u64,
-    pub errors: u64,
-}
-
-/// Hint the CPU to load `len` bytes of `buf` from `at` (the next message, about as long as
-/// this one) while this one is decoded and applied.
-#[inline(always)]
-fn prefetch(buf: &[u8], at: usize, len: usize) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        let end = buf.len().min(at + len);
-        let mut p = at;
-        while p < end {
-            // SAFETY: a prefetch of an address inside `buf` (p < buf.len()) has no effect
-            // on memory.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(buf.as_ptr().add(p) as *const i8) };
-            p += 64;
-        }
-    }
-}
-
-/// Apply every newline-separated message of `buf` in order, computing the top `k` levels
-/// after each applied one (the work a maintainer publishing books does).
-pub fn replay_lines(book: &mut OrderBook, buf: &[u8], k: usize) -> ReplayStats {
-    let mut st = ReplayStats::default();
-    let mut bids = vec![(0.0, 0.0); k];
-    let mut asks = vec![(0.0, 0.0); k];
-    let mut scratch = Scratch::default();
-    let mut start = 0;
-    while start < buf.len() {
-        let end = memchr::memchr(b'\n', &buf[start..]).map_or(buf.len(), |o| start + o);
-        prefetch(buf, end + 1, end - start);
-        let line = &buf[start..end];
-        start = end + 1;
-        if skip_ws(line, 0) == line.len() {
-            continue;
-        }
-        match apply_depth_json_with(book, line, &mut scratch) {
-            Ok((Verdict::Ok, _)) => {
-                st.ok += 1;
-                book.top_k_into(k, &mut bids, &mut asks);
-            }
-            Ok((Verdict::Stale, _)) => st.stale += 1,
-            Ok((Verdict::Gap, _)) => st.gap += 1,
-            Err(_) => st.errors += 1,
-        }
-    }
-    st
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 pub mod book;
 pub mod decode;
 pub mod micro;
+pub mod replay;
 mod simd;
 
 #[cfg(feature = "python")]

@@ -10,6 +10,7 @@ use pyo3::types::PyBytes;
 use crate::book;
 use crate::decode;
 use crate::micro;
+use crate::replay;
 
 type Level = (f64, f64);
 
@@ -72,13 +73,24 @@ impl PyOrderBook {
         out.map(|(v, h)| (v.as_str(), h.first, h.last)).map_err(|e| PyValueError::new_err(e.to_string()))
     }
 
-    /// Newline-separated messages, top-k after every applied one: {ok, stale, gap, errors}.
-    #[pyo3(signature = (data, k = 20))]
-    fn replay_lines(&mut self, py: Python<'_>, data: &Bound<'_, PyBytes>, k: usize) -> (u64, u64, u64, u64) {
+    /// Newline-separated messages, top-k after every applied one: (ok, stale, gap, errors).
+    /// `threads=2` decodes on a second thread while this one applies (same result).
+    #[pyo3(signature = (data, k = 20, threads = 1))]
+    fn replay_lines(
+        &mut self,
+        py: Python<'_>,
+        data: &Bound<'_, PyBytes>,
+        k: usize,
+        threads: usize,
+    ) -> PyResult<(u64, u64, u64, u64)> {
         let buf = data.as_bytes();
         let inner = &mut self.inner;
-        let st = py.detach(|| decode::replay_lines(inner, buf, k));
-        (st.ok, st.stale, st.gap, st.errors)
+        let st = match threads {
+            1 => py.detach(|| replay::replay_lines(inner, buf, k)),
+            2 => py.detach(|| replay::replay_lines_pipelined(inner, buf, k)),
+            _ => return Err(PyValueError::new_err(format!("threads must be 1 or 2, got {threads}"))),
+        };
+        Ok((st.ok, st.stale, st.gap, st.errors))
     }
 
     fn best_bid(&self) -> Option<Level> {

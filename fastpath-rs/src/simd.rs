@@ -279,3 +279,90 @@ unsafe fn levels_avx512(b: &[u8], i: usize, out: &mut Vec<(i64, f64)>) -> Result
         Some((units, size(mant), s.len as usize))
     })
 }
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use super::*;
+    use crate::decode::{parse_qty, parse_units};
+
+    fn rng(state: &mut u64) -> u64 {
+        *state ^= *state << 13;
+        *state ^= *state >> 7;
+        *state ^= *state << 17;
+        *state
+    }
+
+    /// (units, size) when `level` is exactly `["P","Q"]` with P, Q of 1-7 integer digits,
+    /// '.', 8 fraction digits — the only shape the SIMD paths may take.
+    fn spot(level: &[u8]) -> Option<(i64, f64)> {
+        let s = std::str::from_utf8(level).ok()?.strip_prefix("[\"")?.strip_suffix("\"]")?;
+        let (p, q) = s.split_once("\",\"")?;
+        let ok = |x: &str| {
+            let (i, f) = x.split_once('.').unwrap_or(("", ""));
+            (1..=7).contains(&i.len()) && f.len() == 8 && (i.to_owned() + f).bytes().all(|c| c.is_ascii_digit())
+        };
+        (ok(p) && ok(q)).then(|| (parse_units(p.as_bytes(), 8).unwrap(), parse_qty(q.as_bytes()).unwrap()))
+    }
+
+    fn number(st: &mut u64) -> String {
+        let digits = 1 + rng(st) % if rng(st).is_multiple_of(4) { 8 } else { 4 };
+        let int: String = (0..digits).map(|_| (b'0' + (rng(st) % 10) as u8) as char).collect();
+        match rng(st) % 10 {
+            0 => int,
+            1 => format!("{int}.25"),
+            _ => format!("{int}.{:08}", rng(st) % 100_000_000),
+        }
+    }
+
+    /// Random level arrays (spot and other shapes, corrupted bytes, spaces) through both SIMD
+    /// paths: every level they take equals the exact parse, and they stop exactly at the
+    /// first level they do not take.
+    #[test]
+    fn simd_paths_take_exactly_the_spot_levels() {
+        type Path = unsafe fn(&[u8], usize, &mut Vec<(i64, f64)>) -> Result<usize, usize>;
+        let paths: [(&str, bool, Path); 2] = [
+            ("avx2", is_x86_feature_detected!("avx2") && is_x86_feature_detected!("bmi1"), levels_avx2),
+            ("avx512", is_x86_feature_detected!("avx512vbmi") && is_x86_feature_detected!("avx512vl"), levels_avx512),
+        ];
+        let mut st = 0x2545_F491_4F6C_DD1D_u64;
+        let mut taken = [0usize; 2];
+        for case in 0..3000 {
+            let (mut buf, mut starts, mut want) = (b"[".to_vec(), vec![], vec![]);
+            for k in 0..1 + rng(&mut st) % 12 {
+                if k > 0 {
+                    buf.extend_from_slice(if rng(&mut st).is_multiple_of(40) { b", " } else { b"," });
+                }
+                let mut level = format!("[\"{}\",\"{}\"]", number(&mut st), number(&mut st)).into_bytes();
+                if rng(&mut st).is_multiple_of(30) {
+                    let at = (rng(&mut st) % level.len() as u64) as usize;
+                    level[at] = b"0.\",[] x9"[(rng(&mut st) % 9) as usize];
+                }
+                starts.push(buf.len());
+                want.push(spot(&level));
+                buf.extend_from_slice(&level);
+            }
+            let array_end = buf.len() + 1;
+            buf.extend_from_slice(b"],\"a\":[]}");
+            buf.resize(buf.len() + (rng(&mut st) % 80) as usize, b' ');
+            for (p, (name, has, f)) in paths.iter().enumerate() {
+                if !has {
+                    continue;
+                }
+                let mut out = vec![];
+                // SAFETY: the CPU has the path's features (checked above).
+                let r = unsafe { f(&buf, 1, &mut out) };
+                let n = out.len();
+                taken[p] += n;
+                assert!(want[..n].iter().zip(&out).all(|(w, o)| *w == Some(*o)), "{name} case {case}");
+                match r {
+                    Ok(end) => assert!(n == want.len() && end == array_end, "{name} case {case}"),
+                    Err(at) => assert!(at == starts[n] || at + 1 == starts[n] && buf[at] == b' ', "{name} case {case}"),
+                }
+            }
+        }
+        for (p, (name, has, _)) in paths.iter().enumerate() {
+            assert!(!has || taken[p] > 2000, "{name} took only {} levels", taken[p]);
+            println!("{name}: {} levels", taken[p]);
+        }
+    }
+}

@@ -53,7 +53,7 @@ class OrderBookLike(Protocol):
         asks: list[Level],
     ) -> str: ...
     def apply_depth_json(self, data: bytes) -> tuple[str, int, int]: ...
-    def replay_lines(self, data: bytes, k: int = 20) -> tuple[int, int, int, int]: ...
+    def replay_lines(self, data: bytes, k: int = 20, threads: int = 1) -> tuple[int, int, int, int]: ...
     def best_bid(self) -> Level | None: ...
     def best_ask(self) -> Level | None: ...
     def top_k(self, k: int) -> tuple[list[Level], list[Level]]: ...
@@ -195,7 +195,8 @@ class OrderBook:
 
     def apply_depth_json(self, data: bytes) -> tuple[str, int, int]:
         """One raw Binance depthUpdate (or combined-stream envelope) → (verdict, U, u).
-        Raises QuantInputError on a malformed message; the book is then unchanged."""
+        Raises QuantInputError on a malformed message (checked before its ids: a stale
+        message with a bad number is an error too); the book is then unchanged."""
         try:
             msg = _depth_decoder.decode(data)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
@@ -203,16 +204,22 @@ class OrderBook:
         d = msg.data if msg.data is not None else msg
         if d.U is None or d.u is None or d.b is None or d.a is None or d.E is None:
             raise QuantInputError("bad depthUpdate: missing E, U, u, b or a")
+        # every number is checked first: a malformed message is an error whatever its ids
+        bids = [(_price(p, self.decimals), _qty(q)) for p, q in d.b]
+        asks = [(_price(p, self.decimals), _qty(q)) for p, q in d.a]
         verdict = self._continues(d.U, d.u, d.pu) if self._synced else Verdict.GAP
         if verdict is Verdict.OK:
-            bids = [(_price(p, self.decimals), _qty(q)) for p, q in d.b]
-            asks = [(_price(p, self.decimals), _qty(q)) for p, q in d.a]
             self.apply_diff(d.U, d.u, d.pu, bids, asks)
         return verdict.value, d.U, d.u
 
-    def replay_lines(self, data: bytes, k: int = 20) -> tuple[int, int, int, int]:
+    def replay_lines(self, data: bytes, k: int = 20, threads: int = 1) -> tuple[int, int, int, int]:
         """Apply newline-separated messages, top-k after each applied one:
-        (ok, stale, gap, errors)."""
+        (ok, stale, gap, errors). ``threads`` (1 or 2) only changes how the native backend
+        runs (2: decode on a second thread); this reference always uses one.
+
+        Raises QuantInputError when ``threads`` is not 1 or 2."""
+        if threads not in (1, 2):
+            raise QuantInputError(f"threads must be 1 or 2, got {threads}")
         counts = {"ok": 0, "stale": 0, "gap": 0, "errors": 0}
         for line in data.split(b"\n"):
             if not line.strip():
