@@ -141,9 +141,9 @@ unsafe fn drive(
 unsafe fn fold_digits(d: __m256i) -> (u64, u64) {
     let d = _mm256_madd_epi16(_mm256_maddubs_epi16(d, _mm256_set1_epi16(0x010A)), _mm256_set1_epi32(0x0001_0064));
     let d = _mm256_madd_epi16(_mm256_packus_epi32(d, d), _mm256_set1_epi32(0x0001_2710)); // [hi8, lo8, ..]
-    let p = _mm256_extract_epi64::<0>(d) as u64;
-    let q = _mm256_extract_epi64::<2>(d) as u64;
-    ((p & 0xFFFF_FFFF) * 100_000_000 + (p >> 32), (q & 0xFFFF_FFFF) * 100_000_000 + (q >> 32))
+    let d = _mm256_add_epi64(_mm256_mul_epu32(d, _mm256_set1_epi64x(100_000_000)), _mm256_srli_epi64::<32>(d));
+    let hi = _mm256_extracti128_si256::<1>(d);
+    (_mm_cvtsi128_si64(_mm256_castsi256_si128(d)) as u64, _mm_cvtsi128_si64(hi) as u64)
 }
 
 /// Quantity from its value × 10^8: m < 10^15 < 2^53 and 10^8 are exact doubles, so the
