@@ -48,7 +48,7 @@ impl std::hash::Hasher for UnitsHasher {
 
 type Map = std::collections::HashMap<i64, f64, std::hash::BuildHasherDefault<UnitsHasher>>;
 
-/// Price slots in the dense window at the top of each side (32 KiB of sizes).
+/// Price slots in the dense window at the top of each side (256 KiB of sizes, 4 KiB of bitmap).
 pub const WINDOW_SLOTS: usize = 32768;
 
 /// Exact division by the tick: `t = odd << shift`; a multiple `d` of `t` gives

@@ -1,8 +1,9 @@
 """``stevie bench``: throughput ratios measured in one run, round-robin (best of ``rounds``),
 on the real BTCUSDT spot capture of ``data/samples``.
 
-Rows: the native book (bytes in: decode + apply + top-20 in Rust) vs the sortedcontainers
-book (pre-decoded floats, apply + top-20); the native bytes-in replay rate; the native feature
+Rows: the native book (bytes in: decode + apply + top-20 in Rust, one thread) vs the
+sortedcontainers book (pre-decoded floats, apply + top-20); the native bytes-in replay rate on
+one thread and with decoding on a second thread (``threads=2``); the native feature
 kernel (batch) vs the numpy twin and vs a per-update Python loop, on ``events`` events built
 by tiling the capture's books and trades in time.
 """
@@ -74,12 +75,13 @@ def python_book(cap: Capture) -> OrderBookLike:
     return book
 
 
-def native_replay(cap: Capture, kernels: Kernels) -> tuple[OrderBookLike, float]:
-    """Bytes in: decode + apply + top-20 per message in Rust. Returns (book, seconds in replay)."""
+def native_replay(cap: Capture, kernels: Kernels, threads: int = 1) -> tuple[OrderBookLike, float]:
+    """Bytes in: decode + apply + top-20 per message in Rust (``threads=2``: decoding on a
+    second thread). Returns (book, seconds in replay)."""
     book = kernels.OrderBook()
     book.apply_snapshot(cap.bids, cap.asks, cap.last_update_id)
     t0 = time.perf_counter()
-    book.replay_lines(cap.raw, 20)
+    book.replay_lines(cap.raw, 20, threads=threads)
     return book, time.perf_counter() - t0
 
 
@@ -192,6 +194,7 @@ class BenchResult:
     book_ratio: float
     python_diffs_per_s: float
     native_msgs_per_s: float
+    native_2thread_msgs_per_s: float
     features_vs_numpy: float
     features_vs_python_loop: float
     native_events_per_s: float
@@ -204,7 +207,14 @@ def run(folder: Path, events: int = 1_000_000, rounds: int = 3, loop_events: int
     ref = load("reference")
     cap = load_capture(folder)
     n_msgs = len(cap.diffs)
-    book = best_of({"python": timed(lambda: python_book(cap)), "native": lambda: native_replay(cap, nat)[1]}, rounds)
+    book = best_of(
+        {
+            "python": timed(lambda: python_book(cap)),
+            "native": lambda: native_replay(cap, nat)[1],
+            "native2": lambda: native_replay(cap, nat, threads=2)[1],
+        },
+        rounds,
+    )
     ev = build_events(cap, events)
     feats = best_of(
         {
@@ -223,6 +233,7 @@ def run(folder: Path, events: int = 1_000_000, rounds: int = 3, loop_events: int
         book_ratio=book["python"] / book["native"],
         python_diffs_per_s=n_msgs / book["python"],
         native_msgs_per_s=n_msgs / book["native"],
+        native_2thread_msgs_per_s=n_msgs / book["native2"],
         features_vs_numpy=per_event["numpy"] / per_event["native"],
         features_vs_python_loop=per_event["loop"] / per_event["native"],
         native_events_per_s=1 / per_event["native"],
