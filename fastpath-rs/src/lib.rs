@@ -1,5 +1,7 @@
 //! Stevie's fast path: the L2 order book with Binance diff-depth sequencing, a zero-copy
-//! decoder for raw `depthUpdate` JSON, and the rolling microstructure kernel.
+//! decoder for raw `depthUpdate` JSON (SIMD level parser chosen at run time), the replay of a
+//! recorded capture (one thread, or decode ∥ apply on two), and the rolling microstructure
+//! kernel.
 //!
 //! The pure-Python/numpy twin in `stevie.quant` (`book.py`, `micro.py`, `kernels.py`) is
 //! the executable specification: one parity test body runs over both backends.

@@ -1,13 +1,16 @@
-//! AVX2 level parser for Binance spot `["p","q"]` levels (x86-64, chosen at run time).
+//! SIMD level parsers for Binance spot `["p","q"]` levels (x86-64, chosen at run time).
 //!
-//! One level is checked and converted in one 256-bit register: the price's 16 bytes in the
-//! low lane, the quantity's in the high lane. Both numbers have the spot shape — 1-7 integer
-//! digits, '.', exactly 8 fraction digits — which masks of digits and dots check in a few
-//! instructions; a per-lane byte shuffle right-aligns the integer digits next to the
-//! fraction, and multiply-add steps fold 16 digits into two 8-digit integers (the technique
-//! of Langdale & Lemire, "Parsing Gigabytes of JSON per Second", VLDB J. 2019, §6, and
-//! Mula's SSE digit conversion). Any other shape stops here and the scalar parsers take the
-//! level: the result is the same either way (a test replays both paths).
+//! Both numbers of a spot level have one shape — 1-7 integer digits, '.', exactly 8 fraction
+//! digits — so a level is checked with a few byte-class masks and converted with a byte
+//! shuffle that right-aligns the integer digits next to the fraction, then multiply-adds that
+//! fold 16 digits into two 8-digit integers (Langdale & Lemire, "Parsing Gigabytes of JSON per
+//! Second", VLDB J. 2019, §6; Mula's SSE digit conversion).
+//! - AVX-512 VBMI: the whole level (at most 32 bytes) in one register; the two dots' offsets
+//!   pick its shape from a table (expected bytes, digit positions, byte permutation).
+//! - AVX2: the price's 16 bytes in the low lane, the quantity's in the high lane.
+//!
+//! Any other shape stops here and the scalar parsers take the level; the result is the same
+//! either way (the test below compares the paths level by level).
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
