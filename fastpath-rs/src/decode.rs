@@ -100,7 +100,7 @@ impl<'a> Cursor<'a> {
     fn key(&mut self) -> Result<&'a [u8], DecodeError> {
         self.ws();
         if let Some(w) = self.b.get(self.i..self.i + 4) {
-            if w[0] == b'"' && w[2] == b'"' && w[3] == b':' && w[1] != b'\\' {
+            if w[0] == b'"' && w[2] == b'"' && w[3] == b':' && !matches!(w[1], b'"' | b'\\') {
                 self.i += 4;
                 return Ok(&self.b[self.i - 3..self.i - 2]);
             }
