@@ -57,29 +57,22 @@ fn prefetch(buf: &[u8], at: usize, len: usize) {
 }
 
 /// Replay every message of `buf` in order on one thread; a message that does not decode is
-/// counted in `errors` and leaves the book unchanged.
+/// counted in `errors` and leaves the book unchanged. Messages are decoded `ONE_THREAD_BATCH`
+/// at a time, then applied: the applier never waits on stores the decoder just made.
 pub fn replay_lines(book: &mut OrderBook, buf: &[u8], k: usize) -> ReplayStats {
-    let mut st = ReplayStats::default();
-    let (mut bids, mut asks) = (vec![(0.0, 0.0); k], vec![(0.0, 0.0); k]);
-    let mut scratch = Scratch::default();
-    for line in lines(buf) {
-        match decode_depth_json(line, book.decimals, &mut scratch) {
-            Ok(h) => {
-                let (b, a) = scratch.levels();
-                let v = apply_decoded(book, &h, b, a);
-                st.count(v);
-                if v == Verdict::Ok {
-                    book.top_k_into(k, &mut bids, &mut asks);
-                }
-            }
-            Err(_) => st.errors += 1,
-        }
+    let mut applier = Applier::new(k);
+    let (mut scratch, mut batch) = (Scratch::default(), Batch::default());
+    let mut lines = lines(buf);
+    while batch.fill(&mut lines, book.decimals, &mut scratch, ONE_THREAD_BATCH) {
+        applier.apply(book, &mut batch);
     }
-    st
+    applier.st
 }
 
-/// Messages per batch handed from the decoding thread to the applying one.
-const BATCH: usize = 128;
+/// Messages per batch: decoded then applied on one thread, or handed from the decoding
+/// thread to the applying one.
+const ONE_THREAD_BATCH: usize = 256;
+const TWO_THREAD_BATCH: usize = 128;
 
 /// Decoded messages: per message its header (None: did not decode) and how many bid and ask
 /// levels it put in `levels`.
@@ -89,8 +82,62 @@ struct Batch {
     levels: Vec<(i64, f64)>,
 }
 
-/// As `replay_lines`, with the decoding on a second thread, `BATCH` messages at a time
-/// (batches are recycled, so the steady state allocates nothing). Same book, same counts.
+impl Batch {
+    /// Decode up to `n` more lines into the (empty) batch; false when there were none.
+    fn fill<'a>(
+        &mut self,
+        lines: &mut impl Iterator<Item = &'a [u8]>,
+        decimals: u32,
+        scratch: &mut Scratch,
+        n: usize,
+    ) -> bool {
+        for line in lines.take(n) {
+            let h = decode_depth_json(line, decimals, scratch).ok();
+            let (b, a) = if h.is_some() { scratch.levels() } else { (&[][..], &[][..]) };
+            self.msgs.push((h, b.len() as u32, a.len() as u32));
+            self.levels.extend_from_slice(b);
+            self.levels.extend_from_slice(a);
+        }
+        !self.msgs.is_empty()
+    }
+}
+
+/// Applies decoded batches in order, top-k after every applied message, and counts.
+struct Applier {
+    st: ReplayStats,
+    k: usize,
+    bids: Vec<(f64, f64)>,
+    asks: Vec<(f64, f64)>,
+}
+
+impl Applier {
+    fn new(k: usize) -> Self {
+        Applier { st: ReplayStats::default(), k, bids: vec![(0.0, 0.0); k], asks: vec![(0.0, 0.0); k] }
+    }
+
+    /// Apply every message of `batch`, leaving it empty.
+    fn apply(&mut self, book: &mut OrderBook, batch: &mut Batch) {
+        let mut at = 0;
+        for &(h, nb, na) in &batch.msgs {
+            let Some(h) = h else {
+                self.st.errors += 1;
+                continue;
+            };
+            let (nb, na) = (nb as usize, na as usize);
+            let v = apply_decoded(book, &h, &batch.levels[at..at + nb], &batch.levels[at + nb..at + nb + na]);
+            at += nb + na;
+            self.st.count(v);
+            if v == Verdict::Ok {
+                book.top_k_into(self.k, &mut self.bids, &mut self.asks);
+            }
+        }
+        batch.msgs.clear();
+        batch.levels.clear();
+    }
+}
+
+/// As `replay_lines`, with the decoding on a second thread, `TWO_THREAD_BATCH` messages at a
+/// time (batches are recycled, so the steady state allocates nothing). Same book, same counts.
 pub fn replay_lines_pipelined(book: &mut OrderBook, buf: &[u8], k: usize) -> ReplayStats {
     let decimals = book.decimals;
     let (full_tx, full_rx) = mpsc::sync_channel::<Batch>(4);
@@ -98,43 +145,19 @@ pub fn replay_lines_pipelined(book: &mut OrderBook, buf: &[u8], k: usize) -> Rep
     std::thread::scope(|s| {
         s.spawn(move || {
             let mut scratch = Scratch::default();
-            let mut batch = Batch::default();
-            for line in lines(buf) {
-                let h = decode_depth_json(line, decimals, &mut scratch).ok();
-                let (b, a) = if h.is_some() { scratch.levels() } else { (&[][..], &[][..]) };
-                batch.msgs.push((h, b.len() as u32, a.len() as u32));
-                batch.levels.extend_from_slice(b);
-                batch.levels.extend_from_slice(a);
-                if batch.msgs.len() == BATCH {
-                    let next = free_rx.try_recv().unwrap_or_default();
-                    if full_tx.send(std::mem::replace(&mut batch, next)).is_err() {
-                        return;
-                    }
+            let mut lines = lines(buf);
+            loop {
+                let mut batch = free_rx.try_recv().unwrap_or_default();
+                if !batch.fill(&mut lines, decimals, &mut scratch, TWO_THREAD_BATCH) || full_tx.send(batch).is_err() {
+                    return;
                 }
             }
-            let _ = full_tx.send(batch);
         });
-        let mut st = ReplayStats::default();
-        let (mut bids, mut asks) = (vec![(0.0, 0.0); k], vec![(0.0, 0.0); k]);
+        let mut applier = Applier::new(k);
         for mut batch in full_rx {
-            let mut at = 0;
-            for &(h, nb, na) in &batch.msgs {
-                let (nb, na) = (nb as usize, na as usize);
-                let Some(h) = h else {
-                    st.errors += 1;
-                    continue;
-                };
-                let v = apply_decoded(book, &h, &batch.levels[at..at + nb], &batch.levels[at + nb..at + nb + na]);
-                at += nb + na;
-                st.count(v);
-                if v == Verdict::Ok {
-                    book.top_k_into(k, &mut bids, &mut asks);
-                }
-            }
-            batch.msgs.clear();
-            batch.levels.clear();
+            applier.apply(book, &mut batch);
             let _ = free_tx.send(batch);
         }
-        st
+        applier.st
     })
 }

@@ -119,10 +119,16 @@ unsafe fn drive(
         }
         let i = base + opens.trailing_zeros() as usize;
         opens &= opens - 1;
-        if i != expect || i + READ > b.len() {
+        if i + READ > b.len() {
             return Err(expect);
         }
-        let Some((units, size, len)) = level(i) else {
+        // parse first, compare with `expect` after: loads at `i` must not wait on the level
+        // before (on the path past the compare the compiler may address them from `expect`)
+        let parsed = level(i);
+        if i != expect {
+            return Err(expect);
+        }
+        let Some((units, size, len)) = parsed else {
             return Err(i);
         };
         let t = b[i + len];
