@@ -355,6 +355,7 @@ struct Located<'s> {
     decimals: u32,
     bids: &'s mut Vec<(i64, f64)>,
     asks: &'s mut Vec<(i64, f64)>,
+    from: (usize, usize), // lengths of `bids` and `asks` before this message
     seen: u8,
 }
 
@@ -380,12 +381,12 @@ fn scan_object(c: &mut Cursor<'_>, out: &mut Located<'_>) -> Result<(), DecodeEr
             }
             b"pu" => out.header.prev = Some(c.uint()?),
             b"b" => {
-                out.bids.clear();
+                out.bids.truncate(out.from.0); // a repeated key: the last one counts
                 c.i = parse_levels(c.b, c.i, out.decimals, out.bids)?;
                 out.seen |= 8;
             }
             b"a" => {
-                out.asks.clear();
+                out.asks.truncate(out.from.1);
                 c.i = parse_levels(c.b, c.i, out.decimals, out.asks)?;
                 out.seen |= 16;
             }
@@ -531,22 +532,32 @@ pub struct Scratch {
 
 /// Decode one message into `scratch` (levels as (units, size)) without touching a book.
 pub fn decode_depth_json(buf: &[u8], decimals: u32, scratch: &mut Scratch) -> Result<DepthHeader, DecodeError> {
-    let mut loc = Located {
-        header: DepthHeader::default(),
-        decimals,
-        bids: &mut scratch.bids,
-        asks: &mut scratch.asks,
-        seen: 0,
-    };
+    scratch.bids.clear();
+    scratch.asks.clear();
+    decode_appending(buf, decimals, &mut scratch.bids, &mut scratch.asks)
+}
+
+/// Decode one message, appending its levels to `bids` and `asks` (on error they are left as
+/// they were). For decoding many messages into one buffer.
+pub fn decode_appending(
+    buf: &[u8],
+    decimals: u32,
+    bids: &mut Vec<(i64, f64)>,
+    asks: &mut Vec<(i64, f64)>,
+) -> Result<DepthHeader, DecodeError> {
+    let from = (bids.len(), asks.len());
+    let mut loc = Located { header: DepthHeader::default(), decimals, bids, asks, from, seen: 0 };
     let mut c = Cursor { b: buf, i: 0 };
-    scan_object(&mut c, &mut loc)?;
-    if loc.seen != 31 {
-        return Err(DecodeError("missing E, U, u, b or a"));
+    let r = scan_object(&mut c, &mut loc).and_then(|()| match (loc.seen, skip_ws(buf, c.i) == buf.len()) {
+        (31, true) => Ok(loc.header),
+        (31, false) => Err(DecodeError("data after the message")),
+        _ => Err(DecodeError("missing E, U, u, b or a")),
+    });
+    if r.is_err() {
+        bids.truncate(from.0);
+        asks.truncate(from.1);
     }
-    if skip_ws(buf, c.i) != buf.len() {
-        return Err(DecodeError("data after the message"));
-    }
-    Ok(loc.header)
+    r
 }
 
 impl Scratch {
