@@ -553,6 +553,7 @@ impl OrderBook {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_rng as rng;
 
     fn snap(b: &mut OrderBook) {
         b.apply_snapshot(&[(100.0, 1.0), (99.5, 2.0)], &[(100.5, 1.0), (101.0, 3.0)], 10);
@@ -594,14 +595,6 @@ mod tests {
         assert!(b.is_crossed());
         let (db, da) = OrderBook::new(false, 8).depth_within_bps(10.0);
         assert_eq!((db, da), (0.0, 0.0));
-    }
-
-    /// A tiny deterministic PRNG (xorshift64*) for the model test.
-    fn rng(state: &mut u64) -> u64 {
-        *state ^= *state >> 12;
-        *state ^= *state << 25;
-        *state ^= *state >> 27;
-        state.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
 
     #[test]

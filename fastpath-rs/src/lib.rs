@@ -14,3 +14,12 @@ mod simd;
 
 #[cfg(feature = "python")]
 mod py;
+
+/// A tiny deterministic PRNG (xorshift64*, Vigna 2016) for the model and SIMD tests.
+#[cfg(test)]
+pub(crate) fn test_rng(state: &mut u64) -> u64 {
+    *state ^= *state >> 12;
+    *state ^= *state << 25;
+    *state ^= *state >> 27;
+    state.wrapping_mul(0x2545_F491_4F6C_DD1D)
+}
