@@ -28,3 +28,17 @@ def pg_server(tmp_path_factory):
 def subject_root():
     """A unique subject root so tests sharing a server never see each other's messages."""
     return f"t{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture(scope="session")
+def e2e_stack(tmp_path_factory):
+    """One ``stevie up`` shared by every e2e test that only reads and exercises routes (dev mode,
+    operator token in ``e2e_stack.token``). Tests that kill processes boot their own stack."""
+    from tests.helpers import stack as st
+
+    s = st.start(tmp_path_factory.mktemp("e2e-stack"))
+    try:
+        st.wait_healthy(s)
+        yield s
+    finally:
+        st.stop(s)

@@ -23,6 +23,7 @@ import pytest
 
 from stevie.contracts.rpc import Audit
 from stevie.runtime.infra import free_port
+from stevie.runtime.registry import SERVICES
 from stevie.services.execution.core import provenance
 from tests.helpers.capture import SAMPLES, rebuild_until
 
@@ -113,7 +114,7 @@ def test_stack_boots_serves_correct_books_and_recovers(stack):
     def healthy():
         status, h = get(port, "/api/health")
         ok = status == 200 and all(s["up"] for s in h["services"].values()) and h["db"]["latencyMs"] is not None
-        return h if ok and len(h["services"]) == 10 else None
+        return h if ok and len(h["services"]) == len(SERVICES) else None
 
     health = wait_for(healthy, 60, "every service up")
     boot_s = time.monotonic() - t0
@@ -222,7 +223,7 @@ def check_decision_loop(port: int, state) -> None:
 
     def audited():
         status, body = get(port, "/api/audit/latest?limit=1")
-        return body["audits"] if status == 200 and body["audits"] else None
+        return body if status == 200 and body else None
 
     audit = wait_for(audited, 120, "an audited decision")[0]
     assert re.fullmatch(r"[0-9a-f]{64}", audit["provenance"])
@@ -249,7 +250,7 @@ def check_decision_loop(port: int, state) -> None:
     book = get(port, "/api/l2/binance/BTCUSDT")[1]
     assert status == 200 and rec["finalSize"] == 0.01 and not rec["blocked"]
     assert book["bids"][-1][0] * 0.999 <= rec["fillPrice"] <= book["asks"][-1][0] * 1.001
-    positions = {p["symbol"]: p for p in get(port, "/api/trading/positions")[1]["positions"]}
+    positions = {p["symbol"]: p for p in get(port, "/api/trading/positions")[1]}
     assert positions["BTCUSDT"]["size"] == pytest.approx(rec["position"])
     status, blocked = post(port, "/api/trading/paper/order", {"symbol": "BTCUSDT", "side": "buy", "size": 50})
     assert status == 200 and blocked["blocked"] is True and blocked["reason"] == "max_order_notional"

@@ -16,6 +16,11 @@ SERVICES: tuple[str, ...] = (
     "risk-guards",
     "execution",
     "reporter",
+    "evidence",
+    "adaptive",
+    "events",
+    "venues",
+    "control",
     "gateway",
 )
 

@@ -97,40 +97,74 @@ class WsStatusResponse(msgspec.Struct, frozen=True):
     streams: list[StreamStatusView]
 
 
-ROUTES: list[tuple[str, str, str, type]] = [
-    ("get", "/api/health", "Liveness of every service, database latency, NATS connection", HealthResponse),
-    ("get", "/api/l2/{venue}/{symbol}", "Top-k L2 book (query: depth, 1..20)", L2Response),
-    ("get", "/api/ws/status", "Venue WebSocket streams", WsStatusResponse),
-    ("get", "/api/microstructure/{symbol}", "Microstructure features (query: venue)", MicrostructureResponse),
+class Route(msgspec.Struct, frozen=True):
+    """One documented route: ``response`` is the 200 body type (``unwrap``: its list field,
+    answered as a top-level array)."""
+
+    method: str
+    path: str
+    summary: str
+    response: type
+    unwrap: str | None = None
+
+
+ROUTES: list[Route] = [
+    Route("get", "/api/health", "Liveness of every service, database latency, NATS connection", HealthResponse),
+    Route("get", "/api/l2/{venue}/{symbol}", "Top-k L2 book (query: depth, 1..20)", L2Response),
+    Route("get", "/api/ws/status", "Venue WebSocket streams", WsStatusResponse),
+    Route("get", "/api/microstructure/{symbol}", "Microstructure features (query: venue)", MicrostructureResponse),
 ]
 
 
-def openapi() -> dict[str, object]:
-    """OpenAPI 3.1 document generated from the msgspec response types."""
-    types = [t for *_, t in ROUTES] + [ErrorBody]
+def _tag_names() -> frozenset[str]:
+    out: set[str] = set()
+    todo: list[type] = [msgspec.Struct]
+    while todo:
+        cls = todo.pop()
+        todo.extend(cls.__subclasses__())
+        tag = getattr(getattr(cls, "__struct_config__", None), "tag", None)
+        if isinstance(tag, str):
+            out.add(tag)
+    return frozenset(out)
+
+
+def untagged(obj: object, tags: frozenset[str] | None = None) -> object:
+    """``obj`` (decoded JSON) without msgspec's internal ``"type": "<StructName>"`` tags, at
+    any depth (a ``type`` field with another value, e.g. an option's ``"call"``, is kept)."""
+    tags = _tag_names() if tags is None else tags
+    if isinstance(obj, dict):
+        return {k: untagged(v, tags) for k, v in obj.items() if not (k == "type" and v in tags)}
+    if isinstance(obj, list):
+        return [untagged(v, tags) for v in obj]
+    return obj
+
+
+def openapi(extra: list[Route] | None = None) -> dict[str, object]:
+    """OpenAPI 3.1 document generated from the msgspec response types (``extra``: the
+    forwarded routes)."""
+    routes = ROUTES + list(extra or [])
+    types = [r.response for r in routes] + [ErrorBody]
     _, components = msgspec.json.schema_components(types, ref_template="#/components/schemas/{name}")
-    paths: dict[str, object] = {}
-    for method, path, summary, tp in ROUTES:
+    paths: dict[str, dict[str, object]] = {}
+    for r in routes:
         params = [
             {"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
             for p in ("venue", "symbol")
-            if "{" + p + "}" in path
+            if "{" + p + "}" in r.path
         ]
-        paths[path] = {
-            method: {
-                "summary": summary,
-                "parameters": params,
-                "responses": {
-                    "200": {
-                        "description": "OK",
-                        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{tp.__name__}"}}},
-                    },
-                    "4XX": {
-                        "description": "Bad request",
-                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
-                    },
+        schema: dict[str, object] = {"$ref": f"#/components/schemas/{r.response.__name__}"}
+        if r.unwrap is not None:
+            schema = {"type": "array", "description": f"the {r.unwrap!r} list of {r.response.__name__}"}
+        paths.setdefault(r.path, {})[r.method] = {
+            "summary": r.summary,
+            "parameters": params,
+            "responses": {
+                "200": {"description": "OK", "content": {"application/json": {"schema": schema}}},
+                "4XX": {
+                    "description": "Bad request",
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
                 },
-            }
+            },
         }
     paths["/metrics"] = {"get": {"summary": "Prometheus text", "responses": {"200": {"description": "OK"}}}}
     return {

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import asyncpg
@@ -17,8 +18,13 @@ from stevie.bus import NatsBus
 from stevie.contracts import BookStatus, BookTopK, Heartbeat, MicroFeatures, encode, subjects
 from stevie.contracts.rpc import (
     AuditLatestRequest,
+    AuditList,
+    BudgetStatus,
     BudgetStatusRequest,
+    Choice,
     ChooseRequest,
+    ExecutionRecord,
+    GuardsState,
     GuardsStateRequest,
     OptionsChainRequest,
     PaperOrder,
@@ -26,10 +32,13 @@ from stevie.contracts.rpc import (
     PortfolioRequest,
     Positions,
     PositionsRequest,
+    PosteriorSummary,
     RouterSnapshot,
     RpcError,
     SimulateRequest,
+    SimulateResult,
     SizingLastRequest,
+    SizingSnapshot,
     SmileRequest,
     SnapshotRequest,
     UpdateRequest,
@@ -47,19 +56,98 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _enc = msgspec.json.Encoder()
 
 
-# (HTTP method, path, service, rpc method, request type, query parameters copied into it)
-FORWARDS: list[tuple[str, str, str, str, type, tuple[str, ...]]] = [
-    ("POST", "/api/router/choose", "router", "choose", ChooseRequest, ()),
-    ("POST", "/api/router/update", "router", "update", UpdateRequest, ()),
-    ("GET", "/api/router/snapshot", "router", "snapshot", SnapshotRequest, ()),
-    ("POST", "/api/exec/plan-and-execute", "execution", "plan_and_execute", PlanRequest, ()),
-    ("POST", "/api/exec/simulate", "execution", "simulate", SimulateRequest, ()),
-    ("GET", "/api/exec/sizing/last", "execution", "sizing_last", SizingLastRequest, ()),
-    ("POST", "/api/trading/paper/order", "execution", "paper_order", PaperOrder, ()),
-    ("GET", "/api/trading/positions", "execution", "positions", PositionsRequest, ()),
-    ("GET", "/api/guards/state", "risk-guards", "state", GuardsStateRequest, ()),
-    ("GET", "/api/budget/status", "budgeter", "status", BudgetStatusRequest, ()),
-    ("GET", "/api/audit/latest", "reporter", "audit_latest", AuditLatestRequest, ("limit",)),
+@dataclass(frozen=True)
+class Forward:
+    """A route answered by a service over request/reply.
+
+    The JSON body (POST) or the query parameters named in ``query`` (GET) plus the path
+    parameters become the ``request`` Struct; the reply is ``response`` (or an ``RpcError``).
+    ``unwrap`` names the reply's list field to answer as a top-level JSON array (the mission's
+    ``jq '.[0]'``). ``operator``: an operator route (needs the operator token; the paper
+    trading routes stay open on loopback, as the mission's own acceptance calls them without
+    one); ``dev``: only registered when ``STEVIE_ENV=dev``."""
+
+    method: str
+    path: str
+    service: str
+    rpc: str
+    request: type
+    response: type
+    summary: str
+    query: tuple[str, ...] = ()
+    unwrap: str | None = None
+    operator: bool = False
+    dev: bool = False
+
+
+# One entry per forwarded route; each area keeps its block (append to yours).
+FORWARDS: list[Forward] = [
+    # -- router
+    Forward("POST", "/api/router/choose", "router", "choose", ChooseRequest, Choice, "Thompson-sampling choice"),
+    Forward(
+        "POST",
+        "/api/router/update",
+        "router",
+        "update",
+        UpdateRequest,
+        PosteriorSummary,
+        "Posterior update",
+    ),
+    Forward("GET", "/api/router/snapshot", "router", "snapshot", SnapshotRequest, RouterSnapshot, "Router state"),
+    # -- execution
+    Forward(
+        "POST",
+        "/api/exec/plan-and-execute",
+        "execution",
+        "plan_and_execute",
+        PlanRequest,
+        ExecutionRecord,
+        "One decision now",
+    ),
+    Forward("POST", "/api/exec/simulate", "execution", "simulate", SimulateRequest, SimulateResult, "Plan preview"),
+    Forward(
+        "GET", "/api/exec/sizing/last", "execution", "sizing_last", SizingLastRequest, SizingSnapshot, "Last sizing"
+    ),
+    Forward(
+        "POST",
+        "/api/trading/paper/order",
+        "execution",
+        "paper_order",
+        PaperOrder,
+        ExecutionRecord,
+        "Paper order",
+    ),
+    Forward(
+        "GET",
+        "/api/trading/positions",
+        "execution",
+        "positions",
+        PositionsRequest,
+        Positions,
+        "Positions",
+        unwrap="positions",
+    ),
+    # -- risk guards, budgeter
+    Forward("GET", "/api/guards/state", "risk-guards", "state", GuardsStateRequest, GuardsState, "Guards state"),
+    Forward("GET", "/api/budget/status", "budgeter", "status", BudgetStatusRequest, BudgetStatus, "Budgets"),
+    # -- reporter
+    Forward(
+        "GET",
+        "/api/audit/latest",
+        "reporter",
+        "audit_latest",
+        AuditLatestRequest,
+        AuditList,
+        "Latest audits",
+        query=("limit",),
+        unwrap="audits",
+    ),
+    # -- backtest, feature store, market data (issue 10)
+    # -- evidence (issue 11)
+    # -- adaptive context (issue 12)
+    # -- operations (issue 13)
+    # -- venues, dashboard feeds (issue 15)
+    # -- events (issue 16)
 ]
 
 
@@ -124,16 +212,19 @@ class Gateway:
         app.router.add_post("/api/options/chain/{symbol}", self.options_chain)
         app.router.add_get("/api/options/smile/{symbol}", self.options_smile)
         app.router.add_post("/api/portfolio/optimize", self.portfolio)
-        for method, path, service, rpc, tp, query in FORWARDS:
-            app.router.add_route(method, path, self._forwarder(service, rpc, tp, query))
+        for f in FORWARDS:
+            if f.dev and self.s.env != "dev":
+                continue
+            app.router.add_route(f.method, f.path, self._forwarder(f))
         return app
 
-    def _forwarder(self, service: str, rpc: str, tp: type, query: tuple[str, ...]) -> Handler:
+    def _forwarder(self, f: Forward) -> Handler:
         """A route whose body (POST) or query parameters (GET) become the request Struct."""
+        service, rpc, tp = f.service, f.rpc, f.request
 
         async def handle(request: web.Request) -> web.StreamResponse:
             extra: dict[str, object] = dict(request.match_info)
-            for q in query:
+            for q in f.query:
                 if q in request.query:
                     raw = request.query[q]
                     extra[q] = int(raw) if raw.lstrip("-").isdigit() else raw
@@ -144,14 +235,15 @@ class Gateway:
                     req = msgspec.convert(extra, tp)
                 except msgspec.ValidationError as exc:
                     return error(400, "bad_parameter", str(exc))
-            return req if isinstance(req, web.Response) else await self.forward(service, rpc, req)
+            return req if isinstance(req, web.Response) else await self.forward(service, rpc, req, f.unwrap)
 
         return handle
 
     # -- routes answered by services over request/reply ---------------------------------
-    async def forward(self, service: str, method: str, req: msgspec.Struct) -> web.Response:
-        """Send ``req`` to ``{service}.{method}``; the reply (or its RpcError) becomes JSON.
-        A service that does not answer in time → 503 ``service_unavailable``."""
+    async def forward(self, service: str, method: str, req: msgspec.Struct, unwrap: str | None = None) -> web.Response:
+        """Send ``req`` to ``{service}.{method}``; the reply (or its RpcError) becomes JSON
+        without msgspec's internal ``type`` tags (``unwrap``: answer that list field as a
+        top-level array). A service that does not answer in time → 503 ``service_unavailable``."""
         subject = subjects.rpc(self.s.subject_root, service, method)
         try:
             msg = await self.ctx.bus.request(subject, encode(req), timeout_s=self.s.rpc_timeout_s)
@@ -160,7 +252,13 @@ class Gateway:
         try:
             reply = self._rpc_reply.decode(msg.data)
         except (msgspec.DecodeError, msgspec.ValidationError):
-            return json_response(msgspec.json.decode(msg.data))
+            try:
+                body = api.untagged(msgspec.json.decode(msg.data))
+            except msgspec.DecodeError:
+                return error(502, "bad_reply", f"{service}.{method} answered something that is not JSON")
+            if unwrap is not None and isinstance(body, dict):
+                body = body.get(unwrap, [])
+            return json_response(body)
         return error(reply.status, reply.error, reply.detail)
 
     async def _body(self, request: web.Request, tp: type[T], **extra: object) -> T | web.Response:
@@ -255,7 +353,12 @@ class Gateway:
         return json_response(body)
 
     async def openapi(self, request: web.Request) -> web.Response:
-        return json_response(api.openapi())
+        routes = [
+            api.Route(f.method.lower(), f.path, f.summary, f.response, f.unwrap)
+            for f in FORWARDS
+            if not f.dev or self.s.env == "dev"
+        ]
+        return json_response(api.openapi(routes))
 
     async def ws_status(self, request: web.Request) -> web.Response:
         return json_response(self.view.streams(time.time_ns()))

@@ -1,0 +1,1 @@
+"""stevie.backtest: the live service cores run deterministically over recorded data."""

@@ -1,0 +1,1 @@
+"""adaptive: regime by BOCPD, feature gating by IC / HSIC / drift, the alpha registry and attribution."""

@@ -1,0 +1,1 @@
+"""control: feature flags, blue/green router deployment with canary cutover, and the canary ladder."""

@@ -1,0 +1,9 @@
+"""control settings (``STEVIE_CONTROL_*``)."""
+
+from __future__ import annotations
+
+from stevie.runtime.settings import CommonSettings
+
+
+class ControlSettings(CommonSettings, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Shared settings only (for now)."""

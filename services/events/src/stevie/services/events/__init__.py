@@ -1,0 +1,1 @@
+"""events: event ingestion, local sentence embeddings and their projection into the router context."""

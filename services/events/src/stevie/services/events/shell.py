@@ -1,0 +1,15 @@
+"""events shell (placeholder until its capability lands: it only heartbeats)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from stevie.runtime.service import ServiceContext, ServiceSpec
+from stevie.services.events.settings import EventsSettings
+
+
+async def main(ctx: ServiceContext) -> None:
+    await asyncio.Event().wait()
+
+
+SPEC = ServiceSpec("events", EventsSettings, main)

@@ -1,0 +1,15 @@
+"""evidence shell (placeholder until its capability lands: it only heartbeats)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from stevie.runtime.service import ServiceContext, ServiceSpec
+from stevie.services.evidence.settings import EvidenceSettings
+
+
+async def main(ctx: ServiceContext) -> None:
+    await asyncio.Event().wait()
+
+
+SPEC = ServiceSpec("evidence", EvidenceSettings, main)
