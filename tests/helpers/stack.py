@@ -102,7 +102,7 @@ def start(state: Path, env_extra: dict[str, str] | None = None, args: tuple[str,
             *args,
         ],
         env=env,
-        stdout=open(state / "up.log", "wb"),  # noqa: SIM115 - the child owns it
+        stdout=open(state / "up.log", "wb"),
         stderr=subprocess.STDOUT,
     )
     return Stack(proc, port, state, token, time.monotonic())
@@ -119,7 +119,7 @@ def wait_healthy(stack: Stack, timeout_s: float = 90) -> dict[str, Any]:
     """Wait until every service is up and the database answers; returns /api/health."""
 
     def healthy() -> dict[str, Any] | None:
-        status, h = stack.get("/api/health")
+        _, h = stack.get("/api/health")
         if not isinstance(h, dict) or "services" not in h:
             return None
         ok = all(s["up"] for s in h["services"].values()) and h["db"]["latencyMs"] is not None
