@@ -88,12 +88,18 @@ def load_capture(venue: str, symbol: str, folder: Path) -> Capture:
     return Capture(venue, symbol, usdm, snapshot, diffs, trades, extra)
 
 
-def load_kline_history(data_dir: Path) -> dict[str, list[list[object]]]:
-    """USD-M 1-minute kline history per symbol, as Binance kline rows (strings kept verbatim):
+HISTORY_SYMBOLS = ("BTCUSDT", "ETHUSDT", "BNBUSDT", "SOLUSDT", "XRPUSDT", "LTCUSDT")
+
+
+def load_kline_history(data_dir: Path, symbols: tuple[str, ...] = HISTORY_SYMBOLS) -> dict[str, list[list[object]]]:
+    """USD-M 1-minute kline history of ``symbols``, as Binance kline rows (strings kept verbatim):
     ``[openTime, open, high, low, close, volume, closeTime, "0", 0, "0", "0", "0"]``
-    (the recorded files carry no quote volume or trade count)."""
+    (the recorded files carry no quote volume or trade count). Only the six symbols the vol
+    service loads by default: the folder holds 18 (for ``stevie backtest``), and all of them
+    as rows would cost the replay ~6 s and ~400 MB at start."""
     out: dict[str, list[list[object]]] = {}
-    for f in sorted((data_dir / "binance" / "usdm" / "klines_1m").glob("*.csv.gz")):
+    folder = data_dir / "binance" / "usdm" / "klines_1m"
+    for f in sorted(p for p in folder.glob("*.csv.gz") if p.name.split(".")[0] in symbols):
         with gzip.open(f, "rt") as fh:
             rows = [
                 [
