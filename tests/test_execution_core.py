@@ -73,8 +73,8 @@ def test_sizing_shrinks_with_uncertainty_and_is_vol_capped():
     c = core(s_max_quote=1000, w_star=1.0, capital_quote=10_000, sigma_target_bps=10)
     feed(c, S)
     ctx = c.context(KEY, 0.001, 0.001)
-    sure = Choice("obi_momentum", 1.0, 0.0, 0.9, 0.0, {}, [])
-    unsure = Choice("obi_momentum", 1.0, 0.0, 0.9, 5.0, {}, [])
+    sure = Choice("p_obi_momentum", 1.0, 0.0, 0.9, 0.0, {}, [])
+    unsure = Choice("p_obi_momentum", 1.0, 0.0, 0.9, 5.0, {}, [])
     a = c.size(KEY, sure, ctx, 0.001, "test", S)
     b = c.size(KEY, unsure, ctx, 0.001, "test", S)
     assert a.signal == 1 and a.target_notional_quote == pytest.approx(500.0)  # sigmoid(0) = 1/2
@@ -95,7 +95,7 @@ def test_fill_walks_the_book_and_pays_fees():
 
 def test_provenance_is_sha256_of_sorted_canonical_json():
     ctx = RouterContext(obi=0.1)
-    ch = Choice("flat", 0.0, 0.0, 0.5, 0.1, {"flat": 0.0}, [1.0])
+    ch = Choice("p_flat", 0.0, 0.0, 0.5, 0.1, {"p_flat": 0.0}, [1.0])
     want = hashlib.sha256(
         msgspec.json.encode({"context": ctx, "decision": ch, "feature_window": [[1.0]]}, order="sorted")
     ).hexdigest()
@@ -107,11 +107,11 @@ def test_reward_after_horizon_is_signed_mid_move_in_bps():
     c = core(horizon_s=30)
     feed(c, 0, mid=100.0)
     ctx = c.context(KEY, 0.0, 0.0)
-    ch = Choice("obi_momentum", 1.0, 0.0, 0.9, 0.0, {}, [])
+    ch = Choice("p_obi_momentum", 1.0, 0.0, 0.9, 0.0, {}, [])
     sizing = c.size(KEY, ch, ctx, 0.0, "none", 0)
     c.record(KEY, "e1", ch, sizing, GuardDecision(False, ""), None, ctx, c.feature_window(KEY), 0, 0, 0.0)
     feed(c, 10 * S, mid=101.0)
     assert c.due_rewards(KEY) == []
     feed(c, 31 * S, mid=101.0)
     ((policy, reward, _),) = c.due_rewards(KEY)
-    assert policy == "obi_momentum" and reward == pytest.approx(100.0)  # +1 signal, +1 % = 100 bps
+    assert policy == "p_obi_momentum" and reward == pytest.approx(100.0)  # +1 signal, +1 % = 100 bps

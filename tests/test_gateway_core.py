@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 
 from stevie.contracts import BookState, BookStatus, BookTopK, Heartbeat
@@ -83,3 +84,25 @@ def test_openapi_references_resolve():
                 if ref:
                     assert ref.rsplit("/", 1)[1] in schemas
     assert "L2Response" in schemas and "/api/l2/{venue}/{symbol}" in doc["paths"]
+
+
+def test_bodies_carry_no_msgspec_type_tags_but_keep_real_type_fields():
+    from stevie.contracts.rpc import ChainPoint, Choice, RouterSnapshot
+    from stevie.services.gateway.api import untagged
+
+    snap = RouterSnapshot(Choice("p_flat", 0.0, 0.0, 1.0, 0.0, {}, []), [], {}, 1, 1)
+    doc = untagged(msgspec.json.decode(msgspec.json.encode(snap)))
+    assert "type" not in doc and "type" not in doc["lastChoice"] and doc["lastChoice"]["policyId"] == "p_flat"
+    point = untagged(msgspec.to_builtins(ChainPoint("call", 0.5, 1.0, "7d")))
+    assert point["type"] == "call"
+
+
+def test_unknown_context_field_names_the_accepted_ones():
+    from stevie.contracts.rpc import ChooseRequest
+    from stevie.services.gateway.api import explain
+
+    try:
+        msgspec.convert({"context": {"nope": 1}}, ChooseRequest)
+    except msgspec.ValidationError as exc:
+        detail = explain(str(exc), ChooseRequest)
+    assert "unknown field `nope`" in detail and "accepted: symbol, regime, sigmaHAR" in detail

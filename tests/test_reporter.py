@@ -22,7 +22,7 @@ async def test_redelivered_event_is_written_once(pg_server):
         eventId="evt-dup-1",
         symbol="BTCUSDT",
         venue="binance",
-        policyId="flat",
+        policyId="p_flat",
         requestedSize=1.0,
         finalSize=1.0,
         fillPrice=100.0,

@@ -198,18 +198,58 @@ class GuardsState(msgspec.Struct, frozen=True, tag=True):
 # -- router -----------------------------------------------------------------------------
 
 
-class RouterContext(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """The decision context (units in the names). Missing values default to 0 (neutral)."""
+REGIMES: tuple[str, ...] = ("unknown", "bull", "bear", "chop", "high_vol")
+"""Regime labels the router accepts (one-hot encoded; ``unknown`` = all zeros)."""
 
-    obi: float = 0.0
-    ti: float = 0.0
-    spread_bps: float = 0.0
-    micro_vol_bps: float = 0.0
-    micro_dev_bps: float = 0.0
-    sigma_garch_bps: float = 0.0
-    sigma_har_bps: float = 0.0
-    rr25: float = 0.0
-    regime: float = 0.0
+
+class RouterContext(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The decision context, in the names and units the other routes answer, so the output of
+    ``/api/microstructure/:symbol`` and ``/api/vol/forecast/:symbol`` can be pasted in as is.
+    Missing (or null) values are neutral (0).
+
+    - ``regime``: a label of ``REGIMES`` (``/api/regime/state``).
+    - ``sigmaHAR``, ``sigmaGARCH``: σ of the log return over the forecast horizon (return
+      units, e.g. 0.004), as ``/api/vol/forecast`` answers them.
+    - ``obi``, ``ti`` ∈ [−1, 1]; ``spread_bps`` and ``micro_vol`` in bps; ``cancel_rate`` in base
+      units/s — as ``/api/microstructure`` answers them. ``micro_dev_bps``: micro-price minus mid.
+    - ``rr25``, ``fly25`` (IV decimals), ``iv_term_slope`` (IV per year), ``skew_z``
+      (``/api/options/smile``); ``funding`` (perpetual funding rate per 8 h, fraction);
+      ``basis`` (perp/spot basis, fraction); ``sentiment`` ∈ [−1, 1].
+    - ``venue``, ``ts``, ``h``, ``bars``, ``lastBarTs``: accepted so route outputs paste as is;
+      not used by the router.
+    """
+
+    symbol: str = ""
+    regime: str = "unknown"
+    sigmaHAR: float | None = None
+    sigmaGARCH: float | None = None
+    obi: float | None = None
+    ti: float | None = None
+    spread_bps: float | None = None
+    micro_vol: float | None = None
+    cancel_rate: float | None = None
+    micro_dev_bps: float | None = None
+    rr25: float | None = None
+    fly25: float | None = None
+    iv_term_slope: float | None = None
+    skew_z: float | None = None
+    funding: float | None = None
+    basis: float | None = None
+    sentiment: float | None = None
+    venue: str = ""
+    ts: int | None = None
+    h: int | None = None
+    bars: int | None = None
+    lastBarTs: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.regime not in REGIMES:
+            raise ValueError(f"unknown regime {self.regime!r}; accepted: {', '.join(REGIMES)}")
+
+    def value(self, name: str) -> float:
+        """A numeric field, 0.0 when missing."""
+        v = getattr(self, name)
+        return 0.0 if v is None else float(v)
 
 
 class ChooseRequest(msgspec.Struct, frozen=True, tag=True, forbid_unknown_fields=True):

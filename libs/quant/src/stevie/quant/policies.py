@@ -1,11 +1,11 @@
 """The trading policies the router chooses between: each maps the decision context to a
-signal in {−1, 0, +1} (short, flat, long).
+signal in {−1, 0, +1} (short, flat, long). Policy ids start with ``p_`` (the router's arms).
 
-- ``flat``: always 0 (the do-nothing baseline every other policy must beat).
-- ``obi_momentum``: follow the book: sign(OBI) when |OBI| ≥ threshold, confirmed by TI not
+- ``p_flat``: always 0 (the do-nothing baseline every other policy must beat).
+- ``p_obi_momentum``: follow the book: sign(OBI) when |OBI| ≥ threshold, confirmed by TI not
   pointing the other way (Cont, Kukanov & Stoikov 2014: order-flow imbalance predicts
   short-horizon mid moves).
-- ``micro_reversion``: fade the micro-price deviation: the micro-price
+- ``p_micro_reversion``: fade the micro-price deviation: the micro-price
   p_micro = (bid·A + ask·B)/(A + B) (Stoikov 2018, "The micro-price", Quantitative Finance
   18(12)) vs the mid; when the deviation in bps exceeds a threshold *and* micro-vol is
   elevated, bet on reversion (−sign).
@@ -21,10 +21,13 @@ Signal = int
 
 @dataclass(frozen=True)
 class PolicyInputs:
-    obi: float
-    ti: float
-    micro_dev_bps: float
-    micro_vol_bps: float
+    """What a policy sees at decision time (only data with event time ≤ the decision): OBI and
+    TI ∈ [−1, 1], micro-price deviation from the mid and micro-volatility in bps."""
+
+    obi: float = 0.0
+    ti: float = 0.0
+    micro_dev_bps: float = 0.0
+    micro_vol_bps: float = 0.0
 
 
 def flat(_: PolicyInputs) -> Signal:
@@ -45,10 +48,11 @@ def micro_reversion(x: PolicyInputs, dev_bps: float = 0.05, vol_bps: float = 0.5
 
 
 POLICIES: dict[str, Callable[[PolicyInputs], Signal]] = {
-    "flat": flat,
-    "obi_momentum": obi_momentum,
-    "micro_reversion": micro_reversion,
+    "p_flat": flat,
+    "p_obi_momentum": obi_momentum,
+    "p_micro_reversion": micro_reversion,
 }
+"""Every policy by id: the router's arms, in this order."""
 
 
 def micro_price(bid: float, bid_size: float, ask: float, ask_size: float) -> float:

@@ -128,21 +128,29 @@ class ExecutionCore:
         return 0.5 * (top.bids[0][0] + top.asks[0][0])
 
     # -- decision steps -----------------------------------------------------------------
-    def context(self, key: Key, sigma_garch: float, sigma_har: float, rr25: float = 0.0) -> RouterContext:
+    def context(
+        self, key: Key, sigma_garch: float, sigma_har: float, rr25: float = 0.0, regime: str = "unknown"
+    ) -> RouterContext:
+        """The router context of ``key`` now, in the mission's names and units (σ in return
+        units over the horizon, spread and micro-vol in bps)."""
         slot = self.slot(key)
         f, top = slot.features[-1], slot.top
         assert top is not None
         (bp, bq), (ap, aq) = top.bids[0], top.asks[0]
         dev = (micro_price(bp, bq, ap, aq) - f.mid) / f.mid * 1e4
         return RouterContext(
+            symbol=key[1],
+            regime=regime,
+            sigmaHAR=sigma_har,
+            sigmaGARCH=sigma_garch,
             obi=f.obi,
             ti=f.ti,
             spread_bps=f.spread_bps,
-            micro_vol_bps=f.micro_vol_bps,
+            micro_vol=f.micro_vol_bps,
+            cancel_rate=f.cancel_rate,
             micro_dev_bps=dev,
-            sigma_garch_bps=sigma_garch * 1e4,
-            sigma_har_bps=sigma_har * 1e4,
             rr25=rr25,
+            venue=key[0],
         )
 
     def feature_window(self, key: Key) -> list[list[float]]:
@@ -153,7 +161,8 @@ class ExecutionCore:
         self, key: Key, choice: Choice, ctx: RouterContext, sigma: float, source: str, now_ns: int
     ) -> SizingSnapshot:
         """Signal from the chosen policy, size from uncertainty and vol targeting."""
-        signal = POLICIES[choice.policyId](PolicyInputs(ctx.obi, ctx.ti, ctx.micro_dev_bps, ctx.micro_vol_bps))
+        inputs = PolicyInputs(ctx.value("obi"), ctx.value("ti"), ctx.value("micro_dev_bps"), ctx.value("micro_vol"))
+        signal = POLICIES[choice.policyId](inputs)
         u = sizing.uncertainty_size(self.s.s_max_quote, max(choice.width, 0.0), self.s.w_star)
         cap = (
             sizing.vol_target_notional(self.s.capital_quote, self.s.sigma_target_bps / 1e4, sigma, 10.0)

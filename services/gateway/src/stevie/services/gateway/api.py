@@ -5,6 +5,9 @@ Field names are the HTTP contract of MISSION.md; they are camelCase where it say
 
 from __future__ import annotations
 
+import re
+import typing
+
 import msgspec
 
 
@@ -114,6 +117,24 @@ ROUTES: list[Route] = [
     Route("get", "/api/ws/status", "Venue WebSocket streams", WsStatusResponse),
     Route("get", "/api/microstructure/{symbol}", "Microstructure features (query: venue)", MicrostructureResponse),
 ]
+
+
+_AT = re.compile(r"- at `\$((?:\.\w+)*)`$")
+
+
+def explain(detail: str, tp: type) -> str:
+    """msgspec's validation message, plus the accepted field names when it is an unknown
+    field (e.g. ``... - at `$.context`; accepted: symbol, regime, ...``)."""
+    m = _AT.search(detail)
+    if "unknown field" not in detail or m is None:
+        return detail
+    here: object = tp
+    for part in filter(None, m.group(1).split(".")):
+        hints = typing.get_type_hints(here) if isinstance(here, type) else {}
+        here = hints.get(part)
+    if not (isinstance(here, type) and issubclass(here, msgspec.Struct)):
+        return detail
+    return f"{detail}; accepted: {', '.join(here.__struct_fields__)}"
 
 
 def _tag_names() -> frozenset[str]:

@@ -269,7 +269,9 @@ class Gateway:
                 return error(400, "bad_request", "the body must be a JSON object")
             obj.update(extra)
             return msgspec.convert(obj, tp)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except msgspec.ValidationError as exc:
+            return error(400, "bad_request", api.explain(str(exc), tp))
+        except msgspec.DecodeError as exc:
             return error(400, "bad_request", str(exc))
 
     async def vol_forecast(self, request: web.Request) -> web.Response:

@@ -6,42 +6,39 @@ from collections import deque
 
 import numpy as np
 
-from stevie.contracts.rpc import Choice, PosteriorSummary, RouterContext, RouterSnapshot
+from stevie.contracts.rpc import REGIMES, Choice, PosteriorSummary, RouterContext, RouterSnapshot
 from stevie.quant.bandit import LinearTS
 from stevie.quant.policies import POLICIES
 
-FEATURES = [
-    "bias",
-    "obi",
-    "ti",
-    "spread_bps/10",
-    "micro_vol_bps/10",
-    "micro_dev_bps",
-    "sigma_garch_bps/100",
-    "sigma_har_bps/100",
-    "rr25*10",
-    "regime",
+# (feature name, context field, scale): x = clip(value · scale, −5, 5), so each is of order 1.
+_SCALED: list[tuple[str, str, float]] = [
+    ("obi", "obi", 1.0),
+    ("ti", "ti", 1.0),
+    ("spread_bps/10", "spread_bps", 0.1),
+    ("micro_vol_bps/10", "micro_vol", 0.1),
+    ("cancel_rate/10", "cancel_rate", 0.1),
+    ("micro_dev_bps", "micro_dev_bps", 1.0),
+    ("sigmaGARCH_pct", "sigmaGARCH", 100.0),
+    ("sigmaHAR_pct", "sigmaHAR", 100.0),
+    ("rr25*10", "rr25", 10.0),
+    ("fly25*10", "fly25", 10.0),
+    ("iv_term_slope", "iv_term_slope", 1.0),
+    ("skew_z/3", "skew_z", 1 / 3),
+    ("funding_bps", "funding", 1e4),
+    ("basis_bps/10", "basis", 1e3),
+    ("sentiment", "sentiment", 1.0),
 ]
+_ONE_HOT = [r for r in REGIMES if r != "unknown"]
+FEATURES = ["bias"] + [name for name, _, _ in _SCALED] + [f"regime={r}" for r in _ONE_HOT]
 
 
 def features(c: RouterContext) -> np.ndarray:
-    """The feature vector (order = FEATURES), each scaled to roughly unit range and clipped
-    to [−5, 5] so one wild input cannot dominate the posterior."""
-    x = np.array(
-        [
-            1.0,
-            c.obi,
-            c.ti,
-            c.spread_bps / 10,
-            c.micro_vol_bps / 10,
-            c.micro_dev_bps,
-            c.sigma_garch_bps / 100,
-            c.sigma_har_bps / 100,
-            c.rr25 * 10,
-            c.regime,
-        ]
-    )
-    return np.clip(x, -5.0, 5.0)
+    """The feature vector (order = FEATURES): a bias, each context number scaled to roughly
+    unit range and clipped to [−5, 5] (one wild input cannot dominate the posterior), and the
+    regime one-hot (``unknown`` = all zeros)."""
+    scaled = [c.value(field) * scale for _, field, scale in _SCALED]
+    onehot = [1.0 if c.regime == r else 0.0 for r in _ONE_HOT]
+    return np.clip(np.array([1.0, *scaled, *onehot]), -5.0, 5.0)
 
 
 class Router:
@@ -61,7 +58,10 @@ class Router:
         return self.last
 
     def update(self, policy_id: str, reward: float, ctx: RouterContext) -> PosteriorSummary:
-        """Raises KeyError for an unknown policy, QuantInputError for a bad reward."""
+        """Raises KeyError (naming the known policies) for an unknown policy, QuantInputError
+        for a bad reward."""
+        if policy_id not in self.ts.posteriors:
+            raise KeyError(f"unknown policy {policy_id!r}; known: {', '.join(self.ts.arms)}")
         p = self.ts.update(policy_id, reward, features(ctx))
         return PosteriorSummary(policy_id, p.n, p.mean.tolist(), self.updates())
 
