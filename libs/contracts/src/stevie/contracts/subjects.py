@@ -82,6 +82,11 @@ def rpc(root: str, service: str, method: str) -> str:
     return _join(root, "rpc", service, method)
 
 
+def flags(root: str) -> str:
+    """Feature-flag values pushed by the control service on every change (FlagsUpdate)."""
+    return _join(root, "ctl", "flags")
+
+
 def all_subjects(root: str) -> dict[str, str]:
     """Every subject pattern, for ``stevie subjects``."""
     return {
@@ -95,4 +100,5 @@ def all_subjects(root: str) -> dict[str, str]:
         "heartbeats": heartbeat(root, ANY),
         "dead letters": dlq(root, ANY),
         "rpc endpoints": rpc(root, ANY, ANY),
+        "feature flags": flags(root),
     }
