@@ -87,6 +87,11 @@ def flags(root: str) -> str:
     return _join(root, "ctl", "flags")
 
 
+def events_context(root: str, symbol: str) -> str:
+    """Projected event embeddings naming ``symbol`` (EventContext), for the router context."""
+    return _join(root, "events", "ctx", symbol)
+
+
 def all_subjects(root: str) -> dict[str, str]:
     """Every subject pattern, for ``stevie subjects``."""
     return {
@@ -101,4 +106,5 @@ def all_subjects(root: str) -> dict[str, str]:
         "dead letters": dlq(root, ANY),
         "rpc endpoints": rpc(root, ANY, ANY),
         "feature flags": flags(root),
+        "event context": events_context(root, ANY),
     }
