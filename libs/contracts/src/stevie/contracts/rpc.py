@@ -358,6 +358,9 @@ class Audit(msgspec.Struct, frozen=True, tag=True):
     fill: FillView | None
     position_after: float
     provenance: str
+    shadow: dict[str, int] = {}
+    """Shadow actions: the signal (−1/0/+1) every policy would have taken at this decision
+    (off-policy evaluation needs the counterfactual of each policy)."""
 
 
 class ProvenanceInput(msgspec.Struct, frozen=True):

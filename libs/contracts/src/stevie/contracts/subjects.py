@@ -92,6 +92,17 @@ def events_context(root: str, symbol: str) -> str:
     return _join(root, "events", "ctx", symbol)
 
 
+def model_current(root: str) -> str:
+    """The router model made current by a promote or rollback (ModelChange), for live reload."""
+    return _join(root, "evidence", "model", "current")
+
+
+def nudges(root: str) -> str:
+    """Calibration nudges applied by the evidence service (NudgesApplied): router prior scale
+    and sizing cap."""
+    return _join(root, "evidence", "nudges")
+
+
 def all_subjects(root: str) -> dict[str, str]:
     """Every subject pattern, for ``stevie subjects``."""
     return {
@@ -105,6 +116,8 @@ def all_subjects(root: str) -> dict[str, str]:
         "heartbeats": heartbeat(root, ANY),
         "dead letters": dlq(root, ANY),
         "rpc endpoints": rpc(root, ANY, ANY),
+        "current router model": model_current(root),
+        "calibration nudges": nudges(root),
         "feature flags": flags(root),
         "event context": events_context(root, ANY),
     }

@@ -43,6 +43,12 @@ def provenance(feature_window: list[list[float]], context: RouterContext, decisi
     return hashlib.sha256(_canonical.encode(ProvenanceInput(feature_window, context, decision))).hexdigest()
 
 
+def shadow_signals(ctx: RouterContext) -> dict[str, int]:
+    """What every policy would do in ``ctx`` (shadow actions for off-policy evaluation)."""
+    inputs = PolicyInputs(ctx.value("obi"), ctx.value("ti"), ctx.value("micro_dev_bps"), ctx.value("micro_vol"))
+    return {pid: int(fn(inputs)) for pid, fn in POLICIES.items()}
+
+
 class NotTradable(RuntimeError):
     """No LIVE book (or no features yet) for the requested venue/symbol."""
 
@@ -259,6 +265,7 @@ class ExecutionCore:
             fill=fill,
             position_after=pos,
             provenance=provenance(window, ctx, choice),
+            shadow=shadow_signals(ctx),
         )
         rec = ExecutionRecord(
             eventId=event_id,
