@@ -32,10 +32,14 @@ def up(
     """Start the whole stack: NATS (JetStream), PostgreSQL, migrations, every service.
 
     STEVIE_NATS_URL / STEVIE_DATABASE_URL switch to external servers. Ctrl-C stops all."""
+    from stevie.runtime import operator
     from stevie.runtime.logs import configure_logging
     from stevie.runtime.supervisor import UpOptions, run_up
 
     configure_logging(os.environ.get("STEVIE_LOG_LEVEL", "info"))
+    token, _ = operator.ensure_token(state_dir.resolve(), os.environ)
+    os.environ["STEVIE_OPERATOR_TOKEN"] = token  # the gateway checks it; services inherit the env
+    console.print(operator.usage(state_dir.resolve(), gateway_port))
     opts = UpOptions(
         state_dir=state_dir.resolve(),
         speed=speed,
@@ -64,6 +68,20 @@ def run(service: Annotated[str, typer.Argument(help=f"One of: {', '.join(SERVICE
     except SettingsError as exc:
         console.print(f"[red]invalid settings:[/red] {exc}")
         raise typer.Exit(2) from exc
+
+
+@app.command()
+def token(
+    state_dir: Annotated[Path, typer.Option(help="The stack's state dir.")] = Path(".stevie"),
+) -> None:
+    """Print the operator token of the stack in STATE_DIR (written by `stevie up`)."""
+    from stevie.runtime import operator
+
+    try:
+        print(operator.read_token(state_dir.resolve()))
+    except FileNotFoundError as exc:
+        console.print(f"[red]no operator token in {state_dir}: start the stack with `stevie up` first[/red]")
+        raise typer.Exit(1) from exc
 
 
 @app.command("check-config")

@@ -54,6 +54,7 @@ def stack_env(opts: UpOptions, base: dict[str, str]) -> dict[str, str]:
     env.setdefault("STEVIE_VENUE_REPLAY_WINDOW", opts.window)
     env.setdefault("STEVIE_VENUE_REPLAY_LOOP", "true" if opts.loop else "false")
     if "venue-replay" in opts.services:
+        env.setdefault("STEVIE_ENV", "dev")  # a replay stack is a dev stack (chaos, flags POST; token still needed)
         env.setdefault("STEVIE_BOOK_MAINTAINER_BINANCE_REST_URL", f"http://127.0.0.1:{spot}")
         env.setdefault("STEVIE_BOOK_MAINTAINER_BINANCE_WS_URL", f"ws://127.0.0.1:{spot}")
         env.setdefault("STEVIE_BOOK_MAINTAINER_BINANCE_USDM_REST_URL", f"http://127.0.0.1:{usdm}")

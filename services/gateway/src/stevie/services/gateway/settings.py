@@ -24,6 +24,11 @@ class GatewaySettings(CommonSettings, frozen=True, kw_only=True, forbid_unknown_
     book_stale_s: float = 5.0
     max_depth: int = 20
     rpc_timeout_s: float = 10.0
+    # security (see security.py): auth = "operator" (operator routes need the token) or "all"
+    # (every mutating route does); allowed_hosts: extra Host names; max_body_bytes: body cap.
+    auth: str = "operator"
+    allowed_hosts: list[str] = msgspec.field(default_factory=list)
+    max_body_bytes: int = 1_048_576
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -31,3 +36,7 @@ class GatewaySettings(CommonSettings, frozen=True, kw_only=True, forbid_unknown_
             raise SettingsError("STEVIE_GATEWAY_PORT must be a TCP port")
         if self.liveness_s <= 0 or self.book_stale_s <= 0:
             raise SettingsError("liveness_s and book_stale_s must be > 0")
+        if self.auth not in ("operator", "all"):
+            raise SettingsError(f"STEVIE_GATEWAY_AUTH must be 'operator' or 'all', got {self.auth!r}")
+        if self.max_body_bytes <= 0:
+            raise SettingsError("STEVIE_GATEWAY_MAX_BODY_BYTES must be > 0")

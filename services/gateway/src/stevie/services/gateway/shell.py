@@ -16,6 +16,20 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 
 from stevie.bus import NatsBus
 from stevie.contracts import BookStatus, BookTopK, Heartbeat, MicroFeatures, encode, subjects
+from stevie.contracts.ops import (
+    CanaryAction,
+    CanaryState,
+    CanaryStateRequest,
+    ChaosRequest,
+    ChaosResult,
+    DeployStatus,
+    DeployStatusRequest,
+    DqStats,
+    DqStatsRequest,
+    FlagsGetRequest,
+    FlagsSetRequest,
+    FlagsState,
+)
 from stevie.contracts.rpc import (
     AuditLatestRequest,
     AuditList,
@@ -46,7 +60,7 @@ from stevie.contracts.rpc import (
 )
 from stevie.runtime.metrics import MergedTextCollector, new_registry
 from stevie.runtime.service import ServiceContext, ServiceSpec
-from stevie.services.gateway import api
+from stevie.services.gateway import api, operations, security
 from stevie.services.gateway.core import NotFound, View, health
 from stevie.services.gateway.settings import GatewaySettings
 from stevie.store import connect_pool
@@ -146,6 +160,51 @@ FORWARDS: list[Forward] = [
     # -- evidence (issue 11)
     # -- adaptive context (issue 12)
     # -- operations (issue 13)
+    Forward("GET", "/api/flags", "control", "flags_get", FlagsGetRequest, FlagsState, "Feature flags"),
+    Forward(
+        "POST",
+        "/api/flags",
+        "control",
+        "flags_set",
+        FlagsSetRequest,
+        FlagsState,
+        "Set feature flags (body: flag → value; null removes the override)",
+        operator=True,
+        dev=True,
+    ),
+    Forward(
+        "POST",
+        "/api/chaos/inject",
+        "venue-replay",
+        "chaos_inject",
+        ChaosRequest,
+        ChaosResult,
+        "Inject a fault at the venue edge (ws_flap, api_timeout, l2_gap, depth_spike)",
+        operator=True,
+        dev=True,
+    ),
+    Forward(
+        "GET",
+        "/api/data-quality/stats",
+        "control",
+        "dq_stats",
+        DqStatsRequest,
+        DqStats,
+        "Data-quality checks and quarantine",
+        query=("limit",),
+    ),
+    Forward("GET", "/api/deploy/status", "control", "deploy_status", DeployStatusRequest, DeployStatus, "Blue/green"),
+    Forward("GET", "/api/canary/state", "control", "canary_state", CanaryStateRequest, CanaryState, "Canary ladder"),
+    Forward(
+        "POST",
+        "/api/canary/state",
+        "control",
+        "canary_action",
+        CanaryAction,
+        CanaryState,
+        "Hold, resume or demote the canary ladder",
+        operator=True,
+    ),
     # -- venues, dashboard feeds (issue 15)
     # -- events (issue 16)
 ]
@@ -201,7 +260,11 @@ class Gateway:
 
     # -- routes -------------------------------------------------------------------------
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[json_errors])
+        forwards = [f for f in FORWARDS if not f.dev or self.s.env == "dev"]
+        policy = security.policy_for(self.s, [(f.method, f.path, f.operator) for f in forwards])
+        app = web.Application(
+            middlewares=[json_errors, security.middleware(policy)], client_max_size=self.s.max_body_bytes
+        )
         app.router.add_get("/api/health", self.health)
         app.router.add_get("/api/l2/{venue}/{symbol}", self.l2)
         app.router.add_get("/api/ws/status", self.ws_status)
@@ -212,10 +275,8 @@ class Gateway:
         app.router.add_post("/api/options/chain/{symbol}", self.options_chain)
         app.router.add_get("/api/options/smile/{symbol}", self.options_smile)
         app.router.add_post("/api/portfolio/optimize", self.portfolio)
-        for f in FORWARDS:
-            if f.dev and self.s.env != "dev":
-                continue
-            app.router.add_route(f.method, f.path, self._forwarder(f))
+        for f in forwards:
+            app.router.add_route(f.method, f.path, operations.custom(self, f) or self._forwarder(f))
         return app
 
     def _forwarder(self, f: Forward) -> Handler:
@@ -224,6 +285,8 @@ class Gateway:
 
         async def handle(request: web.Request) -> web.StreamResponse:
             extra: dict[str, object] = dict(request.match_info)
+            if "actor" in getattr(tp, "__struct_fields__", ()):  # who, for audits: the token id
+                extra["actor"] = request.get(security.OPERATOR_ID, "")
             for q in f.query:
                 if q in request.query:
                     raw = request.query[q]
