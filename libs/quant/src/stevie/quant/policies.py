@@ -9,12 +9,34 @@ signal in {−1, 0, +1} (short, flat, long). Policy ids start with ``p_`` (the r
   p_micro = (bid·A + ask·B)/(A + B) (Stoikov 2018, "The micro-price", Quantitative Finance
   18(12)) vs the mid; when the deviation in bps exceeds a threshold *and* micro-vol is
   elevated, bet on reversion (−sign).
+
+Bar policies (1-minute closes, for ``stevie backtest``; hyper-parameters are frozen Structs a
+tuner can replace, see ``PARAMS`` and ``with_params``):
+
+- ``p_sma``: SMA crossover, sign(SMA_fast − SMA_slow) of the closes (Brock, Lakonishok &
+  LeBaron 1992, "Simple Technical Trading Rules", J. Finance 47(5)).
+- ``p_breakout``: Donchian channel breakout on closes: +1 (−1) when a close within the last
+  ``hold`` bars exceeded the highest (fell below the lowest) of the ``window`` closes before it;
+  the more recent break wins.
+- ``p_mean_reversion``: z = (close − mean)/std over ``window`` closes; −sign(z) when |z| ≥
+  ``entry_z``.
+- ``p_funding_carry``: perpetual funding carry, −sign(funding) when |funding| ≥ ``threshold``
+  (longs pay shorts when the rate is positive: be on the receiving side).
+
+Routing: the live router knows every policy here as an arm (``POLICIES``), so the mission's
+``POST /api/router/update {"policyId": "p_sma"}`` works; the L2 decision clock fills no
+``closes``, so bar policies are flat there until 1-minute closes are wired into it. The bar
+backtest routes over ``BAR_POLICIES``, the L2 backtest over ``L2_POLICIES``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+
+import msgspec
+import numpy as np
 
 Signal = int
 
@@ -28,6 +50,10 @@ class PolicyInputs:
     ti: float = 0.0
     micro_dev_bps: float = 0.0
     micro_vol_bps: float = 0.0
+    closes: Sequence[float] | np.ndarray = ()
+    """Trailing 1-minute closes, oldest first, the last one closed at or before the decision."""
+    funding: float = 0.0
+    """Last settled perpetual funding rate (fraction per 8 h) at or before the decision."""
 
 
 def flat(_: PolicyInputs) -> Signal:
@@ -47,12 +73,126 @@ def micro_reversion(x: PolicyInputs, dev_bps: float = 0.05, vol_bps: float = 0.5
     return -1 if x.micro_dev_bps > 0 else 1
 
 
+class SmaParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """``p_sma``: fast and slow SMA lengths in bars (1 ≤ fast < slow)."""
+
+    fast: int = 30
+    slow: int = 120
+
+
+class BreakoutParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """``p_breakout``: channel length and how many recent bars a break stays valid (bars)."""
+
+    window: int = 60
+    hold: int = 15
+
+
+class MeanReversionParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """``p_mean_reversion``: rolling window (bars) and entry threshold |z| (standard deviations)."""
+
+    window: int = 120
+    entry_z: float = 2.0
+
+
+class FundingCarryParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """``p_funding_carry``: minimum |funding rate| (fraction per 8 h) to take the carry."""
+
+    threshold: float = 5e-5
+
+
+SMA_DEFAULT = SmaParams()
+BREAKOUT_DEFAULT = BreakoutParams()
+MEAN_REVERSION_DEFAULT = MeanReversionParams()
+FUNDING_CARRY_DEFAULT = FundingCarryParams()
+
+
+def sma_crossover(x: PolicyInputs, p: SmaParams = SMA_DEFAULT) -> Signal:
+    """sign(mean of the last ``fast`` closes − mean of the last ``slow``); 0 with < ``slow`` closes."""
+    c = np.asarray(x.closes, dtype=float)
+    if c.size < p.slow or not 1 <= p.fast < p.slow:
+        return 0
+    d = float(c[-p.fast :].mean() - c[-p.slow :].mean())
+    return 1 if d > 0 else -1 if d < 0 else 0
+
+
+def donchian_breakout(x: PolicyInputs, p: BreakoutParams = BREAKOUT_DEFAULT) -> Signal:
+    """The most recent channel break within the last ``hold`` closes: +1 above the highest of the
+    ``window`` closes before it, −1 below the lowest; 0 when none (or too little history)."""
+    c = np.asarray(x.closes, dtype=float)
+    n = p.window + p.hold
+    if c.size < n or p.window < 1 or p.hold < 1:
+        return 0
+    tail = c[-n:]
+    win = np.lib.stride_tricks.sliding_window_view(tail[:-1], p.window)  # win[j] = the window before tail[window+j]
+    now = tail[p.window :]
+    up, down = now > win.max(axis=1), now < win.min(axis=1)
+    for j in range(p.hold - 1, -1, -1):
+        if up[j]:
+            return 1
+        if down[j]:
+            return -1
+    return 0
+
+
+def mean_reversion(x: PolicyInputs, p: MeanReversionParams = MEAN_REVERSION_DEFAULT) -> Signal:
+    """−sign(z) when |z| ≥ ``entry_z``, z = (last close − mean)/std (population) over ``window``."""
+    c = np.asarray(x.closes, dtype=float)
+    if c.size < p.window or p.window < 2:
+        return 0
+    w = c[-p.window :]
+    sd = float(w.std())
+    if not sd > 0:
+        return 0
+    z = (float(w[-1]) - float(w.mean())) / sd
+    return -1 if z >= p.entry_z else 1 if z <= -p.entry_z else 0
+
+
+def funding_carry(x: PolicyInputs, p: FundingCarryParams = FUNDING_CARRY_DEFAULT) -> Signal:
+    """−sign(funding) when |funding| ≥ ``threshold``, else 0."""
+    f = x.funding
+    if not abs(f) >= p.threshold or f == 0:
+        return 0
+    return -1 if f > 0 else 1
+
+
+PARAMS: dict[str, msgspec.Struct] = {
+    "p_sma": SMA_DEFAULT,
+    "p_breakout": BREAKOUT_DEFAULT,
+    "p_mean_reversion": MEAN_REVERSION_DEFAULT,
+    "p_funding_carry": FUNDING_CARRY_DEFAULT,
+}
+"""Default hyper-parameters of the tunable policies."""
+
+_TUNABLE: dict[str, Callable[..., Signal]] = {
+    "p_sma": sma_crossover,
+    "p_breakout": donchian_breakout,
+    "p_mean_reversion": mean_reversion,
+    "p_funding_carry": funding_carry,
+}
+
 POLICIES: dict[str, Callable[[PolicyInputs], Signal]] = {
     "p_flat": flat,
     "p_obi_momentum": obi_momentum,
     "p_micro_reversion": micro_reversion,
+    **_TUNABLE,
 }
 """Every policy by id: the router's arms, in this order."""
+
+L2_POLICIES: tuple[str, ...] = ("p_flat", "p_obi_momentum", "p_micro_reversion")
+"""Policies that read the book (the L2 decision clock and ``stevie backtest --l2``)."""
+
+BAR_POLICIES: tuple[str, ...] = ("p_flat", "p_sma", "p_breakout", "p_mean_reversion", "p_funding_carry")
+"""Policies that read 1-minute closes and funding (``stevie backtest`` on bars)."""
+
+
+def with_params(policy_id: str, params: msgspec.Struct) -> Callable[[PolicyInputs], Signal]:
+    """The policy ``policy_id`` with hyper-parameters ``params`` (its own Struct type).
+    Raises KeyError for an unknown or untunable id, TypeError for the wrong Struct type."""
+    if policy_id not in _TUNABLE:
+        raise KeyError(f"{policy_id!r} has no hyper-parameters; tunable: {', '.join(_TUNABLE)}")
+    if type(params) is not type(PARAMS[policy_id]):
+        raise TypeError(f"{policy_id} takes {type(PARAMS[policy_id]).__name__}, got {type(params).__name__}")
+    return functools.partial(_TUNABLE[policy_id], p=params)
 
 
 def micro_price(bid: float, bid_size: float, ask: float, ask_size: float) -> float:

@@ -49,6 +49,32 @@ def shadow_signals(ctx: RouterContext) -> dict[str, int]:
     return {pid: int(fn(inputs)) for pid, fn in POLICIES.items()}
 
 
+def size_decision(
+    s: ExecutionSettings, symbol: str, width: float, sigma: float, source: str, signal: int, price: float, now_ns: int
+) -> SizingSnapshot:
+    """The sizing of one decision (shared by the live decision clock and ``stevie backtest``):
+    notional = min(s_max·sigmoid(−w/w*), capital·σ_target/σ) in quote units (no vol cap when
+    σ ≤ 0), target size = signal·notional/price in base units. ``sigma``: σ of the return over
+    the horizon (return units); ``price``: the mid (or last price) in quote units."""
+    u = sizing.uncertainty_size(s.s_max_quote, max(width, 0.0), s.w_star)
+    cap = sizing.vol_target_notional(s.capital_quote, s.sigma_target_bps / 1e4, sigma, 10.0) if sigma > 0 else u
+    notional = min(u, cap)
+    return SizingSnapshot(
+        symbol,
+        s.s_max_quote,
+        width,
+        s.w_star,
+        u,
+        sigma,
+        source,
+        cap,
+        notional,
+        signal,
+        signal * notional / price,
+        now_ns // 1_000_000,
+    )
+
+
 class NotTradable(RuntimeError):
     """No LIVE book (or no features yet) for the requested venue/symbol."""
 
@@ -169,27 +195,7 @@ class ExecutionCore:
         """Signal from the chosen policy, size from uncertainty and vol targeting."""
         inputs = PolicyInputs(ctx.value("obi"), ctx.value("ti"), ctx.value("micro_dev_bps"), ctx.value("micro_vol"))
         signal = POLICIES[choice.policyId](inputs)
-        u = sizing.uncertainty_size(self.s.s_max_quote, max(choice.width, 0.0), self.s.w_star)
-        cap = (
-            sizing.vol_target_notional(self.s.capital_quote, self.s.sigma_target_bps / 1e4, sigma, 10.0)
-            if sigma > 0
-            else u
-        )
-        notional = min(u, cap)
-        snap = SizingSnapshot(
-            key[1],
-            self.s.s_max_quote,
-            choice.width,
-            self.s.w_star,
-            u,
-            sigma,
-            source,
-            cap,
-            notional,
-            signal,
-            signal * notional / self.mid(key),
-            now_ns // 1_000_000,
-        )
+        snap = size_decision(self.s, key[1], choice.width, sigma, source, signal, self.mid(key), now_ns)
         self.last_sizing = snap
         return snap
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -42,8 +43,13 @@ def features(c: RouterContext) -> np.ndarray:
 
 
 class Router:
-    def __init__(self, seed: int, lam: float, v: float, mc: int) -> None:
-        self.ts = LinearTS(list(POLICIES), len(FEATURES), lam, v, mc)
+    def __init__(self, seed: int, lam: float, v: float, mc: int, arms: Sequence[str] = tuple(POLICIES)) -> None:
+        """``arms``: the policy ids to choose between (default every policy; ``stevie backtest``
+        routes over ``BAR_POLICIES`` or ``L2_POLICIES``). Raises KeyError for an unknown id."""
+        unknown = [a for a in arms if a not in POLICIES]
+        if unknown:
+            raise KeyError(f"unknown policies {unknown}; known: {', '.join(POLICIES)}")
+        self.ts = LinearTS(list(arms), len(FEATURES), lam, v, mc)
         self.rng = np.random.default_rng(seed)
         self.last: Choice | None = None
         self.decisions = 0

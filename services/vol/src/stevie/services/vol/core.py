@@ -4,6 +4,7 @@ the option-chain desk, and portfolio allocation on the same history. No I/O, no 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -13,9 +14,38 @@ from stevie.quant import options, portfolio, vol
 from stevie.quant.errors import NotFitted, QuantInputError
 
 
+@dataclass(frozen=True)
+class VolFit:
+    """The models fitted on one training window: HAR-RV coefficients with the per-period RV
+    they were fitted on, GARCH(1,1) parameters and the GARCH state after the window."""
+
+    har: vol.HarParams
+    rv: np.ndarray
+    garch: vol.GarchParams
+    state: vol.GarchState
+
+
+def fit_models(closes: list[float] | np.ndarray, minutes_per_period: int, garch_window: int) -> VolFit:
+    """HAR-RV on the per-period RV of all ``closes`` and GARCH on the last ``garch_window``
+    returns. Raises QuantInputError when the history is too short (HAR needs 27 periods)."""
+    r = vol.log_returns(closes)
+    rv = vol.realized_variance(r, minutes_per_period)
+    har = vol.fit_har(rv)
+    tail = r[-garch_window:]
+    garch = vol.fit_garch(tail)
+    return VolFit(har, rv, garch, vol.garch_state(garch, tail))
+
+
+Fitter = Callable[[list[float], int, int], VolFit]
+
+
 @dataclass
 class SymbolVol:
-    """One symbol: closes and bar times (ms), fitted models, online GARCH state."""
+    """One symbol: closes and bar times (ms), fitted models, online GARCH state.
+
+    ``fitter`` (default ``fit_models``) fits the models at each refit; ``stevie backtest``
+    passes one that returns the same fits computed ahead, in parallel, on the same
+    walk-forward training windows (``stevie.quant.validation``)."""
 
     symbol: str
     minutes_per_period: int
@@ -28,6 +58,7 @@ class SymbolVol:
     garch: vol.GarchParams | None = None
     state: vol.GarchState | None = None
     since_fit: int = 0
+    fitter: Fitter = field(default=fit_models, repr=False)
 
     def add_bars(self, times_ms: list[int], closes: list[float]) -> int:
         """Append bars newer than the last one (older or duplicate bars are ignored); returns
@@ -48,12 +79,11 @@ class SymbolVol:
 
     def refit(self) -> None:
         """Fit HAR-RV on per-period RV and GARCH on the last ``garch_window`` returns."""
-        r = vol.log_returns(self.closes)
-        self.rv = vol.realized_variance(r, self.minutes_per_period)
-        self.har = vol.fit_har(self.rv)
-        tail = r[-self.garch_window :]
-        self.garch = vol.fit_garch(tail)
-        self.state = vol.garch_state(self.garch, tail)
+        self.install(self.fitter(self.closes, self.minutes_per_period, self.garch_window))
+
+    def install(self, fit: VolFit) -> None:
+        """Use ``fit`` from now on (the GARCH state continues online from ``fit.state``)."""
+        self.har, self.rv, self.garch, self.state = fit.har, fit.rv, fit.garch, fit.state
         self.since_fit = 0
 
     def forecast(self, h: int) -> VolForecast:
