@@ -15,8 +15,10 @@ from rich.table import Table
 from stevie.contracts import subjects as subj
 from stevie.runtime.registry import SERVICES, load_spec
 from stevie.runtime.settings import CommonSettings, SettingsError, describe, load_settings
+from stevie.services.events.cli import app as events_app
 
 app = typer.Typer(help="Stevie — a math-first crypto trading cortex (paper trading only).", no_args_is_help=True)
+app.add_typer(events_app, name="events")
 console = Console(stderr=True)
 
 
