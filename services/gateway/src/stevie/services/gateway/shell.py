@@ -16,6 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 
 from stevie.bus import NatsBus
 from stevie.contracts import BookStatus, BookTopK, Heartbeat, MicroFeatures, encode, subjects
+from stevie.contracts import evidence as ev
 from stevie.contracts.ops import (
     CanaryAction,
     CanaryState,
@@ -158,6 +159,75 @@ FORWARDS: list[Forward] = [
     ),
     # -- backtest, feature store, market data (issue 10)
     # -- evidence (issue 11)
+    Forward(
+        "GET",
+        "/api/cf/summary",
+        "evidence",
+        "cf_summary",
+        ev.CfSummaryRequest,
+        ev.CfSummary,
+        "Off-policy estimates (IPS, SNIPS, DM, DR, SNDR with CIs) per policy and regime",
+        query=("source",),
+    ),
+    Forward(
+        "GET",
+        "/api/promotion/status",
+        "evidence",
+        "promotion_status",
+        ev.PromotionStatusRequest,
+        ev.PromotionStatus,
+        "Champion/challengers: SPA p-values, PSR/DSR, decision",
+    ),
+    Forward(
+        "GET", "/api/models", "evidence", "models", ev.ModelsRequest, ev.ModelList, "Model registry", unwrap="models"
+    ),
+    Forward(
+        "POST",
+        "/api/models/promote",
+        "evidence",
+        "models_promote",
+        ev.ModelIdRequest,
+        ev.ModelChange,
+        "Make a model current (the router reloads it live)",
+        operator=True,
+        dev=True,
+    ),
+    Forward(
+        "POST",
+        "/api/models/rollback",
+        "evidence",
+        "models_rollback",
+        ev.ModelIdRequest,
+        ev.ModelChange,
+        "Return to a model that was current before",
+        operator=True,
+        dev=True,
+    ),
+    Forward(
+        "GET", "/api/meta/quality", "evidence", "meta_quality", ev.MetaQualityRequest, ev.MetaQuality, "Calibration"
+    ),
+    Forward(
+        "POST",
+        "/api/meta/apply-nudges",
+        "evidence",
+        "meta_apply_nudges",
+        ev.ApplyNudgesRequest,
+        ev.NudgesApplied,
+        "Apply bounded calibration nudges (router prior scale, sizing cap)",
+        operator=True,
+        dev=True,
+    ),
+    Forward(
+        "GET",
+        "/api/pbt/lineage",
+        "evidence",
+        "pbt_lineage",
+        ev.PbtLineageRequest,
+        ev.PbtLineage,
+        "PBT lineage",
+        query=("limit",),
+        unwrap="lineage",
+    ),
     # -- adaptive context (issue 12)
     # -- operations (issue 13)
     Forward("GET", "/api/flags", "control", "flags_get", FlagsGetRequest, FlagsState, "Feature flags"),
