@@ -1,16 +1,28 @@
-"""features shell: subscribe to books, trades and statuses; publish MicroFeatures."""
+"""features shell: subscribe to books, trades and statuses; publish MicroFeatures; store
+every published vector (off the hot path, ``writer.FeatureWriter``); answer ``features.parity``."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import os
+import time
+from pathlib import Path
 
+import asyncpg
+import stamina
 from prometheus_client import Counter
 
 from stevie.contracts import BookStatus, BookTopK, Trade, encode, subjects
+from stevie.contracts.featstore import ParityReport, ParityRequest
 from stevie.quant.kernels import load as load_kernels
 from stevie.runtime.service import ServiceContext, ServiceSpec
+from stevie.services.features import offline
 from stevie.services.features.core import Features
 from stevie.services.features.settings import FeaturesSettings
+from stevie.services.features.writer import FeatureWriter
+from stevie.store import connect_pool, migrate
+from stevie.store.features import get_samples, get_vectors, stored_keys
 
 
 async def main(ctx: ServiceContext) -> None:
@@ -18,21 +30,58 @@ async def main(ctx: ServiceContext) -> None:
     assert isinstance(s, FeaturesSettings)
     kernels = load_kernels(s.kernels)
     ctx.backend = kernels.BACKEND
-    core = Features(s.obi_levels, int(s.window_s * 1e9), ctx.clock.now_ns, kernels)
+    window_ns = int(s.window_s * 1e9)
+    core = Features(s.obi_levels, window_ns, ctx.clock.now_ns, kernels, run_id=f"{time.time_ns()}-{os.getpid()}")
+    pool: asyncpg.Pool | None = None
+    writer: FeatureWriter | None = None
+    if s.database_url:
+        retry = stamina.retry(on=(OSError, asyncpg.PostgresError), attempts=20, timeout=30.0)
+        await retry(migrate)(s.database_url)
+        pool = await retry(connect_pool)(s.database_url)
+    if pool is not None and s.store:
+        writer = FeatureWriter(pool, s.store_queue_size, s.store_batch_size, s.store_flush_s, ctx.registry, ctx.log)
     dlq = Counter("features_dlq_total", "Undecodable messages", ["kind"], registry=ctx.registry)
     published = Counter("features_published_total", "Feature vectors published", ["venue"], registry=ctx.registry)
     root = s.subject_root
 
     async def on_book(b: BookTopK) -> None:
-        out = core.on_book(b)
-        if out is not None:
+        traced = core.on_book_traced(b)
+        if traced is not None:
+            out, sample = traced
             await ctx.bus.publish(subjects.feat_micro(root, out.venue, out.symbol), encode(out))
             published.labels(out.venue).inc()
+            if writer is not None:
+                writer.offer(out, sample)
+
+    load_capture = functools.lru_cache(maxsize=8)(offline.load)
+
+    async def parity(req: ParityRequest) -> ParityReport:
+        """Online (stored) vs offline (recomputed from the capture) — ``offline.parity``."""
+        if pool is None:
+            raise RuntimeError("the feature store needs STEVIE_DATABASE_URL")
+        stored = await stored_keys(pool)
+        keys = [(v, y) for v, y in stored if req.venue in (None, v) and req.symbol in (None, y)]
+        if (req.venue or req.symbol) and not keys:
+            raise KeyError(f"no stored features for venue={req.venue} symbol={req.symbol}; stored: {stored}")
+        inputs = [offline.KeyInput(v, y, await get_samples(pool, v, y), await get_vectors(pool, v, y)) for v, y in keys]
+        return await asyncio.to_thread(
+            offline.parity,
+            inputs,
+            Path(s.data_dir),
+            lambda: Features(s.obi_levels, window_ns, ctx.clock.now_ns, kernels),
+            kernels,
+            load_capture,
+        )
 
     await ctx.subscribe_typed(subjects.md_book(root, "*", "*"), BookTopK, on_book, dlq.labels("book"))
     await ctx.subscribe_typed(subjects.md_trade(root, "*", "*"), Trade, core.on_trade, dlq.labels("trade"))
     await ctx.subscribe_typed(subjects.md_status(root, "*", "*"), BookStatus, core.on_status, dlq.labels("status"))
-    await asyncio.Event().wait()
+    await ctx.serve_rpc("parity", ParityRequest, parity)
+    try:
+        await asyncio.gather(asyncio.Event().wait(), *([writer.run()] if writer is not None else []))
+    finally:
+        if pool is not None:
+            await pool.close()
 
 
 SPEC = ServiceSpec("features", FeaturesSettings, main)
