@@ -292,6 +292,10 @@ class RouterSnapshot(msgspec.Struct, frozen=True, tag=True):
     updates: dict[str, int]
     decisions: int
     decisionsLastMin: int
+    modelId: str = ""
+    """The registry model the posterior continues ('' = the prior)."""
+    exploration: float = 0.0
+    """The exploration (prior) scale v now (calibration nudges change it)."""
 
 
 # -- execution --------------------------------------------------------------------------

@@ -13,7 +13,10 @@ class ExecutionSettings(CommonSettings, frozen=True, kw_only=True, forbid_unknow
     s_max_quote: largest decision notional; w_star: uncertainty scale of the sizing sigmoid;
     sigma_target_bps: target σ of the position over the horizon (vol targeting);
     capital_quote: starting paper cash; fee_bps: taker fee; min_order_quote: smaller
-    rebalances are skipped; feature_window: feature vectors kept for the audit."""
+    rebalances are skipped; feature_window: feature vectors kept for the audit.
+    venue_routing: every order asks the venues service for the cheapest LIVE venue and fills
+    there; route_venues: the venues whose books execution tracks for those fills (the
+    decision clock stays on ``books``)."""
 
     books: list[str] = msgspec.field(default_factory=lambda: ["binance:BTCUSDT", "binance:ETHUSDT"])
     decision_interval_s: float = 10.0
@@ -26,6 +29,12 @@ class ExecutionSettings(CommonSettings, frozen=True, kw_only=True, forbid_unknow
     min_order_quote: float = 10.0
     feature_window: int = 10
     rpc_timeout_s: float = 3.0
+    venue_routing: bool = True
+    route_venues: list[str] = msgspec.field(default_factory=lambda: ["binance", "binance-usdm"])
+
+    def route_pairs(self) -> list[tuple[str, str]]:
+        """Every route venue × traded symbol."""
+        return [(v, sym) for v in self.route_venues for sym in dict.fromkeys(s for _, s in self.pairs())]
 
     def pairs(self) -> list[tuple[str, str]]:
         out = []

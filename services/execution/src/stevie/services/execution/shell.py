@@ -37,9 +37,10 @@ from stevie.contracts.rpc import (
     VolForecast,
     VolForecastRequest,
 )
+from stevie.contracts.venues import VenueRoute, VenueScore, VenueScoreRequest
 from stevie.quant.errors import QuantInputError
 from stevie.runtime.service import ServiceContext, ServiceSpec
-from stevie.services.execution.core import ExecutionCore, Key, NotTradable
+from stevie.services.execution.core import BookSlot, ExecutionCore, Key, NotTradable, Position
 from stevie.services.execution.settings import ExecutionSettings
 
 R = TypeVar("R")
@@ -50,6 +51,10 @@ class Execution:
     def __init__(self, ctx: ServiceContext, s: ExecutionSettings) -> None:
         self.ctx, self.s, self.root = ctx, s, s.subject_root
         self.core = ExecutionCore(s)
+        for k in s.route_pairs():  # books a routed order may fill on (no decision clock on them)
+            self.core.slots.setdefault(k, BookSlot())
+            self.core.positions.setdefault(k, Position())
+        self.clock_keys = set(s.pairs())
         self.locks: dict[Key, asyncio.Lock] = {k: asyncio.Lock() for k in self.core.slots}
         self.vol_cache: dict[str, tuple[float, VolForecast | None]] = {}
         self.smile_cache: dict[str, tuple[float, float]] = {}
@@ -111,7 +116,8 @@ class Execution:
             if choice is None:
                 choice = await self.call("router", "choose", ChooseRequest(ctx), Choice)
             sizing = self.core.size(key, choice, ctx, sigma, source, now)
-            order = sizing.target_size - self.core.positions[key].size
+            held = sum(p.size for k, p in self.core.positions.items() if k[1] == key[1])  # every venue
+            order = sizing.target_size - held
             side, qty = (1 if order > 0 else -1), abs(order)
             return await self.execute(key, choice, sizing, ctx, window, side, qty, now)
 
@@ -127,10 +133,12 @@ class Execution:
         now: int,
     ) -> ExecutionRecord:
         fill: FillView | None = None
+        fill_key, route = key, None
         if qty * self.core.mid(key) < self.s.min_order_quote:
             guard = GuardDecision(False, "no_order")
         else:
-            check = self.core.order_check(key, side, qty, now)
+            fill_key, route = await self.route(key, side, qty)
+            check = self.core.order_check(fill_key, side, qty, now)
             try:
                 guard = await self.call("risk-guards", "check", check, GuardDecision)
             except (TimeoutError, RuntimeError) as exc:
@@ -139,16 +147,50 @@ class Execution:
                 self.m_blocked.labels(guard.reason.split(":")[0]).inc()
                 self.blocked_times.append(time.monotonic())
             else:
-                fill = self.core.fill(key, side, qty)
-                self.m_fills.labels(*key).inc()
+                fill = self.core.fill(fill_key, side, qty)
+                self.m_fills.labels(*fill_key).inc()
         event_id = self.core.next_id(key, now)
         audit, rec = self.core.record(
             key, event_id, choice, sizing, guard, fill, ctx, window, now, self.ctx.clock.now_ns(), side * qty
         )
-        await self.ctx.bus.publish_durable(subjects.audit(self.root, *key), encode(audit), event_id)
-        await self.ctx.bus.publish_durable(subjects.exec_record(self.root, *key), encode(rec), event_id + ":rec")
+        if route is not None:  # the fill's venue and position; the decision stays on ``key``'s clock
+            pos = self.core.positions[fill_key].size
+            audit = msgspec.structs.replace(audit, venue=fill_key[0], position_after=pos, route=route)
+            rec = msgspec.structs.replace(rec, venue=fill_key[0], position=pos)
+        await self.ctx.bus.publish_durable(subjects.audit(self.root, *fill_key), encode(audit), event_id)
+        await self.ctx.bus.publish_durable(subjects.exec_record(self.root, *fill_key), encode(rec), event_id + ":rec")
         self.m_decisions.labels(*key).inc()
         return rec
+
+    def tradable(self, key: Key) -> bool:
+        try:
+            self.core.slot(key)
+        except NotTradable:
+            return False
+        return True
+
+    async def route(self, key: Key, side: int, qty: float) -> tuple[Key, VenueRoute | None]:
+        """Where an order fills: the venues service's cheapest eligible venue (expected all-in
+        cost) among the books execution tracks; ``key`` itself when routing is off (no route)
+        or when the venues service gives no usable answer (the route says why)."""
+        if not self.s.venue_routing:
+            return key, None
+        req = VenueScoreRequest(key[1], qty, "buy" if side > 0 else "sell")
+        try:
+            sc = await self.call("venues", "score", req, VenueScore)
+        except (TimeoutError, RuntimeError) as exc:
+            why = f"venues service: {exc}"[:200] + f"; filled on {key[0]}"
+            return key, VenueRoute(key[0], key[0], None, [why], self.core.mid(key))
+        scores = {a.venue: a.score for a in sc.alternatives}
+        for a in sc.alternatives:
+            k = (a.venue, key[1])
+            if a.eligible and self.tradable(k):
+                reasons = list(sc.reasons)
+                if a.venue != sc.venue:
+                    reasons.append(f"{sc.venue} is not tracked by execution; filled on {a.venue}")
+                return k, VenueRoute(sc.venue, a.venue, a.score, reasons, self.core.mid(k), scores)
+        reasons = [*sc.reasons, f"no eligible venue tracked by execution; filled on {key[0]}"]
+        return key, VenueRoute(sc.venue, key[0], None, reasons, self.core.mid(key), scores)
 
     async def rewards(self, key: Key) -> None:
         for policy, reward, ctx in self.core.due_rewards(key):
@@ -164,7 +206,7 @@ class Execution:
         if key not in self.locks:
             return
         await self.rewards(key)
-        if due and not self.locks[key].locked():
+        if due and key in self.clock_keys and not self.locks[key].locked():
             try:
                 await self.decide(key)
             except (NotTradable, TimeoutError, RuntimeError, QuantInputError) as exc:

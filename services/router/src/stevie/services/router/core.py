@@ -54,6 +54,7 @@ class Router:
         self.last: Choice | None = None
         self.decisions = 0
         self._recent: deque[int] = deque()
+        self.model_id = ""  # the registry model this posterior continues ('' = the prior)
 
     def choose(self, ctx: RouterContext, now_ns: int) -> Choice:
         x = features(ctx)
@@ -77,4 +78,6 @@ class Router:
     def snapshot(self, now_ns: int) -> RouterSnapshot:
         while self._recent and self._recent[0] <= now_ns - 60_000_000_000:
             self._recent.popleft()
-        return RouterSnapshot(self.last, FEATURES, self.updates(), self.decisions, len(self._recent))
+        return RouterSnapshot(
+            self.last, FEATURES, self.updates(), self.decisions, len(self._recent), self.model_id, self.ts.v
+        )

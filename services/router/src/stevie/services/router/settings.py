@@ -13,8 +13,12 @@ class RouterSettings(CommonSettings, frozen=True, kw_only=True, forbid_unknown_f
     prior_precision: float = 1.0
     exploration: float = 0.5
     mc_draws: int = 2000
+    checkpoint_every: int = 10
+    """Posterior updates between two checkpoints into the model registry (also on SIGTERM)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.checkpoint_every < 1:
+            raise SettingsError("checkpoint_every >= 1")
         if self.prior_precision <= 0 or self.exploration <= 0 or self.mc_draws < 10:
             raise SettingsError("prior_precision > 0, exploration > 0, mc_draws >= 10")

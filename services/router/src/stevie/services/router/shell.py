@@ -16,6 +16,7 @@ from stevie.contracts.rpc import (
 )
 from stevie.runtime.service import ServiceContext, ServiceSpec
 from stevie.services.router.core import Router
+from stevie.services.router.models import ModelSync
 from stevie.services.router.settings import RouterSettings
 
 
@@ -23,6 +24,8 @@ async def main(ctx: ServiceContext) -> None:
     s = ctx.settings
     assert isinstance(s, RouterSettings)
     router = Router(s.seed, s.prior_precision, s.exploration, s.mc_draws)
+    sync = ModelSync(ctx, router, s.checkpoint_every)
+    await sync.start()
     decisions = Counter("router_decisions_total", "Policy choices", ["policy"], registry=ctx.registry)
     updates = Counter("router_updates_total", "Posterior updates", ["policy"], registry=ctx.registry)
 
@@ -34,6 +37,7 @@ async def main(ctx: ServiceContext) -> None:
     def update(req: UpdateRequest) -> PosteriorSummary:
         out = router.update(req.policyId, req.reward, req.context)
         updates.labels(req.policyId).inc()
+        sync.on_update()
         return out
 
     def snapshot(_: SnapshotRequest) -> RouterSnapshot:
@@ -42,7 +46,10 @@ async def main(ctx: ServiceContext) -> None:
     await ctx.serve_rpc("choose", ChooseRequest, choose)
     await ctx.serve_rpc("update", UpdateRequest, update)
     await ctx.serve_rpc("snapshot", SnapshotRequest, snapshot)
-    await asyncio.Event().wait()
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await sync.stop()  # SIGTERM: last checkpoint
 
 
 SPEC = ServiceSpec("router", RouterSettings, main)
