@@ -60,6 +60,10 @@ def stack_env(opts: UpOptions, base: dict[str, str]) -> dict[str, str]:
         env.setdefault("STEVIE_BOOK_MAINTAINER_BINANCE_USDM_REST_URL", f"http://127.0.0.1:{usdm}")
         env.setdefault("STEVIE_BOOK_MAINTAINER_BINANCE_USDM_WS_URL", f"ws://127.0.0.1:{usdm}")
         env.setdefault("STEVIE_VOL_REST_URL", f"http://127.0.0.1:{usdm}")
+        env.setdefault(
+            "STEVIE_VENUES_REST_URLS", f"binance=http://127.0.0.1:{spot},binance-usdm=http://127.0.0.1:{usdm}"
+        )
+        env.setdefault("STEVIE_VENUES_WS_URLS", f"binance=ws://127.0.0.1:{spot},binance-usdm=ws://127.0.0.1:{usdm}")
     env.setdefault("STEVIE_GATEWAY_PORT", str(opts.gateway_port))
     env.setdefault("STEVIE_GATEWAY_SERVICES", ",".join(opts.services))
     env["PYTHONUNBUFFERED"] = "1"

@@ -65,3 +65,9 @@ async def get_ohlcv(pool: asyncpg.Pool, venue: str, symbol: str, interval: str, 
     else:
         rows = await pool.fetch(_AGGREGATED, venue, symbol, limit, minutes)
     return [OhlcvBar(r["ts"], r["open"], r["high"], r["low"], r["close"], r["volume"]) for r in reversed(rows)]
+
+
+async def stored_symbols(pool: asyncpg.Pool, venue: str) -> set[str]:
+    """Symbols of ``venue`` with at least one stored 1-minute bar."""
+    rows = await pool.fetch("SELECT DISTINCT symbol FROM bars WHERE venue = $1 AND timeframe = '1m'", venue)
+    return {r["symbol"] for r in rows}

@@ -17,6 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 from stevie.bus import NatsBus
 from stevie.contracts import BookStatus, BookTopK, Heartbeat, MicroFeatures, encode, subjects
 from stevie.contracts import evidence as ev
+from stevie.contracts.featstore import OhlcvBars, OhlcvRequest, ParityReport, ParityRequest
 from stevie.contracts.ops import (
     CanaryAction,
     CanaryState,
@@ -158,6 +159,27 @@ FORWARDS: list[Forward] = [
         unwrap="audits",
     ),
     # -- backtest, feature store, market data (issue 10)
+    Forward(
+        "GET",
+        "/api/features/parity",
+        "features",
+        "parity",
+        ParityRequest,
+        ParityReport,
+        "Online (stored) vs offline (recomputed from the capture) feature parity",
+        query=("venue", "symbol"),
+    ),
+    Forward(
+        "GET",
+        "/api/market/ohlcv",
+        "reporter",
+        "ohlcv",
+        OhlcvRequest,
+        OhlcvBars,
+        "OHLCV bars from PostgreSQL",
+        query=("symbol", "interval", "limit", "venue"),
+        unwrap="bars",
+    ),
     # -- evidence (issue 11)
     Forward(
         "GET",

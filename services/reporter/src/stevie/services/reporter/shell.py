@@ -12,12 +12,14 @@ from prometheus_client import Counter
 
 from stevie.bus import Msg
 from stevie.contracts import subjects
+from stevie.contracts.featstore import OhlcvBars, OhlcvRequest
 from stevie.contracts.rpc import Audit, AuditLatestRequest, AuditList
 from stevie.quant.errors import QuantInputError
 from stevie.runtime.service import ServiceContext, ServiceSpec
 from stevie.services.reporter.core import decode_event
 from stevie.services.reporter.settings import ReporterSettings
 from stevie.store import connect_pool, insert_audit, insert_execution, latest_audits, migrate
+from stevie.store.ohlcv import check_request, get_ohlcv, stored_symbols
 
 STREAM = "STEVIE_EVENTS"
 
@@ -54,8 +56,19 @@ async def main(ctx: ServiceContext) -> None:
             raise QuantInputError(f"limit must be in [1, {s.max_audit_limit}]")
         return AuditList(await latest_audits(pool, req.limit))
 
+    async def ohlcv(req: OhlcvRequest) -> OhlcvBars:
+        """``GET /api/market/ohlcv``: bars from PostgreSQL (``stevie.store.ohlcv``)."""
+        if req.venue not in s.venues:
+            raise QuantInputError(f"unknown venue {req.venue!r}; accepted: {', '.join(s.venues)}")
+        check_request(req.interval, req.limit)
+        known = set(s.symbols) | await stored_symbols(pool, req.venue)
+        if req.symbol not in known:
+            raise QuantInputError(f"unknown symbol {req.symbol!r}; accepted: {', '.join(sorted(known))}")
+        return OhlcvBars(await get_ohlcv(pool, req.venue, req.symbol, req.interval, req.limit))
+
     await ctx.bus.ensure_stream(STREAM, subjects.durable_patterns(s.subject_root))
     await ctx.serve_rpc("audit_latest", AuditLatestRequest, audit_latest)
+    await ctx.serve_rpc("ohlcv", OhlcvRequest, ohlcv)
     try:
         await asyncio.gather(
             *(
