@@ -60,6 +60,14 @@ from stevie.contracts.rpc import (
     UpdateRequest,
     VolForecastRequest,
 )
+from stevie.contracts.venues import (
+    VenueRegistry,
+    VenueRegistryRequest,
+    VenueReport,
+    VenueReportRequest,
+    VenueScore,
+    VenueScoreRequest,
+)
 from stevie.runtime.metrics import MergedTextCollector, new_registry
 from stevie.runtime.service import ServiceContext, ServiceSpec
 from stevie.services.gateway import api, operations, security
@@ -298,6 +306,36 @@ FORWARDS: list[Forward] = [
         operator=True,
     ),
     # -- venues, dashboard feeds (issue 15)
+    Forward(
+        "GET",
+        "/api/venues/registry",
+        "venues",
+        "registry",
+        VenueRegistryRequest,
+        VenueRegistry,
+        "Venue registry: latency, spread, depth, fees, reliability, rate remaining (query: symbol)",
+        query=("symbol",),
+        unwrap="venues",
+    ),
+    Forward(
+        "POST",
+        "/api/venues/score",
+        "venues",
+        "score",
+        VenueScoreRequest,
+        VenueScore,
+        "Cheapest LIVE venue for a taker order: expected all-in cost (bps) with reasons",
+    ),
+    Forward(
+        "GET",
+        "/api/report/venue",
+        "venues",
+        "report_venue",
+        VenueReportRequest,
+        VenueReport,
+        "Per venue: fills, win rate, slippage vs arrival mid, downtime (query: window, e.g. 7d)",
+        query=("window",),
+    ),
     # -- events (issue 16)
 ]
 
