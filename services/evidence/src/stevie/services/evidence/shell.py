@@ -1,15 +1,232 @@
-"""evidence shell (placeholder until its capability lands: it only heartbeats)."""
+"""evidence shell: reads the audits (and the model registry) from PostgreSQL, hands them to
+the pure core, answers ``evidence.*`` over request/reply, and publishes model changes and
+nudges for the router and execution to apply live. Heavy answers (bootstrap, SPA) are
+computed in a worker thread and reused for ``cache_s`` seconds."""
 
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
+import asyncpg
+import stamina
+from prometheus_client import Counter
+
+from stevie.contracts import encode, subjects
+from stevie.contracts.evidence import (
+    ApplyNudgesRequest,
+    CfSummary,
+    CfSummaryRequest,
+    MetaQuality,
+    MetaQualityRequest,
+    ModelChange,
+    ModelIdRequest,
+    ModelList,
+    ModelsRequest,
+    NudgesApplied,
+    PbtLineage,
+    PbtLineageRequest,
+    PromotionStatus,
+    PromotionStatusRequest,
+)
+from stevie.quant.calibration import NudgeBounds
+from stevie.quant.errors import QuantInputError
 from stevie.runtime.service import ServiceContext, ServiceSpec
+from stevie.services.evidence import core
 from stevie.services.evidence.settings import EvidenceSettings
+from stevie.store import connect_pool, migrate
+from stevie.store import evidence as repo
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def db_errors(fn: Callable[[R], Awaitable[T]]) -> Callable[[R], Awaitable[T]]:
+    """A database that is down or failing answers 503 (RuntimeError), not a crash."""
+
+    async def wrapped(req: R) -> T:
+        try:
+            return await fn(req)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise RuntimeError(f"database unavailable: {exc}") from exc
+
+    return wrapped
+
+
+class Evidence:
+    def __init__(self, ctx: ServiceContext, s: EvidenceSettings, pool: asyncpg.Pool) -> None:
+        self.ctx, self.s, self.pool = ctx, s, pool
+        self._cache: dict[str, tuple[float, object]] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self.bounds = NudgeBounds(s.nudge_prior_bound, s.nudge_sizing_bound, s.ece_target, s.sizing_gain)
+        self.ope = core.OpeSettings(s.n_boot, s.alpha, 0, s.min_n, s.min_ess, s.ridge_alpha)
+        self.promo = core.PromotionSettings(s.p_max, s.dsr_min, s.spa_reps, s.spa_block_size, 0, s.min_n)
+        r = ctx.registry
+        self.m_changes = Counter("evidence_model_changes_total", "Promotes and rollbacks", ["action"], registry=r)
+        self.m_nudges = Counter("evidence_nudges_applied_total", "Calibration nudges applied", registry=r)
+
+    async def cached(self, key: str, make: Callable[[], Awaitable[T]]) -> T:
+        """``make()`` at most once per ``cache_s`` per key (concurrent callers share it)."""
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            hit = self._cache.get(key)
+            if hit is not None and time.monotonic() - hit[0] < self.s.cache_s:
+                return hit[1]  # type: ignore[return-value]
+            value = await make()
+            self._cache[key] = (time.monotonic(), value)
+            return value
+
+    async def logged(self) -> list[core.Logged]:
+        async def load() -> list[core.Logged]:
+            audits = await repo.recent_audits(self.pool, self.s.max_audits)
+            return await asyncio.to_thread(core.outcomes, audits, self.s.horizon_s)
+
+        return await self.cached("logged", load)
+
+    # -- off-policy evaluation ------------------------------------------------------------
+    async def cf_summary(self, req: CfSummaryRequest) -> CfSummary:
+        if req.source not in ("live", "backtest"):
+            raise QuantInputError(f"source must be 'live' or 'backtest', got {req.source!r}")
+
+        async def make() -> CfSummary:
+            if req.source == "backtest":
+                return CfSummary(
+                    "backtest",
+                    0,
+                    self.s.horizon_s,
+                    "bps",
+                    self.s.alpha,
+                    [],
+                    ["no backtest decisions with propensities stored yet (run `stevie backtest`)"],
+                )
+            logged = await self.logged()
+            cur = await repo.current_model(self.pool)
+            rows, warnings = await asyncio.to_thread(core.cf_rows, logged, self.ope, cur[1] if cur else None)
+            return CfSummary("live", len(logged), self.s.horizon_s, "bps", self.s.alpha, rows, warnings)
+
+        return await self.cached(f"cf:{req.source}", make)
+
+    # -- promotion ------------------------------------------------------------------------
+    async def promotion_status(self, _: PromotionStatusRequest) -> PromotionStatus:
+        async def make() -> PromotionStatus:
+            logged = await self.logged()
+            trials = await repo.trial_sharpes(self.pool)
+            r = await asyncio.to_thread(core.promotion_status, logged, trials, self.promo)
+            return PromotionStatus(
+                core.ROUTER,
+                r.champion_mean,
+                r.n,
+                r.challengers,
+                r.spa,
+                r.trials,
+                r.decision,
+                r.reason,
+                self.s.p_max,
+                self.s.dsr_min,
+                r.warnings,
+            )
+
+        return await self.cached("promotion", make)
+
+    # -- model registry -------------------------------------------------------------------
+    async def models(self, _: ModelsRequest) -> ModelList:
+        return ModelList(await repo.list_models(self.pool))
+
+    async def _change(self, req: ModelIdRequest, action: str) -> ModelChange:
+        if not req.id:
+            raise QuantInputError("id is required")
+        change = await repo.set_current(self.pool, req.id, action, req.actor)
+        await self.ctx.bus.publish(subjects.model_current(self.s.subject_root), encode(change))
+        self.m_changes.labels(action).inc()
+        self.ctx.log.info("model_changed", action=action, model=req.id, previous=change.previous, actor=req.actor)
+        return change
+
+    async def models_promote(self, req: ModelIdRequest) -> ModelChange:
+        return await self._change(req, "promote")
+
+    async def models_rollback(self, req: ModelIdRequest) -> ModelChange:
+        return await self._change(req, "rollback")
+
+    # -- calibration ----------------------------------------------------------------------
+    async def _calibration(self) -> core.CalibrationResult:
+        async def make() -> core.CalibrationResult:
+            logged = await self.logged()
+            return await asyncio.to_thread(
+                core.calibration_report, logged, self.s.window_s, self.bounds, self.s.n_bins, self.s.min_forecasts
+            )
+
+        return await self.cached("calibration", make)
+
+    async def meta_quality(self, _: MetaQualityRequest) -> MetaQuality:
+        c = await self._calibration()
+        nd = c.nudges
+        return MetaQuality(
+            n=c.n,
+            windowS=self.s.window_s,
+            brier=c.brier,
+            ece=c.ece,
+            reliability=c.bins,
+            byPolicy=c.by_policy,
+            temperature=nd.temperature if nd else None,
+            routerPriorDelta=nd.routerPriorDelta if nd else 0.0,
+            sizingCapDelta=nd.sizingCapDelta if nd else 0.0,
+            bounds={"routerPriorDelta": self.bounds.prior, "sizingCapDelta": self.bounds.sizing},
+            warnings=c.warnings,
+        )
+
+    async def meta_apply_nudges(self, req: ApplyNudgesRequest) -> NudgesApplied:
+        core.check_explicit_nudges(req.routerPriorDelta, req.sizingCapDelta, self.bounds)
+        c = await self._calibration()
+        explicit = req.routerPriorDelta is not None or req.sizingCapDelta is not None
+        prior = (
+            req.routerPriorDelta
+            if req.routerPriorDelta is not None
+            else (c.nudges.routerPriorDelta if c.nudges else 0.0)
+        )
+        sizing = (
+            req.sizingCapDelta if req.sizingCapDelta is not None else (c.nudges.sizingCapDelta if c.nudges else 0.0)
+        )
+        if not explicit and c.nudges is None:
+            reason = "; ".join(c.warnings) or "no forecasts"
+            return NudgesApplied(0.0, 0.0, False, c.ece, c.n, reason, int(time.time() * 1000))
+        ts = await repo.add_nudge(self.pool, prior, sizing, c.ece, c.n, explicit, req.actor)
+        out = NudgesApplied(prior, sizing, True, c.ece, c.n, "explicit" if explicit else "from calibration", ts)
+        await self.ctx.bus.publish(subjects.nudges(self.s.subject_root), encode(out))
+        self.m_nudges.inc()
+        self.ctx.log.info("nudges_applied", prior=prior, sizing=sizing, ece=c.ece, n=c.n, actor=req.actor)
+        self._cache.pop("calibration", None)
+        return out
+
+    # -- PBT --------------------------------------------------------------------------------
+    async def pbt_lineage(self, req: PbtLineageRequest) -> PbtLineage:
+        if not 1 <= req.limit <= 10_000:
+            raise QuantInputError("limit must be in [1, 10000]")
+        return PbtLineage(await repo.list_lineage(self.pool, req.limit))
 
 
 async def main(ctx: ServiceContext) -> None:
-    await asyncio.Event().wait()
+    s = ctx.settings
+    assert isinstance(s, EvidenceSettings)
+    if not s.database_url:
+        raise RuntimeError("evidence needs STEVIE_DATABASE_URL (PostgreSQL is the record of truth)")
+    retry = stamina.retry(on=(OSError, asyncpg.PostgresError), attempts=20, timeout=30.0)
+    await retry(migrate)(s.database_url)
+    pool = await retry(connect_pool)(s.database_url)
+    ev = Evidence(ctx, s, pool)
+    try:
+        await ctx.serve_rpc("cf_summary", CfSummaryRequest, db_errors(ev.cf_summary))
+        await ctx.serve_rpc("promotion_status", PromotionStatusRequest, db_errors(ev.promotion_status))
+        await ctx.serve_rpc("models", ModelsRequest, db_errors(ev.models))
+        await ctx.serve_rpc("models_promote", ModelIdRequest, db_errors(ev.models_promote))
+        await ctx.serve_rpc("models_rollback", ModelIdRequest, db_errors(ev.models_rollback))
+        await ctx.serve_rpc("meta_quality", MetaQualityRequest, db_errors(ev.meta_quality))
+        await ctx.serve_rpc("meta_apply_nudges", ApplyNudgesRequest, db_errors(ev.meta_apply_nudges))
+        await ctx.serve_rpc("pbt_lineage", PbtLineageRequest, db_errors(ev.pbt_lineage))
+        await asyncio.Event().wait()
+    finally:
+        await pool.close()
 
 
 SPEC = ServiceSpec("evidence", EvidenceSettings, main)

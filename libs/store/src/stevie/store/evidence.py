@@ -1,0 +1,324 @@
+"""Evidence repositories: the model registry (register, checkpoint, promote, rollback,
+current, history), DSR trials, PBT lineage, nudges, and the audits read back for
+off-policy evaluation. Tables: ``migrations/005_evidence.sql``.
+
+A model's posterior is stored as ``RouterPosterior`` JSON. The current model of a slot
+(``router``) changes only together with a ``model_history`` row (one transaction).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+import asyncpg
+import msgspec
+
+from stevie.contracts.evidence import LineageRow, ModelChange, ModelView, RouterPosterior
+from stevie.contracts.rpc import Audit
+
+SLOT = "router"
+_posterior = msgspec.json.Decoder(RouterPosterior)
+_audit = msgspec.json.Decoder(Audit)
+
+
+def _ms(ts: datetime) -> int:
+    return int(ts.timestamp() * 1000)
+
+
+def _view(r: asyncpg.Record, current_id: str | None) -> ModelView:
+    return ModelView(
+        id=r["id"],
+        kind=r["kind"],
+        createdAt=_ms(r["created_at"]),
+        source=r["source"],
+        seed=r["seed"],
+        data=r["data"],
+        parent=r["parent"],
+        current=r["id"] == current_id,
+        updates={k: int(v) for k, v in json.loads(r["updates"]).items()},
+        params={k: float(v) for k, v in json.loads(r["params"]).items()},
+        metrics={k: float(v) for k, v in json.loads(r["metrics"]).items()},
+    )
+
+
+_COLS = "id, kind, created_at, source, seed, data, parent, updates::text, params::text, metrics::text"
+
+
+async def _current_id(conn: asyncpg.Pool | asyncpg.Connection, slot: str = SLOT) -> str | None:
+    v = await conn.fetchval("SELECT model_id FROM model_current WHERE slot = $1", slot)
+    return str(v) if v is not None else None
+
+
+async def register_model(
+    pool: asyncpg.Pool,
+    model_id: str,
+    kind: str,
+    source: str,
+    posterior: RouterPosterior | None,
+    *,
+    seed: int | None = None,
+    data: str = "",
+    parent: str | None = None,
+    params: dict[str, float] | None = None,
+    metrics: dict[str, float] | None = None,
+    actor: str = "",
+) -> ModelView:
+    """Insert a model (not made current). Raises ValueError if the id exists."""
+    updates = {a: s.n for a, s in posterior.arms.items()} if posterior else {}
+    async with pool.acquire() as conn, conn.transaction():
+        try:
+            await conn.execute(
+                """INSERT INTO models (id, kind, source, seed, data, parent, posterior, updates, params, metrics)
+                   VALUES ($1,$2,$3,$4,$5,$6,$7::jsonb,$8::jsonb,$9::jsonb,$10::jsonb)""",
+                model_id,
+                kind,
+                source,
+                seed,
+                data,
+                parent,
+                msgspec.json.encode(posterior).decode() if posterior else None,
+                json.dumps(updates),
+                json.dumps(params or {}),
+                json.dumps(metrics or {}),
+            )
+        except asyncpg.UniqueViolationError as exc:
+            raise ValueError(f"model {model_id!r} already exists") from exc
+        await conn.execute(
+            "INSERT INTO model_history (action, model_id, actor, detail) VALUES ('register', $1, $2, $3)",
+            model_id,
+            actor,
+            kind,
+        )
+    return await get_model(pool, model_id)
+
+
+async def checkpoint(
+    pool: asyncpg.Pool, model_id: str, source: str, posterior: RouterPosterior, parent: str | None, data: str = ""
+) -> bool:
+    """Write the router's posterior as model ``model_id`` (insert, or update the same row on
+    later checkpoints of the same session). It becomes current only if the current model is
+    still its ``parent`` or itself (compare-and-set: a promote or rollback that happened in
+    between wins). Returns whether it is current."""
+    updates = json.dumps({a: s.n for a, s in posterior.arms.items()})
+    body = msgspec.json.encode(posterior).decode()
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('stevie.model_current'))")
+        await conn.execute(
+            """INSERT INTO models (id, kind, source, data, parent, posterior, updates)
+               VALUES ($1, 'checkpoint', $2, $3, $4, $5::jsonb, $6::jsonb)
+               ON CONFLICT (id) DO UPDATE SET posterior = EXCLUDED.posterior, updates = EXCLUDED.updates,
+                                              updated_at = now()""",
+            model_id,
+            source,
+            data,
+            parent,
+            body,
+            updates,
+        )
+        cur = await _current_id(conn)
+        if cur == model_id:
+            return True
+        if cur is not None and cur != parent:
+            return False
+        await conn.execute(
+            """INSERT INTO model_current (slot, model_id) VALUES ($1, $2)
+               ON CONFLICT (slot) DO UPDATE SET model_id = EXCLUDED.model_id, since = now()""",
+            SLOT,
+            model_id,
+        )
+        await conn.execute(
+            "INSERT INTO model_history (action, model_id, previous_id, actor) VALUES ('checkpoint', $1, $2, $3)",
+            model_id,
+            cur,
+            source,
+        )
+        return True
+
+
+async def get_model(pool: asyncpg.Pool, model_id: str) -> ModelView:
+    """Raises KeyError for an unknown id."""
+    r = await pool.fetchrow(f"SELECT {_COLS} FROM models WHERE id = $1", model_id)
+    if r is None:
+        raise KeyError(f"unknown model {model_id!r}")
+    return _view(r, await _current_id(pool))
+
+
+async def model_posterior(pool: asyncpg.Pool, model_id: str) -> RouterPosterior | None:
+    """The stored posterior (None when the model has parameters only). KeyError if unknown."""
+    r = await pool.fetchrow("SELECT posterior::text AS p FROM models WHERE id = $1", model_id)
+    if r is None:
+        raise KeyError(f"unknown model {model_id!r}")
+    return _posterior.decode(r["p"]) if r["p"] else None
+
+
+async def current_model(pool: asyncpg.Pool) -> tuple[ModelView, RouterPosterior | None] | None:
+    """The current router model and its posterior, or None when none was ever made current."""
+    cur = await _current_id(pool)
+    if cur is None:
+        return None
+    return await get_model(pool, cur), await model_posterior(pool, cur)
+
+
+async def list_models(pool: asyncpg.Pool, limit: int = 200) -> list[ModelView]:
+    """Newest first."""
+    cur = await _current_id(pool)
+    rows = await pool.fetch(f"SELECT {_COLS} FROM models ORDER BY created_at DESC, id LIMIT $1", limit)
+    return [_view(r, cur) for r in rows]
+
+
+async def set_current(pool: asyncpg.Pool, model_id: str, action: str, actor: str = "") -> ModelChange:
+    """Make ``model_id`` current (``promote``: any registered model with a posterior;
+    ``rollback``: a model that was current before). KeyError for an unknown id, ValueError
+    when the model cannot take that action."""
+    if action not in ("promote", "rollback"):
+        raise ValueError(f"action must be promote or rollback, got {action!r}")
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('stevie.model_current'))")
+        row = await conn.fetchrow("SELECT posterior IS NOT NULL AS has_posterior FROM models WHERE id = $1", model_id)
+        if row is None:
+            raise KeyError(f"unknown model {model_id!r}")
+        if not row["has_posterior"]:
+            raise ValueError(f"model {model_id!r} has no router posterior to load")
+        prev = await _current_id(conn)
+        if action == "rollback":
+            was = await conn.fetchval(
+                """SELECT count(*) FROM model_history
+                   WHERE (model_id = $1 AND action IN ('checkpoint', 'promote', 'rollback'))
+                      OR previous_id = $1""",
+                model_id,
+            )
+            if not was:
+                raise ValueError(f"model {model_id!r} was never current: promote it instead")
+        await conn.execute(
+            """INSERT INTO model_current (slot, model_id) VALUES ($1, $2)
+               ON CONFLICT (slot) DO UPDATE SET model_id = EXCLUDED.model_id, since = now()""",
+            SLOT,
+            model_id,
+        )
+        ts = await conn.fetchval(
+            """INSERT INTO model_history (action, model_id, previous_id, actor) VALUES ($1, $2, $3, $4)
+               RETURNING ts""",
+            action,
+            model_id,
+            prev,
+            actor,
+        )
+    return ModelChange(action, await get_model(pool, model_id), prev, _ms(ts))
+
+
+async def model_history(pool: asyncpg.Pool, limit: int = 100) -> list[tuple[int, str, str, str | None]]:
+    """(ts ms, action, model id, previous id), newest first."""
+    rows = await pool.fetch(
+        "SELECT ts, action, model_id, previous_id FROM model_history ORDER BY id DESC LIMIT $1", limit
+    )
+    return [(_ms(r["ts"]), r["action"], r["model_id"], r["previous_id"]) for r in rows]
+
+
+# -- trials, lineage, nudges --------------------------------------------------------------
+
+
+async def add_trial(
+    pool: asyncpg.Pool, ref: str, kind: str, sharpe: float, n_periods: int, params: dict[str, float] | None = None
+) -> bool:
+    """Register one evaluated configuration (idempotent on ``ref``); True when new."""
+    status = await pool.execute(
+        """INSERT INTO trials (ref, kind, sharpe, n_periods, params) VALUES ($1,$2,$3,$4,$5::jsonb)
+           ON CONFLICT (ref) DO NOTHING""",
+        ref,
+        kind,
+        sharpe,
+        n_periods,
+        json.dumps(params or {}),
+    )
+    return bool(status.endswith(" 1"))
+
+
+async def trial_sharpes(pool: asyncpg.Pool) -> list[float]:
+    """Per-period Sharpe ratio of every registered trial."""
+    return [float(r["sharpe"]) for r in await pool.fetch("SELECT sharpe FROM trials ORDER BY ts")]
+
+
+async def add_lineage(pool: asyncpg.Pool, row: LineageRow) -> None:
+    await pool.execute(
+        """INSERT INTO pbt_lineage (run_id, version_id, member, parent, generation, params, score,
+                                    window_start, window_stop, exploited)
+           VALUES ($1,$2,$3,$4,$5,$6::jsonb,$7,$8,$9,$10) ON CONFLICT (run_id, version_id) DO NOTHING""",
+        row.runId,
+        row.id,
+        row.member,
+        row.parent,
+        row.generation,
+        json.dumps(row.params),
+        row.score,
+        row.windowStart,
+        row.windowStop,
+        row.exploited,
+    )
+
+
+async def list_lineage(pool: asyncpg.Pool, limit: int = 500) -> list[LineageRow]:
+    """Newest run first, then generation and member order."""
+    rows = await pool.fetch(
+        """SELECT run_id, version_id, member, parent, generation, params::text AS params, score,
+                  window_start, window_stop, exploited, ts
+           FROM pbt_lineage ORDER BY ts DESC, generation, member LIMIT $1""",
+        limit,
+    )
+    return [
+        LineageRow(
+            r["run_id"],
+            r["version_id"],
+            r["member"],
+            r["parent"],
+            r["generation"],
+            {k: float(v) for k, v in json.loads(r["params"]).items()},
+            r["score"],
+            r["window_start"],
+            r["window_stop"],
+            r["exploited"],
+            _ms(r["ts"]),
+        )
+        for r in rows
+    ]
+
+
+async def add_nudge(
+    pool: asyncpg.Pool, prior: float, sizing: float, ece: float | None, n: int, explicit: bool, actor: str = ""
+) -> int:
+    """Audit one applied nudge; returns its ts (ms)."""
+    ts = await pool.fetchval(
+        """INSERT INTO nudges_audit (router_prior_delta, sizing_cap_delta, ece, n, explicit, actor)
+           VALUES ($1,$2,$3,$4,$5,$6) RETURNING ts""",
+        prior,
+        sizing,
+        ece,
+        n,
+        explicit,
+        actor,
+    )
+    return _ms(ts)
+
+
+# -- audits and backtest decisions read back -----------------------------------------------
+
+
+async def recent_audits(pool: asyncpg.Pool, limit: int) -> list[Audit]:
+    """The ``limit`` most recently *made* audits (by ``ts_init_ns``, wall time: the replay
+    restarts event time on every loop), returned oldest first."""
+    rows = await pool.fetch(
+        """SELECT body::text AS body FROM audits
+           ORDER BY (body->>'ts_init_ns')::bigint DESC LIMIT $1""",
+        limit,
+    )
+    out = []
+    for r in reversed(rows):
+        try:
+            out.append(_audit.decode(r["body"]))
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            continue  # an audit of an older, incompatible schema: not evidence any more
+    return out
+
+
+async def table_exists(pool: asyncpg.Pool, name: str) -> bool:
+    return bool(await pool.fetchval("SELECT to_regclass($1) IS NOT NULL", name))

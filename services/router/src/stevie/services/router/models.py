@@ -1,0 +1,129 @@
+"""router ⇄ model registry (async I/O): load the current model at start, checkpoint the
+posterior into PostgreSQL every N updates and on shutdown, reload a promoted or rolled-back
+model live (``subjects.model_current``) and apply calibration nudges (``subjects.nudges``).
+
+Each run of the router writes its checkpoints into one model row of its own
+(``ckpt-<12 hex>``, parent = the model it started from), which becomes current by
+compare-and-set (``stevie.store.evidence.checkpoint``); after a model change it starts a new
+row whose parent is the new model. Without a database (``STEVIE_DATABASE_URL`` empty) the
+router runs from the prior and nothing is persisted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import uuid
+
+import asyncpg
+import stamina
+from prometheus_client import Counter
+
+from stevie.contracts import subjects
+from stevie.contracts.evidence import ModelChange, NudgesApplied, RouterPosterior
+from stevie.quant.errors import QuantInputError
+from stevie.runtime.service import ServiceContext
+from stevie.services.router import checkpoint
+from stevie.services.router.core import Router
+from stevie.store import connect_pool
+from stevie.store import evidence as repo
+
+
+class ModelSync:
+    def __init__(self, ctx: ServiceContext, router: Router, every: int) -> None:
+        self.ctx, self.router = ctx, router
+        self.schedule = checkpoint.Schedule(every)
+        self.pool: asyncpg.Pool | None = None
+        self.parent: str | None = None
+        self.session = self._new_id()
+        self.source = f"router:{socket.gethostname()}:{os.getpid()}"
+        self._lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.dlq = Counter("router_model_dlq_total", "Undecodable model/nudge messages", registry=ctx.registry)
+
+    @staticmethod
+    def _new_id() -> str:
+        return f"ckpt-{uuid.uuid4().hex[:12]}"
+
+    async def start(self) -> None:
+        """Connect, load the current model (if any), follow model changes and nudges."""
+        root = self.ctx.settings.subject_root
+        await self.ctx.subscribe_typed(subjects.model_current(root), ModelChange, self.on_change, self.dlq)
+        await self.ctx.subscribe_typed(subjects.nudges(root), NudgesApplied, self.on_nudges, self.dlq)
+        url = self.ctx.settings.database_url
+        if not url:
+            self.ctx.log.warning("no_database", detail="posterior not persisted; starting from the prior")
+            return
+        retry = stamina.retry(on=(OSError, asyncpg.PostgresError), attempts=20, timeout=30.0)
+        self.pool = await retry(connect_pool)(url)
+        try:
+            cur = await repo.current_model(self.pool)
+        except asyncpg.UndefinedTableError:  # migrations not applied yet: nothing to load
+            cur = None
+        if cur is None or cur[1] is None:
+            self.ctx.log.info("model_prior", detail="no current model; starting from the prior")
+            return
+        self._load(cur[0].id, cur[1])
+
+    def _load(self, model_id: str, post: RouterPosterior) -> None:
+        try:
+            checkpoint.load(self.router, post)
+        except QuantInputError as exc:
+            self.ctx.log.warning("model_not_loaded", model=model_id, error=str(exc))
+            return
+        self.parent, self.session = model_id, self._new_id()
+        self.router.model_id = model_id
+        self.schedule.since = 0
+        self.ctx.log.info("model_loaded", model=model_id, updates=self.router.updates())
+
+    def on_update(self) -> None:
+        """Call after every posterior update: checkpoints in the background when due."""
+        if self.schedule.on_update() and self.pool is not None:
+            t = asyncio.ensure_future(self.save())
+            self._tasks.add(t)
+            t.add_done_callback(self._tasks.discard)
+
+    async def save(self) -> None:
+        """Write the posterior now (a database error is logged; the next checkpoint retries)."""
+        if self.pool is None:
+            return
+        async with self._lock:
+            post = checkpoint.export(self.router)
+            try:
+                current = await repo.checkpoint(self.pool, self.session, self.source, post, self.parent)
+            except (OSError, asyncpg.PostgresError) as exc:
+                self.ctx.log.warning("checkpoint_failed", error=str(exc)[:200])
+                return
+            if current:
+                self.router.model_id = self.session
+            self.ctx.log.info("checkpoint", model=self.session, current=current, updates=self.router.updates())
+
+    async def on_change(self, change: ModelChange) -> None:
+        """A promote or rollback: load that model's posterior now."""
+        if self.pool is None:
+            return
+        async with self._lock:
+            try:
+                post = await repo.model_posterior(self.pool, change.model.id)
+            except (KeyError, OSError, asyncpg.PostgresError) as exc:
+                self.ctx.log.warning("model_change_failed", model=change.model.id, error=str(exc)[:200])
+                return
+            if post is not None:
+                self._load(change.model.id, post)
+
+    def on_nudges(self, n: NudgesApplied) -> None:
+        """Scale the exploration (prior) scale: v ← v·(1 + routerPriorDelta)."""
+        if n.applied and n.routerPriorDelta > -1:
+            self.router.ts.v *= 1.0 + n.routerPriorDelta
+            self.ctx.log.info("nudge_applied", router_prior_delta=n.routerPriorDelta, v=self.router.ts.v)
+
+    async def stop(self) -> None:
+        """Final checkpoint (SIGTERM), then close."""
+        for t in list(self._tasks):
+            with contextlib.suppress(Exception):
+                await t
+        if self.pool is not None:
+            await self.save()
+            await self.pool.close()
