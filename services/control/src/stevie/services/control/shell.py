@@ -1,15 +1,251 @@
-"""control shell (placeholder until its capability lands: it only heartbeats)."""
+"""control shell: feature flags (PostgreSQL overrides, audited, pushed over NATS), data-quality
+statistics, the blue/green cutover state and the canary ladder.
+
+RPCs (``stevie.rpc.control.*``): ``flags_get``, ``flags_set``, ``dq_stats``, ``deploy_status``,
+``canary_state``, ``canary_action``. Flags are re-published every ``REPUBLISH_S`` seconds and at
+once on a change (``subjects.flags``). Paper stats for the ladder are polled from execution
+(positions, equity), risk-guards (breaker) and execution's heartbeat metrics (fills).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 
+import asyncpg
+import msgspec
+import stamina
+from prometheus_client import Counter, Gauge
+
+from stevie.contracts import Heartbeat, encode, subjects
+from stevie.contracts.ops import (
+    CanaryAction,
+    CanaryState,
+    CanaryStateRequest,
+    DeployStatus,
+    DeployStatusRequest,
+    DqExample,
+    DqStats,
+    DqStatsRequest,
+    FlagsGetRequest,
+    FlagsSetRequest,
+    FlagsState,
+    FlagsUpdate,
+    Transition,
+)
+from stevie.contracts.rpc import GuardsState, GuardsStateRequest, Positions, PositionsRequest, RpcError
+from stevie.runtime import flags as fl
 from stevie.runtime.service import ServiceContext, ServiceSpec
+from stevie.services.control.core import dq_sources, samples
+from stevie.services.control.deploy import (
+    WEIGHTS,
+    CanaryLadder,
+    Cutover,
+    CutoverConfig,
+    LadderConfig,
+    PaperStats,
+    SloThresholds,
+    SloWindow,
+)
 from stevie.services.control.settings import ControlSettings
+from stevie.store import connect_pool, migrate
+from stevie.store.ops import insert_ops_audit, load_overrides, quarantine_examples, write_flag_change
+
+MS = 1_000_000
+
+
+class Control:
+    def __init__(self, ctx: ServiceContext, s: ControlSettings, pool: asyncpg.Pool | None) -> None:
+        self.ctx, self.s, self.pool = ctx, s, pool
+        self.book = fl.FlagBook(fl.defaults(os.environ))
+        self.metrics_texts: dict[str, str] = {}
+        t = SloThresholds(s.slo_max_p95_ms, s.slo_max_error_rate, s.slo_max_qos_gap, s.slo_min_samples)
+        self.cutover = Cutover(s.blue_model, CutoverConfig(window_s=s.cutover_window_s, thresholds=t))
+        self.slo = {c: SloWindow(s.cutover_window_s, t) for c in ("blue", "green")}
+        self.ladder = CanaryLadder(
+            LadderConfig(
+                s.canary_min_fills, s.canary_min_pnl_quote, s.canary_max_cvar_quote, 0.95, s.canary_min_dwell_s
+            )
+        )
+        r = ctx.registry
+        self.m_changes = Counter("flag_changes_total", "Feature-flag changes", ["flag"], registry=r)
+        self.m_flag = Gauge("flag_value", "Bool flags as 0/1 (DataQuality: 1 = strict)", ["flag"], registry=r)
+        self.m_transitions = Counter(
+            "deploy_transitions_total", "Cutover and canary transitions", ["machine", "to"], registry=r
+        )
+        self.m_share = Gauge("deploy_green_share", "Share of decisions sent to green", registry=r)
+        self.m_weight = Gauge("canary_paper_weight", "Canary ladder paper weight", registry=r)
+        self._set_gauges()
+
+    def _set_gauges(self) -> None:
+        for name, v in self.book.values().items():
+            self.m_flag.labels(name).set(1.0 if v is True or v == "strict" else 0.0)
+        self.m_share.set(self.cutover.green_share)
+        self.m_weight.set(WEIGHTS[self.ladder.state])
+
+    # -- flags ----------------------------------------------------------------------------
+    async def load(self) -> None:
+        if self.pool is None:
+            return
+        for o in await load_overrides(self.pool):
+            try:
+                value = fl.parse_value(o.name, o.value)
+            except ValueError:  # a flag that no longer exists, or a value it no longer takes
+                self.ctx.log.warning("flag_override_ignored", flag=o.name, value=str(o.value))
+                continue
+            self.book.overrides[o.name] = fl.Override(value, o.updated_at_ms, o.updated_by, o.previous)
+        self.book.version += 1
+        self._set_gauges()
+
+    def flags_get(self, _: FlagsGetRequest) -> FlagsState:
+        return self.book.state()
+
+    async def flags_set(self, req: FlagsSetRequest) -> FlagsState:
+        """Validate all, persist each change with its audit row, push, answer the new state.
+        ValueError (→ 400) on an unknown flag or a wrong type; RuntimeError (→ 503) when the
+        database refuses (nothing changes then)."""
+        before = dict(self.book.overrides)
+        now_ms = self.ctx.clock.now_ns() // MS
+        changes = self.book.apply(req.values, req.actor or "anonymous", now_ms)
+        if self.pool is not None:
+            try:
+                for c in changes:
+                    await write_flag_change(self.pool, c.name, c.old, c.new, c.removed, c.actor, c.at_ms)
+            except (OSError, asyncpg.PostgresError) as exc:
+                self.book.overrides = before
+                raise RuntimeError(f"flags not stored: {exc}") from exc
+        for c in changes:
+            self.m_changes.labels(c.name).inc()
+            self.ctx.log.info("flag_changed", flag=c.name, old=c.old, new=c.new, actor=c.actor)
+        self._set_gauges()
+        await self.publish_flags()
+        return self.book.state()
+
+    async def publish_flags(self) -> None:
+        now = self.ctx.clock.now_ns()
+        up = FlagsUpdate(self.book.values(), self.book.version, now, now)
+        await self.ctx.bus.publish(subjects.flags(self.s.subject_root), encode(up))
+
+    async def republish(self) -> None:
+        while True:
+            with contextlib.suppress(Exception):
+                await self.publish_flags()
+            await asyncio.sleep(fl.REPUBLISH_S)
+
+    # -- data quality ---------------------------------------------------------------------
+    def on_heartbeat(self, hb: Heartbeat) -> None:
+        self.metrics_texts[hb.service] = hb.metrics_text
+
+    async def dq_stats(self, req: DqStatsRequest) -> DqStats:
+        if not 0 <= req.limit <= 100:
+            raise ValueError("limit must be in [0, 100]")
+        sources, resyncs = dq_sources(self.metrics_texts.values())
+        total, examples = 0, list[DqExample]()
+        if self.pool is not None:
+            try:
+                total, examples = await quarantine_examples(self.pool, req.limit)
+            except (OSError, asyncpg.PostgresError) as exc:
+                self.ctx.log.warning("quarantine_read_failed", error=str(exc)[:200])
+        return DqStats(str(self.book.value("DataQuality")), sources, resyncs, total, examples)
+
+    # -- deploy and canary ----------------------------------------------------------------
+    async def audit(self, machine: str, trs: list[Transition]) -> None:
+        for tr in trs:
+            self.m_transitions.labels(machine, tr.toState).inc()
+            self.ctx.log.info("transition", machine=machine, frm=tr.fromState, to=tr.toState, reason=tr.reason)
+            if self.pool is not None:
+                try:
+                    await insert_ops_audit(
+                        self.pool, machine, machine, tr.fromState, tr.toState, tr.actor, tr.reason, tr.atMs
+                    )
+                except (OSError, asyncpg.PostgresError) as exc:
+                    self.ctx.log.warning("transition_not_audited", error=str(exc)[:200])
+        self._set_gauges()
+
+    def deploy_status(self, _: DeployStatusRequest) -> DeployStatus:
+        now = self.ctx.clock.now_ns()
+        c = self.cutover
+        return DeployStatus(
+            state=c.state,
+            blue=c.blue,
+            green=c.green,
+            greenShare=c.green_share,
+            slo={colour: w.view(now) for colour, w in self.slo.items()},
+            healthySinceMs=None if c.healthy_since_ns is None else c.healthy_since_ns // MS,
+            windowS=c.cfg.window_s,
+            transitions=c.transitions[-20:],
+        )
+
+    def canary_state(self, _: CanaryStateRequest | None = None) -> CanaryState:
+        lad = self.ladder
+        return CanaryState(
+            state=lad.state,
+            paperWeight=WEIGHTS[lad.state],
+            held=lad.held,
+            next=lad.next,
+            gates=lad.gates(),
+            blockedBy=lad.blocked_by(),
+            transitions=lad.transitions[-20:],
+        )
+
+    async def canary_action(self, req: CanaryAction) -> CanaryState:
+        trs = self.ladder.act(req.action, self.ctx.clock.now_ns(), req.actor or "anonymous", req.reason)
+        await self.audit("canary", trs)
+        return self.canary_state()
+
+    async def _ask(self, service: str, method: str, req: msgspec.Struct, tp: type) -> object | None:
+        try:
+            msg = await self.ctx.bus.request(subjects.rpc(self.s.subject_root, service, method), encode(req), 2.0)
+            out = msgspec.json.decode(msg.data, type=tp | RpcError)
+        except (TimeoutError, msgspec.DecodeError, msgspec.ValidationError):
+            return None
+        return None if isinstance(out, RpcError) else out
+
+    def _fills(self) -> int:
+        text = self.metrics_texts.get("execution", "")
+        return int(sum(v for _, v in samples([text], "exec_fills_total")))
+
+    async def poll_paper(self) -> None:
+        """Every ``canary_poll_s``: paper stats → the ladder (transitions audited)."""
+        while True:
+            await asyncio.sleep(self.s.canary_poll_s)
+            pos = await self._ask("execution", "positions", PositionsRequest(), Positions)
+            guards = await self._ask("risk-guards", "state", GuardsStateRequest(), GuardsState)
+            if not isinstance(pos, Positions):
+                continue
+            tripped = bool(guards.breaker.get("tripped")) if isinstance(guards, GuardsState) else True
+            stats = PaperStats(self.ctx.clock.now_ns(), self._fills(), pos.equityQuote, tripped)
+            await self.audit("canary", self.ladder.observe(stats))
 
 
 async def main(ctx: ServiceContext) -> None:
-    await asyncio.Event().wait()
+    s = ctx.settings
+    assert isinstance(s, ControlSettings)
+    pool = None
+    if s.database_url:
+        retry = stamina.retry(on=(OSError, asyncpg.PostgresError), attempts=20, timeout=30.0)
+        await retry(migrate)(s.database_url)
+        pool = await retry(connect_pool)(s.database_url, max_size=2)
+    c = Control(ctx, s, pool)
+    await c.load()
+    dlq = Counter("control_dlq_total", "Undecodable messages", ["type"], registry=ctx.registry)
+    await ctx.subscribe_typed(
+        subjects.heartbeat(s.subject_root, "*"), Heartbeat, c.on_heartbeat, dlq.labels("heartbeat")
+    )
+    await ctx.serve_rpc("flags_get", FlagsGetRequest, c.flags_get)
+    await ctx.serve_rpc("flags_set", FlagsSetRequest, c.flags_set)
+    await ctx.serve_rpc("dq_stats", DqStatsRequest, c.dq_stats)
+    await ctx.serve_rpc("deploy_status", DeployStatusRequest, c.deploy_status)
+    await ctx.serve_rpc("canary_state", CanaryStateRequest, c.canary_state)
+    await ctx.serve_rpc("canary_action", CanaryAction, c.canary_action)
+    ctx.log.info("control_ready", flags=c.book.values())
+    try:
+        await asyncio.gather(c.republish(), c.poll_paper())
+    finally:
+        if pool is not None:
+            with contextlib.suppress(Exception):
+                await pool.close()
 
 
 SPEC = ServiceSpec("control", ControlSettings, main)
