@@ -103,6 +103,16 @@ def nudges(root: str) -> str:
     return _join(root, "evidence", "nudges")
 
 
+def regime(root: str, venue: str, symbol: str) -> str:
+    """Regime state of ``venue``/``symbol`` after each 1-minute bar (RegimeState)."""
+    return _join(root, "adaptive", "regime", venue, symbol)
+
+
+def gating(root: str) -> str:
+    """Features disabled by the scheduled gating evaluation (GatingState)."""
+    return _join(root, "adaptive", "gating")
+
+
 def all_subjects(root: str) -> dict[str, str]:
     """Every subject pattern, for ``stevie subjects``."""
     return {
@@ -120,4 +130,6 @@ def all_subjects(root: str) -> dict[str, str]:
         "calibration nudges": nudges(root),
         "feature flags": flags(root),
         "event context": events_context(root, ANY),
+        "regime state": regime(root, ANY, ANY),
+        "feature gating": gating(root),
     }
