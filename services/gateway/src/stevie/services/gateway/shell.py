@@ -16,6 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 
 from stevie.bus import NatsBus
 from stevie.contracts import BookStatus, BookTopK, Heartbeat, MicroFeatures, encode, subjects
+from stevie.contracts import events as evt
 from stevie.contracts import evidence as ev
 from stevie.contracts.featstore import OhlcvBars, OhlcvRequest, ParityReport, ParityRequest
 from stevie.contracts.ops import (
@@ -337,6 +338,27 @@ FORWARDS: list[Forward] = [
         query=("window",),
     ),
     # -- events (issue 16)
+    Forward(
+        "POST",
+        "/api/events/ingest",
+        "events",
+        "ingest",
+        evt.EventIngestRequest,
+        evt.EventIngestReply,
+        "Ingest events {events: [{ts, title, source, body?, symbols?, kind?}]}: embed (MiniLM, 384 dims) and store",
+        operator=True,
+    ),
+    Forward(
+        "GET",
+        "/api/events/embeddings",
+        "events",
+        "embeddings",
+        evt.EmbeddingsRequest,
+        evt.EventEmbeddings,
+        "Stored events, newest first, with their embedding (first dims, or all with full=1) and nearest earlier events",
+        query=("limit", "symbol", "full"),
+        unwrap="embeddings",
+    ),
 ]
 
 
