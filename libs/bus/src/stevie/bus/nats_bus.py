@@ -1,15 +1,28 @@
-"""``Bus`` over a real NATS server (nats-py), with JetStream for durable publish."""
+"""``Bus`` over a real NATS server (nats-py), with JetStream for durable publish.
+
+Degrades honestly while NATS is away (a restart, a cluster node lost): core publishes are
+buffered by nats-py up to ``pending_bytes`` and then dropped and counted (``dropped``,
+``on_drop``) — never raised into the publisher; a request fails at once with
+``BusDisconnected`` instead of waiting for its timeout; a durable publish is retried with the
+same ``Nats-Msg-Id`` (JetStream drops the duplicates) until it is stored or
+``durable_retry_s`` has passed; a durable consumer waits and resumes.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
+from collections.abc import Callable
 
 import nats
 from nats.aio.client import Client
 from nats.aio.msg import Msg as NatsMsg
-from nats.errors import NoRespondersError
+from nats.errors import ConnectionClosedError, NoRespondersError, OutboundBufferLimitError
+from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import StreamConfig
+from nats.js.errors import NoStreamResponseError
 from nats.micro import add_service
 from nats.micro.request import Request
 from nats.micro.service import Service
@@ -25,6 +38,11 @@ class _NatsSub:
         await self._sub.unsubscribe()  # type: ignore[attr-defined]
 
 
+class BusDisconnected(TimeoutError):
+    """NATS is not connected right now: the request was not sent (a ``TimeoutError``, so
+    callers that handle "no answer" handle this too, only without the wait)."""
+
+
 class NatsBus:
     """Bus protocol on nats-py. Build with ``await NatsBus.connect(url, name=...)``.
 
@@ -33,27 +51,47 @@ class NatsBus:
     (see ``ensure_stream``).
     """
 
-    def __init__(self, nc: Client) -> None:
+    def __init__(self, nc: Client, durable_retry_s: float = 60.0) -> None:
         self.nc = nc
         self.js = nc.jetstream()
         self._services: dict[str, Service] = {}
+        self.durable_retry_s = durable_retry_s
+        self.dropped = 0
+        self.on_drop: Callable[[str], None] = lambda subject: None
 
     @classmethod
-    async def connect(cls, url: str, name: str = "stevie", **kwargs: object) -> NatsBus:
-        """Connect, retrying forever on disconnects (nats-py reconnect logic).
+    async def connect(
+        cls, url: str, name: str = "stevie", pending_bytes: int = 8 * 1024 * 1024, **kwargs: object
+    ) -> NatsBus:
+        """Connect, retrying forever on disconnects (nats-py reconnect logic). ``url`` may list
+        several servers separated by commas (a cluster); the client also learns the others
+        from the server. ``pending_bytes`` bounds what is buffered while disconnected.
 
-        Raises ``nats.errors.NoServersError`` if the server is not reachable at start."""
+        Raises ``nats.errors.NoServersError`` if no server is reachable at start."""
+        servers = [u.strip() for u in url.split(",") if u.strip()]
         nc = await nats.connect(
-            url,
+            servers,
             name=name,
             max_reconnect_attempts=-1,
-            reconnect_time_wait=0.5,
+            reconnect_time_wait=0.25,
+            pending_size=pending_bytes,
+            drain_timeout=1,
             **kwargs,
         )
         return cls(nc)
 
+    @property
+    def connected(self) -> bool:
+        return bool(self.nc.is_connected)
+
     async def publish(self, subject: str, data: bytes, headers: dict[str, str] | None = None) -> None:
-        await self.nc.publish(subject, data, headers=headers or None)
+        """Publish (at most once). While disconnected the message is buffered within the
+        bound; past it, or on a closed connection, it is dropped and counted."""
+        try:
+            await self.nc.publish(subject, data, headers=headers or None)
+        except (OutboundBufferLimitError, ConnectionClosedError):
+            self.dropped += 1
+            self.on_drop(subject)
 
     async def subscribe(self, subject: str, handler: Handler, queue: str = "") -> _NatsSub:
         async def cb(m: NatsMsg) -> None:
@@ -62,10 +100,16 @@ class NatsBus:
         return _NatsSub(await self.nc.subscribe(subject, queue=queue, cb=cb))
 
     async def request(self, subject: str, data: bytes, timeout_s: float = 2.0) -> Msg:
+        """Request/reply. Raises ``BusDisconnected`` at once while NATS is away, else
+        ``TimeoutError`` when nobody answers in ``timeout_s``."""
+        if not self.nc.is_connected:
+            raise BusDisconnected(f"NATS is disconnected; {subject} not sent")
         try:
             m = await self.nc.request(subject, data, timeout=timeout_s)
         except (NatsTimeoutError, NoRespondersError) as exc:
             raise TimeoutError(f"no answer on {subject}: {exc!r}") from exc
+        except (OutboundBufferLimitError, ConnectionClosedError) as exc:
+            raise BusDisconnected(f"NATS is disconnected; {subject} not sent") from exc
         return Msg(m.subject, m.data, dict(m.headers or {}), "")
 
     async def respond(self, msg: Msg, data: bytes) -> None:
@@ -85,17 +129,43 @@ class NatsBus:
 
         await svc.add_endpoint(name=name, subject=subject, handler=on_request)
 
-    async def ensure_stream(self, name: str, subjects: list[str], duplicate_window_s: float = 120.0) -> None:
-        """Create or update a JetStream stream bound to ``subjects``."""
-        cfg = StreamConfig(name=name, subjects=subjects, duplicate_window=duplicate_window_s)
+    def cluster_size(self) -> int:
+        """1 for a single server, else the number of servers the cluster announced (≥ 1)."""
+        info = self.nc._server_info or {}
+        if not info.get("cluster"):
+            return 1
+        return max(1, len(set(info.get("connect_urls") or [])))
+
+    async def ensure_stream(
+        self, name: str, subjects: list[str], duplicate_window_s: float = 120.0, replicas: int | None = None
+    ) -> None:
+        """Create or update a JetStream stream bound to ``subjects``. ``replicas``: None =
+        3 on a cluster of three or more servers, else 1."""
+        n = replicas if replicas is not None else (3 if self.cluster_size() >= 3 else 1)
+        cfg = StreamConfig(name=name, subjects=subjects, duplicate_window=duplicate_window_s, num_replicas=n)
         try:
             await self.js.add_stream(cfg)
         except Exception:
             await self.js.update_stream(cfg)
 
     async def publish_durable(self, subject: str, data: bytes, msg_id: str) -> bool:
-        ack = await self.js.publish(subject, data, headers={"Nats-Msg-Id": msg_id})
-        return not ack.duplicate
+        """Store on JetStream with ``Nats-Msg-Id``; retried (same id, so never stored twice)
+        while NATS or the stream leader is away. Returns False for a duplicate. Raises
+        ``TimeoutError`` after ``durable_retry_s``."""
+        deadline = time.monotonic() + self.durable_retry_s
+        delay = 0.05
+        while True:
+            try:
+                ack = await self.js.publish(subject, data, timeout=2.0, headers={"Nats-Msg-Id": msg_id})
+                return not ack.duplicate
+            except (NatsTimeoutError, NoStreamResponseError, OutboundBufferLimitError, TimeoutError) as exc:
+                if self.nc.is_closed or time.monotonic() + delay > deadline:
+                    raise TimeoutError(f"durable publish on {subject} not stored: {exc!r}") from exc
+            except NatsError as exc:  # e.g. a JetStream API error while a new leader is elected
+                if self.nc.is_closed or time.monotonic() + delay > deadline:
+                    raise TimeoutError(f"durable publish on {subject} not stored: {exc!r}") from exc
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
 
     async def consume_durable(self, stream: str, durable: str, subject: str, handler: AckHandler) -> None:
         """Durable pull consumer with explicit acks: a nak'd message is redelivered by
@@ -106,13 +176,29 @@ class NatsBus:
                 batch = await psub.fetch(batch=64, timeout=1.0)
             except (NatsTimeoutError, TimeoutError):
                 continue
+            except NatsError:  # disconnected, leader moving: wait and fetch again
+                await asyncio.sleep(0.25)
+                continue
             for m in batch:
                 ok = await handler(Msg(m.subject, m.data, dict(m.headers or {}), ""))
-                await (m.ack() if ok else m.nak(delay=1.0))
+                with contextlib.suppress(NatsError):  # not acked: redelivered, the write is idempotent
+                    await (m.ack() if ok else m.nak(delay=1.0))
             await asyncio.sleep(0)
 
-    async def close(self) -> None:
-        for svc in self._services.values():
-            await svc.stop()
+    async def close(self, timeout_s: float = 0.5) -> None:
+        """Stop the micro services and drain, within ``timeout_s`` (then close outright): a
+        stop never waits on a NATS that is away."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                for svc in self._services.values():
+                    await svc.stop()
+                if not self.nc.is_closed and self.nc.is_connected:
+                    await self.nc.drain()
+        except (TimeoutError, NatsError):
+            pass
         if not self.nc.is_closed:
-            await self.nc.drain()
+            try:
+                async with asyncio.timeout(0.2):
+                    await self.nc.close()
+            except (TimeoutError, NatsError):
+                pass

