@@ -488,6 +488,8 @@ class Gateway:
             return error(400, "bad_request", api.explain(str(exc), tp))
         except msgspec.DecodeError as exc:
             return error(400, "bad_request", str(exc))
+        except UnicodeDecodeError as exc:  # msgspec raises it (not DecodeError) for invalid UTF-8
+            return error(400, "bad_encoding", f"the body is not UTF-8 JSON: byte {exc.start} ({exc.reason})")
 
     async def vol_forecast(self, request: web.Request) -> web.Response:
         raw = request.query.get("h", "60")
