@@ -19,6 +19,7 @@ from stevie.quant.alpha import (
     attribute_trade,
     blend,
     blend_game,
+    blend_shapley_batch,
     leave_one_out,
     shapley,
 )
@@ -118,3 +119,13 @@ def test_registry_signals_and_bad_input() -> None:
         attribute_trade(["a"], [1.0, 2.0], [1.0], 1.0)
     with pytest.raises(QuantInputError):
         attribute_trade(["a"], [1.0], [1.0], math.nan)
+
+
+def test_batch_shapley_equals_the_per_trade_enumeration() -> None:
+    rng = np.random.default_rng(2)
+    c, u = rng.uniform(-0.6, 0.6, (30, 7)), rng.normal(0, 50, 30)
+    phi, loo = blend_shapley_batch(c, u)
+    for t in range(30):
+        game = blend_game([1.0] * 7, list(c[t]), float(u[t]))
+        np.testing.assert_allclose(phi[t], shapley(game, 7), atol=1e-10)
+        np.testing.assert_allclose(loo[t], leave_one_out(game, 7), atol=1e-10)

@@ -233,6 +233,38 @@ def leave_one_out(values: Mapping[int, float] | Mapping[frozenset[int], float] |
     return [vn - float(v(full & ~(1 << i))) for i in range(n)]
 
 
+def shapley_matrix(n: int) -> np.ndarray:
+    """M, shape (2ⁿ, n), with φ = v @ M for a row v of the 2ⁿ coalition values (index =
+    bitmask): M[S, i] = w(|S| − 1) when i ∈ S and −w(|S|) when i ∉ S, w(s) = s!(n − s − 1)!/n!
+    (the Shapley sum regrouped by coalition)."""
+    _check_n(n)
+    fact = [math.factorial(k) for k in range(n + 1)]
+    w = [fact[s] * fact[n - s - 1] / fact[n] for s in range(n)] + [0.0]
+    masks = np.arange(1 << n)
+    member = (masks[:, None] >> np.arange(n)[None, :]) & 1
+    size = member.sum(axis=1)
+    wt = np.asarray(w)
+    return np.where(member == 1, wt[np.maximum(size - 1, 0)][:, None], -wt[size][:, None])
+
+
+def blend_shapley_batch(contrib: object, pnl_per_unit: object) -> tuple[np.ndarray, np.ndarray]:
+    """Shapley and leave-one-out values of many blend games at once: ``contrib`` shape (T, n)
+    with rows wᵢsᵢ, ``pnl_per_unit`` shape (T,); v_t(S) = u_t·clip(Σ_{i∈S} c_ti, −1, 1).
+    Returns (φ, LOO), each (T, n). Same values as ``shapley``/``leave_one_out`` per row."""
+    c = np.asarray(contrib, dtype=float)
+    u = np.asarray(pnl_per_unit, dtype=float)
+    if c.ndim != 2 or u.shape != (c.shape[0],):
+        raise QuantInputError(f"contrib must be (T, n) and pnl_per_unit (T,), got {c.shape} and {u.shape}")
+    n = c.shape[1]
+    _check_n(n)
+    masks = np.arange(1 << n)
+    member = ((masks[:, None] >> np.arange(n)[None, :]) & 1).astype(float)
+    values = u[:, None] * np.clip(c @ member.T, -1.0, 1.0)  # (T, 2ⁿ)
+    full = (1 << n) - 1
+    loo = values[:, [full]] - values[:, [full & ~(1 << i) for i in range(n)]]
+    return values @ shapley_matrix(n), loo
+
+
 @dataclass(frozen=True)
 class AlphaAttribution:
     """One alpha's share of one trade: its ``signal``, ``weight``, Shapley value and

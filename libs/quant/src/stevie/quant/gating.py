@@ -332,10 +332,10 @@ class FeatureGate:
         self.drift_window = drift_window
         ph = dict(page_hinkley or {})
         self._st = {f: _FeatureState(window, drift_hazard, drift_window, ph) for f in self.features}
-        self._pending: deque[tuple[int, float, tuple[float, ...]]] = deque()
+        self._pending: dict[str, deque[tuple[int, float, tuple[float, ...]]]] = {}
+        self._last_ts: dict[str, int] = {}
         self.next_eval_ns: int | None = None if start_ns is None else start_ns + schedule_ns
         self.evaluations = 0
-        self.last_ts_ns = 0
 
     def exclude(self, feature: str, reason: str, now_ns: int) -> None:
         """Disable ``feature`` for good (e.g. it failed ``leaks_future``). KeyError if unknown."""
@@ -344,28 +344,35 @@ class FeatureGate:
         if not st.disabled:
             st.disabled, st.since = True, now_ns
 
-    def observe(self, ts_ns: int, values: Sequence[float], price: float) -> None:
-        """One decision-time sample: ``values`` aligned with ``features`` (NaN = not known),
-        ``price`` > 0 in quote units. Event times must not go backwards."""
+    def reset_series(self, series: str) -> None:
+        """Drop the open samples of ``series`` (e.g. its venue session restarted)."""
+        self._pending.pop(series, None)
+        self._last_ts.pop(series, None)
+
+    def observe(self, ts_ns: int, values: Sequence[float], price: float, series: str = "") -> None:
+        """One decision-time sample of ``series`` (e.g. one venue+symbol; pairs of every series
+        are pooled): ``values`` aligned with ``features`` (NaN = not known), ``price`` > 0 in
+        quote units. Event times of a series must not go backwards (QuantInputError)."""
         if len(values) != len(self.features):
             raise QuantInputError(f"expected {len(self.features)} values, got {len(values)}")
         if not (math.isfinite(price) and price > 0):
             raise QuantInputError(f"price must be finite and > 0, got {price}")
-        if ts_ns < self.last_ts_ns:
+        if ts_ns < self._last_ts.get(series, ts_ns):
             raise QuantInputError("event time went backwards")
-        self.last_ts_ns = ts_ns
+        self._last_ts[series] = ts_ns
         if self.next_eval_ns is None:
             self.next_eval_ns = ts_ns + self.schedule_ns
+        pending = self._pending.setdefault(series, deque())
         # close every pending sample whose horizon has passed
-        while self._pending and self._pending[0][0] + self.horizon_ns <= ts_ns:
-            _, p0, vals = self._pending.popleft()
+        while pending and pending[0][0] + self.horizon_ns <= ts_ns:
+            _, p0, vals = pending.popleft()
             fwd = math.log(price / p0)
             for f, v in zip(self.features, vals, strict=True):
                 if math.isfinite(v):
                     st = self._st[f]
                     st.x.append(v)
                     st.y.append(fwd)
-        self._pending.append((ts_ns, price, tuple(float(v) for v in values)))
+        pending.append((ts_ns, price, tuple(float(v) for v in values)))
         for f, v in zip(self.features, values, strict=True):
             if math.isfinite(v):
                 self._drift_update(self._st[f], float(v), ts_ns)
