@@ -245,3 +245,19 @@ def run(folder: Path, events: int = 1_000_000, rounds: int = 3, loop_events: int
         native_events_per_s=1 / per_event["native"],
         events=ev.size,
     )
+
+
+def embedding_headlines_per_s(n: int = 240, rounds: int = 3, threads: int = 1) -> float:
+    """Sentence-embedding throughput (headlines/s) of the events service's MiniLM embedder on
+    one onnxruntime thread (its default): the shipped projection corpus (short headlines,
+    ≈ 8–14 tokens) repeated to ``n`` texts, best of ``rounds``. Model loading is not timed."""
+    from stevie.services.events.embedder import MiniLMEmbedder
+    from stevie.services.events.projection import corpus
+
+    train, test = corpus()
+    base = train + test
+    texts = [base[i % len(base)] for i in range(n)]
+    emb = MiniLMEmbedder(threads=threads)
+    emb.embed(texts[:8])  # warm-up (first run allocates)
+    best = best_of({"embed": timed(lambda: emb.embed(texts))}, rounds)["embed"]
+    return n / best
