@@ -143,6 +143,9 @@ def bench(
     table.add_row(f"feature kernel vs numpy twin ({r.events:,} events)", f"{r.features_vs_numpy:.1f}x", ">= 5x")
     table.add_row("feature kernel vs per-update Python loop", f"{r.features_vs_python_loop:.1f}x", ">= 40x")
     table.add_row("  native feature kernel", f"{r.native_events_per_s:,.0f} events/s", "")
+    with console.status("embedding headlines..."):
+        eps = b.embedding_headlines_per_s(rounds=rounds)
+    table.add_row("event embeddings (MiniLM int8 ONNX, 1 thread, 240 headlines)", f"{eps:,.0f} headlines/s", "")
     Console().print(table)
 
 
