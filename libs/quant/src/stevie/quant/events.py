@@ -408,3 +408,40 @@ def decay_weight(minutes_since: float, half_life_min: float) -> float:
     if not np.isfinite(minutes_since) or minutes_since < 0:
         return 0.0
     return float(np.exp(-np.log(2.0) * minutes_since / half_life_min))
+
+
+EVENT_HALF_LIFE_MIN = 60.0
+"""Default half-life of an event's weight in the router context (minutes)."""
+
+
+@dataclass(frozen=True)
+class EventDims:
+    """An event's contribution to one decision: ``dims`` = w · z of the newest known event
+    (k values), ``decay`` w ∈ [0, 1], ``minutes_since`` (None when no event is known)."""
+
+    dims: list[float]
+    decay: float
+    minutes_since: float | None
+
+
+def latest_event_dims(
+    event_ts_ns: Sequence[int],
+    projected: Sequence[Sequence[float]],
+    now_ns: int,
+    k: int,
+    half_life_min: float = EVENT_HALF_LIFE_MIN,
+) -> EventDims:
+    """The newest event with time ≤ ``now_ns`` (events after it are unknown at that time: no
+    look-ahead), its projection ``z`` (truncated or zero-padded to k) weighted by
+    w = decay_weight(minutes since it, half-life). Zeros and ``minutes_since=None`` when no
+    event is known yet."""
+    if len(event_ts_ns) != len(projected):
+        raise QuantInputError("event_ts_ns and projected must have the same length")
+    known = [i for i, t in enumerate(event_ts_ns) if t <= now_ns]
+    if not known:
+        return EventDims([0.0] * k, 0.0, None)
+    i = max(known, key=lambda j: event_ts_ns[j])
+    mins = (now_ns - event_ts_ns[i]) / MINUTE_NS
+    w = decay_weight(mins, half_life_min)
+    z = [float(x) for x in projected[i][:k]]
+    return EventDims([w * x for x in z] + [0.0] * (k - len(z)), w, mins)

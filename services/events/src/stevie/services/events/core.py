@@ -19,7 +19,7 @@ from datetime import datetime
 import numpy as np
 
 from stevie.contracts.events import EventIn, EventPoint
-from stevie.quant.events import Projection, decay_weight
+from stevie.quant.events import EventDims, Projection, latest_event_dims
 
 MS_NS = 1_000_000
 MINUTE_NS = 60_000_000_000
@@ -131,26 +131,9 @@ def prepare(events: list[EventIn], now_ns: int, max_batch: int) -> list[Prepared
     return out
 
 
-@dataclass(frozen=True)
-class ContextDims:
-    """What the router gets for one symbol at one decision time: ``dims`` = decay · z (the
-    frozen projection of the newest known event), ``decay`` ∈ [0, 1], ``minutes_since``
-    (None when no event is known yet)."""
-
-    dims: list[float]
-    decay: float
-    minutes_since: float | None
-
-
-def context_dims(points: list[EventPoint], now_ns: int, k: int, half_life_min: float) -> ContextDims:
-    """The newest point with ``event_ts_ns ≤ now_ns`` (no look-ahead); zeros when none."""
-    known = [p for p in points if p.event_ts_ns <= now_ns]
-    if not known:
-        return ContextDims([0.0] * k, 0.0, None)
-    p = max(known, key=lambda q: q.event_ts_ns)
-    mins = (now_ns - p.event_ts_ns) / MINUTE_NS
-    w = decay_weight(mins, half_life_min)
-    return ContextDims([w * float(x) for x in p.dims[:k]] + [0.0] * (k - len(p.dims[:k])), w, mins)
+def context_dims(points: list[EventPoint], now_ns: int, k: int, half_life_min: float) -> EventDims:
+    """``stevie.quant.events.latest_event_dims`` over a symbol's EventContext points."""
+    return latest_event_dims([p.event_ts_ns for p in points], [p.dims for p in points], now_ns, k, half_life_min)
 
 
 class SymbolEvents:
