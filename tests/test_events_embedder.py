@@ -91,3 +91,10 @@ def test_rejects_empty_text_and_truncates_long(embedder: MiniLMEmbedder) -> None
     long = "word " * 2000  # > 256 tokens: truncated, still a unit vector
     v = embedder.embed([long])
     assert v.shape == (1, DIM) and abs(float(np.linalg.norm(v)) - 1) < 1e-6
+
+
+def test_bench_row_measures_headlines_per_second() -> None:
+    from stevie.runtime.bench import embedding_headlines_per_s
+
+    rate = embedding_headlines_per_s(n=24, rounds=1)
+    assert 1.0 < rate < 100_000  # real model work: neither free nor stalled
