@@ -283,6 +283,11 @@ class RegimeDetector:
     def value(self) -> RegimeView | None:
         return self.last
 
+    def break_chain(self) -> None:
+        """The next close does not follow the last one (a gap in the bars, a data seam): it
+        starts a new return chain instead of making a return across the gap."""
+        self._last_close = None
+
     def update(self, close: float, ts_ns: int) -> RegimeView | None:
         """Add one bar close (quote units, > 0) at event time ``ts_ns``; returns the view
         (None until the first return)."""

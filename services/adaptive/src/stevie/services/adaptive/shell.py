@@ -1,15 +1,271 @@
-"""adaptive shell (placeholder until its capability lands: it only heartbeats)."""
+"""adaptive shell: seeds the regime detectors with kline history (REST, through the budgeter),
+follows the 1-minute bars, the microstructure features and the decision audits on the bus,
+publishes ``RegimeState`` per bar and ``GatingState`` per scheduled evaluation, follows the
+``BOCPD`` flag, and answers ``adaptive.regime_state``, ``features_ranking``,
+``alpha_registry``, ``alpha_attribution``, ``report_alpha_pnl`` and ``report_risk``."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
+import aiohttp
+import asyncpg
+import msgspec
+import stamina
+from prometheus_client import Counter, Gauge
+
+from stevie.contracts import Bar, MicroFeatures, encode, subjects
+from stevie.contracts.adaptive import (
+    AlphaAttribution,
+    AlphaAttributionRequest,
+    AlphaPnlReport,
+    AlphaRegistryList,
+    AlphaRegistryRequest,
+    FeatureRanking,
+    FeatureRankingRequest,
+    RegimeStateRequest,
+    RegimeStates,
+    ReportRequest,
+    RiskReport,
+)
+from stevie.contracts.rpc import Audit
+from stevie.runtime.budget import BudgetDenied, acquire
+from stevie.runtime.flags import FlagsClient
 from stevie.runtime.service import ServiceContext, ServiceSpec
+from stevie.services.adaptive import reports
+from stevie.services.adaptive.core import MID_COLUMN, AdaptiveCore, audit_alphas
 from stevie.services.adaptive.settings import AdaptiveSettings
+from stevie.store import connect_pool
+
+KlineRow = tuple[int, str, str, str, str, str, int, str, int, str, str, str]
+_klines = msgspec.json.Decoder(list[KlineRow])
+_audit = msgspec.json.Decoder(Audit)
+
+
+class VenueUnavailable(Exception):
+    """Retryable venue answer (5xx, 418/429)."""
+
+
+class Adaptive:
+    def __init__(self, ctx: ServiceContext, s: AdaptiveSettings) -> None:
+        self.ctx, self.s = ctx, s
+        self.core = AdaptiveCore(s)
+        self.pool: asyncpg.Pool | None = None
+        self.dlq = Counter("adaptive_dlq_total", "Undecodable bus messages", ["type"], registry=ctx.registry)
+        self.changes = Counter(
+            "regime_changepoints_total", "BOCPD change points (MAP run length drop)", ["symbol"], registry=ctx.registry
+        )
+        self.attributed = Counter("alpha_attributions_total", "Trades attributed to alphas", registry=ctx.registry)
+        self.gate_evals = Counter("gating_evaluations_total", "Scheduled gating evaluations", registry=ctx.registry)
+        self.change_prob = Gauge(
+            "regime_change_probability", "P(change point within the window)", ["symbol"], registry=ctx.registry
+        )
+
+    # -- history ------------------------------------------------------------------------
+    @stamina.retry(on=(aiohttp.ClientError, asyncio.TimeoutError, VenueUnavailable), attempts=10, timeout=60.0)
+    async def _get(self, http: aiohttp.ClientSession, symbol: str, start_ms: int | None) -> list[KlineRow]:
+        path = "/fapi/v1/klines" if self.s.bar_venue == "binance-usdm" else "/api/v3/klines"
+        params = {"symbol": symbol, "interval": "1m", "limit": "1500"}
+        if start_ms is not None:
+            params["startTime"] = str(start_ms)
+        async with http.get(self.s.rest_url + path, params=params) as r:
+            if r.status >= 500 or r.status in (418, 429):
+                raise VenueUnavailable(str(r.status))
+            r.raise_for_status()
+            return _klines.decode(await r.read())
+
+    async def seed(self, http: aiohttp.ClientSession, symbol: str) -> None:
+        """Load the last ``seed_bars`` 1-minute klines (pages of 1500 from the oldest, each
+        granted by the budgeter at low priority) and feed them to the symbol's detector."""
+        times: list[int] = []
+        closes: list[float] = []
+        start = 1
+        while True:
+            await acquire(
+                self.ctx.bus,
+                self.s.subject_root,
+                self.s.bar_venue,
+                10 if self.s.bar_venue == "binance-usdm" else 2,
+                self.ctx.name,
+                deadline_s=300.0,
+                priority="low",
+            )
+            rows = await self._get(http, symbol, start)
+            rows = [r for r in rows if not times or r[0] > times[-1]]
+            if not rows:
+                break
+            times += [r[0] for r in rows]
+            closes += [float(r[4]) for r in rows]
+            times, closes = times[-self.s.seed_bars :], closes[-self.s.seed_bars :]
+            start = rows[-1][0] + 1
+        n = await asyncio.to_thread(self.core.seed, symbol, times, closes)
+        st = self.core.state(symbol, self.ctx.clock.now_ns())
+        self.ctx.log.info("regime_seeded", symbol=symbol, bars=n, label=st.label if st else "unknown")
+
+    async def seed_all(self) -> None:
+        if self.s.seed_bars == 0:
+            return
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
+            for sym in self.s.symbols:
+                while True:
+                    try:
+                        await self.seed(http, sym)
+                        break
+                    except BudgetDenied as exc:
+                        self.ctx.log.warning("seed_deferred", symbol=sym, error=str(exc))
+                        await asyncio.sleep(5)
+                    except Exception as exc:  # the venue is down: the live bars still drive the regime
+                        self.ctx.log.warning("seed_failed", symbol=sym, error=str(exc)[:200])
+                        break
+
+    # -- bus ----------------------------------------------------------------------------
+    async def on_bar(self, bar: Bar) -> None:
+        st = self.core.on_bar(bar, self.ctx.clock.now_ns())
+        if st is None:
+            return
+        step = self.core.regimes[bar.symbol].returns.last
+        if step is not None and step.changepoint:
+            self.changes.labels(bar.symbol).inc()
+        self.change_prob.labels(bar.symbol).set(st.change_prob)
+        await self.ctx.bus.publish(subjects.regime(self.s.subject_root, st.venue, st.symbol), encode(st))
+
+    async def on_features(self, f: MicroFeatures) -> None:
+        gating, done = self.core.on_features(f, self.ctx.clock.now_ns())
+        if done:
+            self.attributed.inc(len(done))
+        if gating is not None:
+            self.gate_evals.inc()
+            self.ctx.log.info("gating_evaluated", disabled=gating.disabled)
+            await self.ctx.bus.publish(subjects.gating(self.s.subject_root), encode(gating))
+
+    def on_audit(self, a: Audit) -> None:
+        self.core.on_audit(a)
+
+    def on_flag(self, name: str, old: object, new: object) -> None:
+        if name == "BOCPD":
+            self.core.enabled = bool(new)
+            self.ctx.log.info("bocpd_flag", enabled=self.core.enabled)
+
+    # -- request handlers ---------------------------------------------------------------
+    def regime_state(self, _: RegimeStateRequest) -> RegimeStates:
+        return self.core.regime_states()
+
+    def ranking(self, _: FeatureRankingRequest) -> FeatureRanking:
+        return self.core.ranking()
+
+    def registry(self, _: AlphaRegistryRequest) -> AlphaRegistryList:
+        return self.core.registry_view()
+
+    def attribution(self, req: AlphaAttributionRequest) -> AlphaAttribution:
+        return self.core.attribution(str(req.tradeId))
+
+    async def _rows(self, req: ReportRequest) -> tuple[list[reports.TradeRow], list[reports.MidRow]]:
+        window_ns = reports.parse_window(req.window)
+        kind, run = reports.parse_source(req.source)
+        if self.pool is None:
+            raise RuntimeError("no database configured (STEVIE_DATABASE_URL)")
+        horizon_s = self.s.horizon_s
+        if kind == "live":
+            sql = """SELECT body::text AS body FROM audits
+                     WHERE ts >= (SELECT max(ts) FROM audits) - make_interval(secs => $1)
+                     ORDER BY ts LIMIT $2"""
+            args: tuple[object, ...] = (window_ns / 1e9 + horizon_s, self.s.report_max_rows)
+        else:
+            exists = await self.pool.fetchval("SELECT to_regclass('backtest_audits') IS NOT NULL")
+            if not exists or not await self.pool.fetchval(
+                "SELECT 1 FROM backtest_audits WHERE run_id = $1 LIMIT 1", run
+            ):
+                raise KeyError(f"unknown backtest run {run!r}")
+            sql = """SELECT body::text AS body FROM backtest_audits
+                     WHERE run_id = $3 AND ts >= (SELECT max(ts) FROM backtest_audits WHERE run_id = $3)
+                           - make_interval(secs => $1)
+                     ORDER BY ts LIMIT $2"""
+            args = (window_ns / 1e9 + horizon_s, self.s.report_max_rows, run)
+        records = await self.pool.fetch(sql, *args)
+        audits = []
+        for r in records:
+            try:
+                audits.append(_audit.decode(r["body"]))
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                continue  # an audit of an older schema
+        return await asyncio.to_thread(self._to_rows, audits, window_ns)
+
+    def _to_rows(self, audits: list[Audit], window_ns: int) -> tuple[list[reports.TradeRow], list[reports.MidRow]]:
+        if not audits:
+            return [], []
+        end = max(a.ts_event_ns for a in audits)
+        trades, mids = [], []
+        for a in audits:
+            for row in a.feature_window:
+                if len(row) > MID_COLUMN and row[MID_COLUMN] > 0:
+                    mids.append(reports.MidRow(a.venue, a.symbol, int(row[0] * 1e9), row[MID_COLUMN]))
+            if a.ts_event_ns < end - window_ns or not a.feature_window:
+                continue
+            mid = a.feature_window[-1][MID_COLUMN]
+            al = audit_alphas(a, self.core.registry)
+            f = a.fill
+            filled = f is not None and f.filled > 0
+            trades.append(
+                reports.TradeRow(
+                    a.event_id,
+                    a.venue,
+                    a.symbol,
+                    a.ts_event_ns,
+                    mid,
+                    a.sizing.s_max_quote,
+                    tuple(x.id for x in al),
+                    tuple(x.signal for x in al),
+                    tuple(x.weight for x in al),
+                    f.side if f is not None and filled else 0,
+                    f.filled if f is not None and filled else 0.0,
+                    f.avg_price if f is not None and filled else 0.0,
+                    f.fee_quote if f is not None and filled else 0.0,
+                )
+            )
+        return trades, mids
+
+    async def report_alpha_pnl(self, req: ReportRequest) -> AlphaPnlReport:
+        trades, mids = await self._rows(req)
+        h = int(self.s.horizon_s * 1e9)
+        return await asyncio.to_thread(reports.alpha_pnl_report, trades, mids, h, req.window, req.source)
+
+    async def report_risk(self, req: ReportRequest) -> RiskReport:
+        trades, mids = await self._rows(req)
+        h = int(self.s.horizon_s * 1e9)
+        return await asyncio.to_thread(reports.risk_report, trades, mids, h, req.window, req.source)
 
 
 async def main(ctx: ServiceContext) -> None:
-    await asyncio.Event().wait()
+    s = ctx.settings
+    assert isinstance(s, AdaptiveSettings)
+    ad = Adaptive(ctx, s)
+    if s.database_url:
+        with contextlib.suppress(OSError, asyncpg.PostgresError):
+            ad.pool = await stamina.retry(on=(OSError, asyncpg.PostgresError), attempts=20, timeout=30.0)(connect_pool)(
+                s.database_url
+            )
+    flags = FlagsClient(ctx)
+    flags.on_change(ad.on_flag)
+    await flags.start()
+    ad.core.enabled = flags.enabled("BOCPD")
+    await ctx.serve_rpc("regime_state", RegimeStateRequest, ad.regime_state)
+    await ctx.serve_rpc("features_ranking", FeatureRankingRequest, ad.ranking)
+    await ctx.serve_rpc("alpha_registry", AlphaRegistryRequest, ad.registry)
+    await ctx.serve_rpc("alpha_attribution", AlphaAttributionRequest, ad.attribution)
+    await ctx.serve_rpc("report_alpha_pnl", ReportRequest, ad.report_alpha_pnl)
+    await ctx.serve_rpc("report_risk", ReportRequest, ad.report_risk)
+    root = s.subject_root
+    await ctx.subscribe_typed(subjects.feat_micro(root, "*", "*"), MicroFeatures, ad.on_features, ad.dlq.labels("f"))
+    await ctx.subscribe_typed(subjects.audit(root, "*", "*"), Audit, ad.on_audit, ad.dlq.labels("audit"))
+    # seed first, then follow the bars (a bar arriving during the seed would be out of order)
+    await ad.seed_all()
+    await ctx.subscribe_typed(subjects.md_bar(root, s.bar_venue, "*"), Bar, ad.on_bar, ad.dlq.labels("bar"))
+    try:
+        await asyncio.Event().wait()
+    finally:
+        if ad.pool is not None:
+            await ad.pool.close()
 
 
 SPEC = ServiceSpec("adaptive", AdaptiveSettings, main)

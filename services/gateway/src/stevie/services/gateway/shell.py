@@ -16,6 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 
 from stevie.bus import NatsBus
 from stevie.contracts import BookStatus, BookTopK, Heartbeat, MicroFeatures, encode, subjects
+from stevie.contracts import adaptive as adc
 from stevie.contracts import events as evt
 from stevie.contracts import evidence as ev
 from stevie.contracts.featstore import OhlcvBars, OhlcvRequest, ParityReport, ParityRequest
@@ -260,6 +261,65 @@ FORWARDS: list[Forward] = [
         unwrap="lineage",
     ),
     # -- adaptive context (issue 12)
+    Forward(
+        "GET",
+        "/api/regime/state",
+        "adaptive",
+        "regime_state",
+        adc.RegimeStateRequest,
+        adc.RegimeStates,
+        "Regime per symbol by BOCPD: label, runLength (bars), changeProb, since (ms)",
+    ),
+    Forward(
+        "GET",
+        "/api/features/ranking",
+        "adaptive",
+        "features_ranking",
+        adc.FeatureRankingRequest,
+        adc.FeatureRanking,
+        "Feature gating: EW IC, HSIC, drift, score, disabled, since (top-level array, best first)",
+        unwrap="features",
+    ),
+    Forward(
+        "GET",
+        "/api/alpha/registry",
+        "adaptive",
+        "alpha_registry",
+        adc.AlphaRegistryRequest,
+        adc.AlphaRegistryList,
+        "Registered alphas with weights, last signal and cumulative Shapley PnL (top-level array)",
+        unwrap="alphas",
+    ),
+    Forward(
+        "GET",
+        "/api/alpha/attribution",
+        "adaptive",
+        "alpha_attribution",
+        adc.AlphaAttributionRequest,
+        adc.AlphaAttribution,
+        "Per-trade attribution of the blend PnL: signal, weight, Shapley, leave-one-out per alpha",
+        query=("tradeId",),
+    ),
+    Forward(
+        "GET",
+        "/api/report/alpha-pnl",
+        "adaptive",
+        "report_alpha_pnl",
+        adc.ReportRequest,
+        adc.AlphaPnlReport,
+        "Per-alpha PnL contribution over a window (event time) from PostgreSQL",
+        query=("window", "source"),
+    ),
+    Forward(
+        "GET",
+        "/api/report/risk",
+        "adaptive",
+        "report_risk",
+        adc.ReportRequest,
+        adc.RiskReport,
+        "Realised vol, historical CVaR, turnover, slippage vs arrival mid, fees over a window",
+        query=("window", "source"),
+    ),
     # -- operations (issue 13)
     Forward("GET", "/api/flags", "control", "flags_get", FlagsGetRequest, FlagsState, "Feature flags"),
     Forward(
