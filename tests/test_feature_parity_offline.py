@@ -133,8 +133,11 @@ def session():
     return store
 
 
-def report(store: Store) -> offline.ParityReport:
-    return offline.parity([store.key_input("binance", "BTCUSDT")], DATA, make_core, KERNELS)
+RECOMPUTER = offline.Recomputer(DATA, make_core, KERNELS)  # shared: captures decoded once, epochs kept
+
+
+def report(store: Store, recomputer: offline.Recomputer = RECOMPUTER) -> offline.ParityReport:
+    return offline.parity([store.key_input("binance", "BTCUSDT")], recomputer)
 
 
 def test_recomputed_features_equal_the_stored_ones(session):
@@ -202,3 +205,16 @@ def test_run_features_is_the_live_dispatch():
     events = list(offline.epoch_events(cap, samples, walker))
     again = [f for f, _ in offline.run_features(make_core(), events)]
     assert again == [f for f, s in live if s.epoch == live[0][1].epoch]
+
+
+def test_incremental_recomputation_equals_one_shot(session):
+    """The service keeps each epoch's offline replay between requests and feeds only new
+    vectors: growing the stored lineage in three steps gives the one-shot result."""
+    inc = offline.Recomputer(DATA, make_core, KERNELS)
+    full = sorted(session.samples.values(), key=lambda s: s.ts_event_ns)
+    for cut in (len(full) // 3, 2 * len(full) // 3):
+        part = Store()
+        part.samples = {s.ts_event_ns: s for s in full[:cut]}
+        part.values = {ts: v for ts, v in session.values.items() if ts in part.samples}
+        assert report(part, inc).verdict == "exact"
+    assert report(session, inc) == report(session, offline.Recomputer(DATA, make_core, KERNELS))

@@ -30,7 +30,9 @@ the features service did not write) is counted in ``unmatchedOnline`` and fails 
 
 from __future__ import annotations
 
+import csv
 import functools
+import gzip
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -51,7 +53,7 @@ from stevie.contracts.featstore import (
 from stevie.quant.book import Level, OrderBookLike, Verdict
 from stevie.quant.kernels import Kernels
 from stevie.services.features.core import Event, Features, step
-from stevie.services.venue_replay.captures import VENUE_DIRS, load_capture
+from stevie.services.venue_replay.captures import VENUE_DIRS
 
 MS = 1_000_000
 TOLERANCE = 1e-9
@@ -90,41 +92,61 @@ class CaptureData:
     trade_index: dict[int, int] = field(default_factory=dict)
 
 
+class _WireDiff(msgspec.Struct):
+    """A recorded depthUpdate line, decoded as the book-maintainer decodes the wire message
+    (msgspec, non-strict: Binance's decimal strings become correctly rounded floats)."""
+
+    E: int
+    U: int
+    u: int
+    b: _LEVELS
+    a: _LEVELS
+    pu: int | None = None
+    seq: int = 0
+
+
+class _WireSnapshot(msgspec.Struct):
+    lastUpdateId: int
+    bids: _LEVELS
+    asks: _LEVELS
+
+
+_diff_decoder = msgspec.json.Decoder(_WireDiff, strict=False)
+_snapshot_decoder = msgspec.json.Decoder(_WireSnapshot, strict=False)
+
+
 def load(venue: str, symbol: str, folder: Path) -> CaptureData:
-    """Decode one capture folder (``data/samples/binance/<spot|usdm>/<symbol>/l2_*``).
-    Raises FileNotFoundError / ValueError on a broken capture."""
-    cap = load_capture(venue, symbol, folder)
-
-    def lv(raw: object) -> _LEVELS:
-        return msgspec.convert(raw, _LEVELS, strict=False)
-
-    snap = cap.snapshot
-    diffs_raw = sorted(cap.diffs, key=lambda d: (int(d["E"]), int(d.get("seq", 0))))
-    diffs = [
-        (int(d["U"]), int(d["u"]), (int(d["pu"]) if cap.usdm else None), lv(d["b"]), lv(d["a"])) for d in diffs_raw
-    ]
-    trades = [
-        Trade(
-            venue=venue,
-            symbol=symbol,
-            trade_id=int(t["t"]),
-            price=msgspec.convert(t["p"], float, strict=False),
-            size=msgspec.convert(t["q"], float, strict=False),
-            aggressor="sell" if t["m"] else "buy",
-            ts_event_ns=int(t["T"]) * MS,
-            ts_init_ns=int(t["T"]) * MS,
-        )
-        for t in sorted(cap.trades, key=lambda t: int(t["E"]))
-    ]
-    data = CaptureData(
-        venue,
-        symbol,
-        cap.usdm,
-        folder.name,
-        (lv(snap["bids"]), lv(snap["asks"]), int(snap["lastUpdateId"])),
-        diffs,
-        trades,
-    )
+    """Decode one capture folder (``data/samples/binance/<spot|usdm>/<symbol>/l2_*``, format
+    ``data/samples/SOURCE_README.md`` §1). Raises FileNotFoundError / ValueError /
+    msgspec.DecodeError on a broken capture."""
+    usdm = venue == "binance-usdm"
+    snap = _snapshot_decoder.decode((folder / "depth_snapshot.json").read_bytes())
+    with gzip.open(folder / "depth_updates.jsonl.gz", "rb") as f:
+        raw = [_diff_decoder.decode(line) for line in f if line.strip()]
+    raw.sort(key=lambda d: (d.E, d.seq))  # the replay's order: event time, then the recorder's sequence
+    diffs = [(d.U, d.u, d.pu if usdm else None, d.b, d.a) for d in raw]
+    rows: list[tuple[int, Trade]] = []
+    with gzip.open(folder / "trades.csv.gz", "rt") as f:
+        for r in csv.DictReader(f):
+            ts = int(r["trade_time_ms"]) * MS
+            rows.append(
+                (
+                    int(r["event_time_ms"]),
+                    Trade(
+                        venue=venue,
+                        symbol=symbol,
+                        trade_id=int(r["trade_id"]),
+                        price=float(r["price"]),  # correctly rounded, as msgspec's parse
+                        size=float(r["qty"]),
+                        aggressor="sell" if r["is_buyer_maker"] == "1" else "buy",
+                        ts_event_ns=ts,
+                        ts_init_ns=ts,
+                    ),
+                )
+            )
+    rows.sort(key=lambda et: et[0])  # the replay's order: event time E, stable
+    trades = [t for _, t in rows]
+    data = CaptureData(venue, symbol, usdm, folder.name, (snap.bids, snap.asks, snap.lastUpdateId), diffs, trades)
     data.trade_index = {t.trade_id: i for i, t in enumerate(trades)}
     return data
 
@@ -182,34 +204,70 @@ class BookWalker:
         return self.book.top_k(levels)
 
 
+class EpochEvents:
+    """The message sequence of one kernel epoch, rebuilt from the capture and stored lineage:
+    before each stored vector's book, the trades fed since the previous one. Stateful (book
+    walker, trade cursor): successive ``events`` calls continue the epoch."""
+
+    def __init__(self, cap: CaptureData, walker: BookWalker) -> None:
+        self.cap, self.walker = cap, walker
+        self.pos: int | None = None
+
+    def events(self, samples: Sequence[FeatureSample]) -> Iterator[Event]:
+        """Messages for ``samples`` (the epoch's next vectors, n in order). Raises KeyError
+        when the lineage names a trade or an update id the capture does not have."""
+        cap = self.cap
+        for s in samples:
+            if s.trade_last is not None:
+                if s.trade_first is None or s.trade_first not in cap.trade_index:
+                    raise KeyError(f"trade {s.trade_first} not in {cap.name}")
+                if self.pos is None:
+                    self.pos = cap.trade_index[s.trade_first]
+                if s.trade_last not in cap.trade_index:
+                    raise KeyError(f"trade {s.trade_last} not in {cap.name}")
+                end = cap.trade_index[s.trade_last]
+                yield from cap.trades[self.pos : end + 1]
+                self.pos = max(self.pos, end + 1)
+            bids, asks = self.walker.top(s.seq, s.levels)
+            yield BookTopK(
+                venue=s.venue,
+                symbol=s.symbol,
+                seq=s.seq,
+                state=BookState.LIVE,
+                bids=bids,
+                asks=asks,
+                ts_event_ns=s.ts_event_ns,
+                ts_init_ns=s.ts_event_ns,
+            )
+
+
 def epoch_events(cap: CaptureData, samples: Sequence[FeatureSample], walker: BookWalker) -> Iterator[Event]:
-    """The message sequence one kernel epoch saw, rebuilt from the capture: before the i-th
-    stored vector's book, the trades fed since the previous one. ``samples``: one epoch's
-    contiguous prefix (n = 0, 1, ...). Raises KeyError when the lineage names a trade or an
-    update id the capture does not have."""
-    pos = None
-    for s in samples:
-        if s.trade_last is not None:
-            if s.trade_first is None or s.trade_first not in cap.trade_index:
-                raise KeyError(f"trade {s.trade_first} not in {cap.name}")
-            if pos is None:
-                pos = cap.trade_index[s.trade_first]
-            if s.trade_last not in cap.trade_index:
-                raise KeyError(f"trade {s.trade_last} not in {cap.name}")
-            end = cap.trade_index[s.trade_last]
-            yield from cap.trades[pos : end + 1]
-            pos = max(pos, end + 1)
-        bids, asks = walker.top(s.seq, s.levels)
-        yield BookTopK(
-            venue=s.venue,
-            symbol=s.symbol,
-            seq=s.seq,
-            state=BookState.LIVE,
-            bids=bids,
-            asks=asks,
-            ts_event_ns=s.ts_event_ns,
-            ts_init_ns=s.ts_event_ns,
-        )
+    """The message sequence one kernel epoch saw (``samples``: its contiguous prefix,
+    n = 0, 1, ...), rebuilt from the capture with ``walker`` (``EpochEvents``)."""
+    return EpochEvents(cap, walker).events(samples)
+
+
+class EpochReplay:
+    """The offline side of one kernel epoch, kept between parity requests: a fresh core fed
+    ``EpochEvents``. ``extend`` replays only the vectors not replayed yet (an epoch's stored
+    lineage only grows: the first write of a key wins)."""
+
+    def __init__(self, cap: CaptureData, core: Features, make_book: Callable[[], OrderBookLike]) -> None:
+        self.cap, self.core = cap, core
+        self.source = EpochEvents(cap, BookWalker(cap, make_book))
+        self.done: list[FeatureSample] = []
+        self.produced: dict[int, MicroFeatures] = {}
+
+    def extends(self, prefix: Sequence[FeatureSample]) -> bool:
+        """True when ``prefix`` continues what was replayed (same lineage so far)."""
+        return len(prefix) >= len(self.done) and list(prefix[: len(self.done)]) == self.done
+
+    def extend(self, prefix: Sequence[FeatureSample]) -> None:
+        """Replay the vectors of ``prefix`` beyond ``done`` (``extends(prefix)`` must hold)."""
+        new = list(prefix[len(self.done) :])
+        for f, s in run_features(self.core, self.source.events(new)):
+            self.produced[s.ts_event_ns] = f
+        self.done.extend(new)
 
 
 def comparable_prefixes(samples: Sequence[FeatureSample]) -> tuple[list[list[FeatureSample]], int, int]:
@@ -233,13 +291,6 @@ def comparable_prefixes(samples: Sequence[FeatureSample]) -> tuple[list[list[Fea
 
 
 @dataclass
-class _Acc:
-    rows: int = 0
-    max_abs: float = 0.0
-    bad: int = 0
-
-
-@dataclass
 class KeyInput:
     """What the parity of one venue+symbol needs: its stored lineage and values."""
 
@@ -249,14 +300,81 @@ class KeyInput:
     values: dict[int, dict[str, float]]
 
 
-def parity(
-    keys: Sequence[KeyInput],
-    data_dir: Path,
-    make_core: Callable[[], Features],
-    kernels: Kernels,
-    load_capture_fn: Callable[[str, str, Path], CaptureData] = load,
-    tolerance: float = TOLERANCE,
-) -> ParityReport:
+@dataclass
+class KeyReplay:
+    """The offline recomputation of one venue+symbol: ts → vector (None: the offline path
+    produced none for a stored vector), and what could not be replayed."""
+
+    produced: dict[int, MicroFeatures | None]
+    captures: set[str]
+    epochs_compared: int
+    epochs_skipped: int
+    rows_skipped: int
+    reason: str
+
+
+class Recomputer:
+    """Offline recomputation with state kept between calls (captures decoded once, every epoch
+    replayed incrementally), so a parity request costs the new vectors only. Not thread-safe:
+    one caller at a time."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        make_core: Callable[[], Features],
+        kernels: Kernels,
+        load_capture_fn: Callable[[str, str, Path], CaptureData] = load,
+    ) -> None:
+        self.data_dir, self.make_core, self.kernels, self._load = data_dir, make_core, kernels, load_capture_fn
+        self.captures: dict[Path, CaptureData] = {}
+        self.epochs: dict[tuple[str, str, str, int], EpochReplay] = {}
+
+    def capture(self, venue: str, symbol: str, ts_ns: int) -> CaptureData | None:
+        folder = find_capture(self.data_dir, venue, symbol, ts_ns)
+        if folder is None:
+            return None
+        if folder not in self.captures:
+            self.captures[folder] = self._load(venue, symbol, folder)
+        return self.captures[folder]
+
+    def replay(self, venue: str, symbol: str, samples: Sequence[FeatureSample]) -> KeyReplay:
+        """Recompute every comparable prefix of ``samples`` (one venue+symbol's lineage)."""
+        prefixes, empty, left = comparable_prefixes(samples)
+        out = KeyReplay({}, set(), 0, empty, left, "")
+        for prefix in prefixes:
+            cap = self.capture(venue, symbol, prefix[0].ts_event_ns)
+            if cap is None:
+                out.reason = f"no capture under {self.data_dir} for event time {prefix[0].ts_event_ns}"
+                out.epochs_skipped, out.rows_skipped = out.epochs_skipped + 1, out.rows_skipped + len(prefix)
+                continue
+            key = (venue, symbol, prefix[0].run_id, prefix[0].epoch)
+            ep = self.epochs.get(key)
+            if ep is None or ep.cap is not cap or not ep.extends(prefix):
+                ep = self.epochs[key] = EpochReplay(
+                    cap, self.make_core(), functools.partial(self.kernels.OrderBook, usdm=cap.usdm)
+                )
+            try:
+                ep.extend(prefix)
+            except KeyError as exc:
+                del self.epochs[key]
+                out.reason = str(exc).strip("'\"")
+                out.epochs_skipped, out.rows_skipped = out.epochs_skipped + 1, out.rows_skipped + len(prefix)
+                continue
+            out.captures.add(cap.name)
+            out.epochs_compared += 1
+            for s in prefix:
+                out.produced[s.ts_event_ns] = ep.produced.get(s.ts_event_ns)
+        return out
+
+
+@dataclass
+class _Acc:
+    rows: int = 0
+    max_abs: float = 0.0
+    bad: int = 0
+
+
+def parity(keys: Sequence[KeyInput], recomputer: Recomputer, tolerance: float = TOLERANCE) -> ParityReport:
     """Recompute every comparable stored vector from its capture and compare (module doc).
     Per feature: rows compared, max |online − offline|, rows with |Δ| > ``tolerance`` (a
     vector the offline path does not produce counts as a mismatch of every feature)."""
@@ -265,66 +383,37 @@ def parity(
     first: Mismatch | None = None
     unmatched = 0
     for key in keys:
-        prefixes, empty, left = comparable_prefixes(key.samples)
-        compared_ts: set[int] = set()
-        captures: set[str] = set()
-        reason = ""
-        walkers: dict[Path, BookWalker] = {}
-        epochs_done = 0
-        for prefix in prefixes:
-            folder = find_capture(data_dir, key.venue, key.symbol, prefix[0].ts_event_ns)
-            if folder is None:
-                reason, left = f"no capture under {data_dir} for {prefix[0].ts_event_ns}", left + len(prefix)
-                continue
-            if folder not in walkers:
-                cap = load_capture_fn(key.venue, key.symbol, folder)
-                walkers[folder] = BookWalker(cap, functools.partial(kernels.OrderBook, usdm=cap.usdm))
-            walker = walkers[folder]
-            captures.add(folder.name)
-            core = make_core()
-            try:
-                events = list(epoch_events(walker.cap, prefix, walker))
-            except KeyError as exc:
-                reason, left = str(exc).strip("'\""), left + len(prefix)
-                continue
-            epochs_done += 1
-            produced = {s.ts_event_ns: f for f, s in run_features(core, events)}
-            for s in prefix:
-                online = key.values.get(s.ts_event_ns, {})
-                off = produced.get(s.ts_event_ns)
-                compared_ts.add(s.ts_event_ns)
-                for name in FEATURES:
-                    if name not in online:
-                        continue
-                    a = acc[name]
-                    a.rows += 1
-                    offline = float(getattr(off, name)) if off is not None else float("nan")
-                    delta = abs(online[name] - offline)
-                    if not delta <= tolerance:  # NaN counts as a mismatch
-                        a.bad += 1
-                        if first is None:
-                            first = Mismatch(key.venue, key.symbol, name, s.ts_event_ns, online[name], offline)
-                    if delta == delta:
-                        a.max_abs = max(a.max_abs, delta)
-                    else:
-                        a.max_abs = float("inf")
-        start = min(compared_ts, default=0)
-        end = max(compared_ts, default=0)
+        rep = recomputer.replay(key.venue, key.symbol, key.samples)
+        for ts, off in sorted(rep.produced.items()):
+            online = key.values.get(ts, {})
+            for name in FEATURES:
+                if name not in online:
+                    continue
+                a = acc[name]
+                a.rows += 1
+                offline = float(getattr(off, name)) if off is not None else float("nan")
+                delta = abs(online[name] - offline)
+                if not delta <= tolerance:  # NaN counts as a mismatch
+                    a.bad += 1
+                    if first is None:
+                        first = Mismatch(key.venue, key.symbol, name, ts, online[name], offline)
+                a.max_abs = max(a.max_abs, delta) if delta == delta else float("inf")
+        start, end = min(rep.produced, default=0), max(rep.produced, default=0)
         sampled = {s.ts_event_ns for s in key.samples}
-        orphans = sum(1 for ts in key.values if start <= ts <= end and ts not in sampled) if compared_ts else 0
+        orphans = sum(1 for ts in key.values if start <= ts <= end and ts not in sampled) if rep.produced else 0
         unmatched += orphans
         out_keys.append(
             KeyParity(
                 key.venue,
                 key.symbol,
-                ",".join(sorted(captures)),
-                epochs_done,
-                empty + len(prefixes) - epochs_done,
-                len(compared_ts),
-                left,
+                ",".join(sorted(rep.captures)),
+                rep.epochs_compared,
+                rep.epochs_skipped,
+                len(rep.produced),
+                rep.rows_skipped,
                 start,
                 end,
-                reason,
+                rep.reason,
             )
         )
     features = {

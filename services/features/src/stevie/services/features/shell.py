@@ -6,8 +6,11 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import asyncpg
 import stamina
@@ -23,6 +26,8 @@ from stevie.services.features.settings import FeaturesSettings
 from stevie.services.features.writer import FeatureWriter
 from stevie.store import connect_pool, migrate
 from stevie.store.features import get_samples, get_vectors, stored_keys
+
+T = TypeVar("T")
 
 
 async def main(ctx: ServiceContext) -> None:
@@ -53,7 +58,14 @@ async def main(ctx: ServiceContext) -> None:
             if writer is not None:
                 writer.offer(out, sample)
 
-    load_capture = functools.lru_cache(maxsize=8)(offline.load)
+    recomputer = offline.Recomputer(
+        Path(s.data_dir), lambda: Features(s.obi_levels, window_ns, ctx.clock.now_ns, kernels), kernels
+    )
+    lock = threading.Lock()  # one recomputation at a time (the Recomputer's state is not thread-safe)
+
+    def locked(fn: Callable[[], T]) -> T:
+        with lock:
+            return fn()
 
     async def parity(req: ParityRequest) -> ParityReport:
         """Online (stored) vs offline (recomputed from the capture) — ``offline.parity``."""
@@ -64,21 +76,30 @@ async def main(ctx: ServiceContext) -> None:
         if (req.venue or req.symbol) and not keys:
             raise KeyError(f"no stored features for venue={req.venue} symbol={req.symbol}; stored: {stored}")
         inputs = [offline.KeyInput(v, y, await get_samples(pool, v, y), await get_vectors(pool, v, y)) for v, y in keys]
-        return await asyncio.to_thread(
-            offline.parity,
-            inputs,
-            Path(s.data_dir),
-            lambda: Features(s.obi_levels, window_ns, ctx.clock.now_ns, kernels),
-            kernels,
-            load_capture,
-        )
+        return await asyncio.to_thread(locked, functools.partial(offline.parity, inputs, recomputer))
+
+    async def keep_warm() -> None:
+        """Replay new stored vectors offline every ``parity_warm_s`` (in a thread), so a parity
+        request only pays for the vectors stored since."""
+        assert pool is not None
+        while True:
+            await asyncio.sleep(s.parity_warm_s)
+            try:
+                for v, y in await stored_keys(pool):
+                    samples = await get_samples(pool, v, y)
+                    await asyncio.to_thread(locked, functools.partial(recomputer.replay, v, y, samples))
+            except (OSError, asyncpg.PostgresError, ValueError) as exc:
+                ctx.log.warning("parity_warm_failed", error=str(exc)[:200])
 
     await ctx.subscribe_typed(subjects.md_book(root, "*", "*"), BookTopK, on_book, dlq.labels("book"))
     await ctx.subscribe_typed(subjects.md_trade(root, "*", "*"), Trade, core.on_trade, dlq.labels("trade"))
     await ctx.subscribe_typed(subjects.md_status(root, "*", "*"), BookStatus, core.on_status, dlq.labels("status"))
     await ctx.serve_rpc("parity", ParityRequest, parity)
     try:
-        await asyncio.gather(asyncio.Event().wait(), *([writer.run()] if writer is not None else []))
+        jobs = [writer.run()] if writer is not None else []
+        if pool is not None and s.parity_warm_s > 0:
+            jobs.append(keep_warm())
+        await asyncio.gather(asyncio.Event().wait(), *jobs)
     finally:
         if pool is not None:
             await pool.close()
