@@ -268,6 +268,12 @@ def _spa(bench: np.ndarray, models: np.ndarray, s: PromotionSettings) -> SpaView
     return SpaView(r.lower, r.consistent, r.upper)
 
 
+def warm_up() -> None:
+    """Run one small SPA so arch's compiled kernels are ready before the first request."""
+    rng = np.random.default_rng(0)
+    promotion.spa(rng.standard_normal(50), rng.standard_normal((50, 2)), 100, 5, 0)
+
+
 def promotion_status(logged: list[Logged], trial_sharpes: list[float], s: PromotionSettings) -> PromotionResult:
     """Champion = the live router's realised PnL per decision; challengers = every policy's
     counterfactual PnL on the same decisions. Losses for SPA = −PnL. DSR deflates by every

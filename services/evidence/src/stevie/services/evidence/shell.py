@@ -60,6 +60,8 @@ class Evidence:
         self.ctx, self.s, self.pool = ctx, s, pool
         self._cache: dict[str, tuple[float, object]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self._refreshing: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
         self.bounds = NudgeBounds(s.nudge_prior_bound, s.nudge_sizing_bound, s.ece_target, s.sizing_gain)
         self.ope = core.OpeSettings(s.n_boot, s.alpha, 0, s.min_n, s.min_ess, s.ridge_alpha)
         self.promo = core.PromotionSettings(s.p_max, s.dsr_min, s.spa_reps, s.spa_block_size, 0, s.min_n)
@@ -68,15 +70,36 @@ class Evidence:
         self.m_nudges = Counter("evidence_nudges_applied_total", "Calibration nudges applied", registry=r)
 
     async def cached(self, key: str, make: Callable[[], Awaitable[T]]) -> T:
-        """``make()`` at most once per ``cache_s`` per key (concurrent callers share it)."""
+        """``make()``'s value, reused for ``cache_s``; once stale it is still answered while a
+        background task recomputes it (a route never waits for a recomputation it does not
+        need). The first call of a key waits; concurrent callers share one computation."""
+        hit = self._cache.get(key)
+        if hit is not None:
+            if time.monotonic() - hit[0] >= self.s.cache_s and key not in self._refreshing:
+                self._refreshing.add(key)
+                task = asyncio.ensure_future(self._refresh(key, make))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            return hit[1]  # type: ignore[return-value]
         lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:
             hit = self._cache.get(key)
-            if hit is not None and time.monotonic() - hit[0] < self.s.cache_s:
+            if hit is not None:
                 return hit[1]  # type: ignore[return-value]
             value = await make()
             self._cache[key] = (time.monotonic(), value)
             return value
+
+    async def _refresh(self, key: str, make: Callable[[], Awaitable[T]]) -> None:
+        try:
+            self._cache[key] = (time.monotonic(), await make())
+        except Exception as exc:  # keep the stale answer, log why
+            self.ctx.log.warning("refresh_failed", key=key, error=str(exc)[:200])
+        finally:
+            self._refreshing.discard(key)
+
+    def invalidate(self, key: str) -> None:
+        self._cache.pop(key, None)
 
     async def logged(self) -> list[core.Logged]:
         async def load() -> list[core.Logged]:
@@ -196,7 +219,7 @@ class Evidence:
         await self.ctx.bus.publish(subjects.nudges(self.s.subject_root), encode(out))
         self.m_nudges.inc()
         self.ctx.log.info("nudges_applied", prior=prior, sizing=sizing, ece=c.ece, n=c.n, actor=req.actor)
-        self._cache.pop("calibration", None)
+        self.invalidate("calibration")
         return out
 
     # -- PBT --------------------------------------------------------------------------------
@@ -215,6 +238,8 @@ async def main(ctx: ServiceContext) -> None:
     await retry(migrate)(s.database_url)
     pool = await retry(connect_pool)(s.database_url)
     ev = Evidence(ctx, s, pool)
+    # compile arch's bootstrap kernels now, not in the first request (~8 s on a busy machine)
+    warm = asyncio.ensure_future(asyncio.to_thread(core.warm_up))
     try:
         await ctx.serve_rpc("cf_summary", CfSummaryRequest, db_errors(ev.cf_summary))
         await ctx.serve_rpc("promotion_status", PromotionStatusRequest, db_errors(ev.promotion_status))
@@ -226,6 +251,7 @@ async def main(ctx: ServiceContext) -> None:
         await ctx.serve_rpc("pbt_lineage", PbtLineageRequest, db_errors(ev.pbt_lineage))
         await asyncio.Event().wait()
     finally:
+        warm.cancel()
         await pool.close()
 
 
