@@ -68,6 +68,7 @@ def stack_env(opts: UpOptions, base: dict[str, str]) -> dict[str, str]:
         env.setdefault("STEVIE_BOOK_MAINTAINER_BINANCE_USDM_REST_URL", f"http://127.0.0.1:{usdm}")
         env.setdefault("STEVIE_BOOK_MAINTAINER_BINANCE_USDM_WS_URL", f"ws://127.0.0.1:{usdm}")
         env.setdefault("STEVIE_VOL_REST_URL", f"http://127.0.0.1:{usdm}")
+        env.setdefault("STEVIE_ADAPTIVE_REST_URL", f"http://127.0.0.1:{usdm}")
         env.setdefault(
             "STEVIE_VENUES_REST_URLS", f"binance=http://127.0.0.1:{spot},binance-usdm=http://127.0.0.1:{usdm}"
         )
