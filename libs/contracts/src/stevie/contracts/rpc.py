@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import msgspec
 
+from stevie.contracts.adaptive import AlphaSignal
+
 
 class RpcError(msgspec.Struct, frozen=True, tag=True):
     """A request the service could not answer: ``status`` is the HTTP status to return."""
@@ -365,6 +367,9 @@ class Audit(msgspec.Struct, frozen=True, tag=True):
     shadow: dict[str, int] = {}
     """Shadow actions: the signal (−1/0/+1) every policy would have taken at this decision
     (off-policy evaluation needs the counterfactual of each policy)."""
+    alphas: list[AlphaSignal] = []
+    """Every registered alpha's signal and blend weight at this decision
+    (``stevie.quant.alpha``; attribution in ``/api/alpha/attribution``)."""
 
 
 class ProvenanceInput(msgspec.Struct, frozen=True):
