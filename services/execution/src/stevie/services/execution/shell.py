@@ -14,6 +14,7 @@ import msgspec
 from prometheus_client import Counter
 
 from stevie.contracts import BookStatus, BookTopK, MicroFeatures, encode, subjects
+from stevie.contracts.adaptive import AlphaSignal, GatingState, RegimeState
 from stevie.contracts.rpc import (
     Choice,
     ChooseRequest,
@@ -38,6 +39,7 @@ from stevie.contracts.rpc import (
     VolForecastRequest,
 )
 from stevie.contracts.venues import VenueRoute, VenueScore, VenueScoreRequest
+from stevie.quant.alpha import AlphaInputs, AlphaRegistry
 from stevie.quant.errors import QuantInputError
 from stevie.runtime.service import ServiceContext, ServiceSpec
 from stevie.services.execution.core import BookSlot, ExecutionCore, Key, NotTradable, Position
@@ -59,6 +61,10 @@ class Execution:
         self.vol_cache: dict[str, tuple[float, VolForecast | None]] = {}
         self.smile_cache: dict[str, tuple[float, float]] = {}
         self.blocked_times: deque[float] = deque()
+        # adaptive context (issue 12): regime label per symbol, gated-off features, alpha blend
+        self.regimes: dict[str, str] = {}
+        self.gated_off: frozenset[str] = frozenset()
+        self.alphas = AlphaRegistry()
         r = ctx.registry
         self.m_decisions = Counter("exec_decisions_total", "Decisions made", ["venue", "symbol"], registry=r)
         self.m_blocked = Counter("exec_blocked_total", "Orders blocked by risk guards", ["reason"], registry=r)
@@ -111,7 +117,9 @@ class Execution:
             slot = self.core.slot(key)
             now = slot.features[-1].ts_event_ns
             sigma, sigma_har, source = await self.sigma(key[1])
-            ctx = self.core.context(key, sigma, sigma_har, await self.rr25(key[1]))
+            ctx = self.core.context(key, sigma, sigma_har, await self.rr25(key[1]), self.regimes.get(key[1], "unknown"))
+            if self.gated_off:  # features disabled by the gating: zeroed (neutral) in context and sizing
+                ctx = msgspec.structs.replace(ctx, **{f: 0.0 for f in self.gated_off})
             window = self.core.feature_window(key)
             if choice is None:
                 choice = await self.call("router", "choose", ChooseRequest(ctx), Choice)
@@ -153,6 +161,7 @@ class Execution:
         audit, rec = self.core.record(
             key, event_id, choice, sizing, guard, fill, ctx, window, now, self.ctx.clock.now_ns(), side * qty
         )
+        audit = msgspec.structs.replace(audit, alphas=self.alpha_signals(ctx, window))
         if route is not None:  # the fill's venue and position; the decision stays on ``key``'s clock
             pos = self.core.positions[fill_key].size
             audit = msgspec.structs.replace(audit, venue=fill_key[0], position_after=pos, route=route)
@@ -161,6 +170,28 @@ class Execution:
         await self.ctx.bus.publish_durable(subjects.exec_record(self.root, *fill_key), encode(rec), event_id + ":rec")
         self.m_decisions.labels(*key).inc()
         return rec
+
+    def alpha_signals(self, ctx: RouterContext, window: list[list[float]]) -> list[AlphaSignal]:
+        """Every registered alpha's signal (from the decision context and the window's mids) and weight."""
+        x = AlphaInputs(
+            obi=ctx.value("obi"),
+            ti=ctx.value("ti"),
+            micro_dev_bps=ctx.value("micro_dev_bps"),
+            spread_bps=ctx.value("spread_bps"),
+            sigma_garch=ctx.value("sigmaGARCH"),
+            sigma_har=ctx.value("sigmaHAR"),
+            rr25=ctx.value("rr25"),
+            funding=ctx.value("funding"),
+            mids=tuple(row[6] for row in window if len(row) > 6),
+        )
+        sig = self.alphas.signals(x)
+        return [AlphaSignal(a.id, v, self.alphas.weights[a.id]) for a, v in zip(self.alphas.alphas, sig, strict=True)]
+
+    def on_regime(self, st: RegimeState) -> None:
+        self.regimes[st.symbol] = st.label
+
+    def on_gating(self, g: GatingState) -> None:
+        self.gated_off = frozenset(f for f in g.disabled if f in RouterContext.__struct_fields__)
 
     def tradable(self, key: Key) -> bool:
         try:
@@ -229,7 +260,7 @@ class Execution:
         async with self.locks[key]:
             slot = self.core.slot(key)
             now = slot.features[-1].ts_event_ns
-            ctx = self.core.context(key, 0.0, 0.0)
+            ctx = self.core.context(key, 0.0, 0.0, regime=self.regimes.get(key[1], "unknown"))
             manual = Choice("manual", 0.0, 0.0, 1.0, 0.0, {}, [])
             side = 1 if req.side == "buy" else -1
             sizing = SizingSnapshot(
@@ -285,6 +316,8 @@ async def main(ctx: ServiceContext) -> None:
     await ctx.subscribe_typed(
         subjects.feat_micro(root, "*", "*"), MicroFeatures, ex.on_features, dlq.labels("features")
     )
+    await ctx.subscribe_typed(subjects.regime(root, "*", "*"), RegimeState, ex.on_regime, dlq.labels("regime"))
+    await ctx.subscribe_typed(subjects.gating(root), GatingState, ex.on_gating, dlq.labels("gating"))
     await ctx.serve_rpc("plan_and_execute", PlanRequest, ex.plan_and_execute)
     await ctx.serve_rpc("paper_order", PaperOrder, ex.paper_order)
     await ctx.serve_rpc("simulate", SimulateRequest, ex.simulate)
