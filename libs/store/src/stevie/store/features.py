@@ -123,13 +123,17 @@ async def get_samples(pool: asyncpg.Pool, venue: str, symbol: str) -> list[Featu
 
 
 async def get_vectors(pool: asyncpg.Pool, venue: str, symbol: str) -> dict[int, dict[str, float]]:
-    """Every stored value of ``venue``/``symbol`` as ts_event_ns → {feature: value}."""
+    """Every stored value of ``venue``/``symbol`` as ts_event_ns → {feature: value} (one array
+    per feature over the wire, not one record per value)."""
     rows = await pool.fetch(
-        "SELECT ts_event_ns, feature, value FROM feature_values WHERE venue = $1 AND symbol = $2",
+        """SELECT feature, array_agg(ts_event_ns) AS ts, array_agg(value) AS v FROM feature_values
+           WHERE venue = $1 AND symbol = $2 GROUP BY feature""",
         venue,
         symbol,
     )
     out: dict[int, dict[str, float]] = {}
     for r in rows:
-        out.setdefault(r["ts_event_ns"], {})[r["feature"]] = r["value"]
+        name = r["feature"]
+        for ts, v in zip(r["ts"], r["v"], strict=True):
+            out.setdefault(ts, {})[name] = v
     return out

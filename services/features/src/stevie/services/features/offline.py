@@ -330,6 +330,8 @@ class Recomputer:
         self.epochs: dict[tuple[str, str, str, int], EpochReplay] = {}
 
     def capture(self, venue: str, symbol: str, ts_ns: int) -> CaptureData | None:
+        """The decoded capture that recorded ``venue``/``symbol`` at ``ts_ns`` (decoded once;
+        safe to call from another thread than ``replay``: the worst case decodes twice)."""
         folder = find_capture(self.data_dir, venue, symbol, ts_ns)
         if folder is None:
             return None

@@ -28,6 +28,7 @@ from stevie.store import connect_pool, migrate
 from stevie.store.features import get_samples, get_vectors, stored_keys
 
 T = TypeVar("T")
+PARITY_WAIT_S = 6.0  # below the gateway's 10 s request timeout
 
 
 async def main(ctx: ServiceContext) -> None:
@@ -63,9 +64,13 @@ async def main(ctx: ServiceContext) -> None:
     )
     lock = threading.Lock()  # one recomputation at a time (the Recomputer's state is not thread-safe)
 
-    def locked(fn: Callable[[], T]) -> T:
-        with lock:
+    def locked(fn: Callable[[], T], wait_s: float = -1) -> T:
+        if not lock.acquire(timeout=wait_s):
+            raise RuntimeError("the offline recomputation is busy (decoding captures after a start); retry shortly")
+        try:
             return fn()
+        finally:
+            lock.release()
 
     async def parity(req: ParityRequest) -> ParityReport:
         """Online (stored) vs offline (recomputed from the capture) — ``offline.parity``."""
@@ -76,20 +81,25 @@ async def main(ctx: ServiceContext) -> None:
         if (req.venue or req.symbol) and not keys:
             raise KeyError(f"no stored features for venue={req.venue} symbol={req.symbol}; stored: {stored}")
         inputs = [offline.KeyInput(v, y, await get_samples(pool, v, y), await get_vectors(pool, v, y)) for v, y in keys]
-        return await asyncio.to_thread(locked, functools.partial(offline.parity, inputs, recomputer))
+        # wait at most PARITY_WAIT_S for a background recomputation, so the gateway gets an answer (503 if busy)
+        return await asyncio.to_thread(locked, functools.partial(offline.parity, inputs, recomputer), PARITY_WAIT_S)
 
     async def keep_warm() -> None:
         """Replay new stored vectors offline every ``parity_warm_s`` (in a thread), so a parity
         request only pays for the vectors stored since."""
         assert pool is not None
+        await asyncio.sleep(min(2.0, s.parity_warm_s))  # decode the captures as soon as vectors are stored
         while True:
-            await asyncio.sleep(s.parity_warm_s)
             try:
                 for v, y in await stored_keys(pool):
                     samples = await get_samples(pool, v, y)
+                    for ts in sorted({smp.ts_event_ns for smp in samples if smp.n == 0}):
+                        # decode outside the lock (a dict insert; a parity request may run meanwhile)
+                        await asyncio.to_thread(recomputer.capture, v, y, ts)
                     await asyncio.to_thread(locked, functools.partial(recomputer.replay, v, y, samples))
             except (OSError, asyncpg.PostgresError, ValueError) as exc:
                 ctx.log.warning("parity_warm_failed", error=str(exc)[:200])
+            await asyncio.sleep(s.parity_warm_s)
 
     await ctx.subscribe_typed(subjects.md_book(root, "*", "*"), BookTopK, on_book, dlq.labels("book"))
     await ctx.subscribe_typed(subjects.md_trade(root, "*", "*"), Trade, core.on_trade, dlq.labels("trade"))
