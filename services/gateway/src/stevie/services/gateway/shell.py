@@ -72,7 +72,7 @@ from stevie.contracts.venues import (
 )
 from stevie.runtime.metrics import MergedTextCollector, new_registry
 from stevie.runtime.service import ServiceContext, ServiceSpec
-from stevie.services.gateway import api, operations, security
+from stevie.services.gateway import api, dashboard, operations, security
 from stevie.services.gateway.core import NotFound, View, health
 from stevie.services.gateway.settings import GatewaySettings
 from stevie.store import connect_pool
@@ -489,6 +489,8 @@ class Gateway:
         app.router.add_post("/api/portfolio/optimize", self.portfolio)
         for f in forwards:
             app.router.add_route(f.method, f.path, operations.custom(self, f) or self._forwarder(f))
+        here = f"http://{'127.0.0.1' if self.s.host in ('0.0.0.0', '::', '') else self.s.host}:{self.s.port}"
+        dashboard.Dashboard(here, self.s.venues, self.s.symbols, self.s.database_url).register(app)
         return app
 
     def _forwarder(self, f: Forward) -> Handler:
