@@ -207,7 +207,9 @@ class BookMaintainer:
         names = "/".join(f"{s.lower()}@{k}" for s in self.s.symbols for k in ("depth@100ms", "trade"))
         url = f"{self.s.ws_url(st.venue)}/stream?streams={names}"
         backoff = 0.2
+        refused_before = False
         while True:
+            refused = False
             try:
                 async with self.http.ws_connect(url, heartbeat=10, max_msg_size=0) as ws:
                     st.connected, backoff = True, 0.2
@@ -223,7 +225,14 @@ class BookMaintainer:
                             self._drain(st)
                             st.queue.put_nowait(_OVERFLOW)
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-                self.ctx.log.warning("stream_error", venue=st.venue, error=str(exc))
+                # nothing listens yet (the venue is starting): poll every 0.1 s, log once
+                refused = isinstance(exc, aiohttp.ClientConnectorError) and not st.connected
+                if not (refused and refused_before):
+                    self.ctx.log.warning("stream_error", venue=st.venue, error=str(exc))
+            refused_before = refused
+            if refused:  # never got in: no book of this stream changed state
+                await asyncio.sleep(0.1)
+                continue
             if st.connected:
                 self.ctx.log.warning("stream_disconnected", venue=st.venue)
             st.connected = False

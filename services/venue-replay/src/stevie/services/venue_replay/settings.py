@@ -21,6 +21,7 @@ class VenueReplaySettings(CommonSettings, frozen=True, kw_only=True, forbid_unkn
     spot_port: int = 5101
     usdm_port: int = 5102
     ws_client_queue: int = 10_000
+    cache_dir: str = ""  # prepared captures ('' = $XDG_CACHE_HOME or ~/.cache, /stevie/venue-replay)
 
     def __post_init__(self) -> None:
         super().__post_init__()

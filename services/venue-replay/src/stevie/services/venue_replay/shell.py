@@ -14,25 +14,22 @@ import bisect
 import contextlib
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from aiohttp import WSMsgType, web
 from prometheus_client import Counter, Gauge
 
 from stevie.runtime.clock import ReplayClock
 from stevie.runtime.service import ServiceContext, ServiceSpec
-from stevie.services.venue_replay.captures import Capture, capture_dirs, load_capture, load_kline_history
+from stevie.services.venue_replay.captures import Capture, KlineHistory, PreparedWindow, load_prepared, prepare_window
 from stevie.services.venue_replay.core import (
     MS,
     Event,
     ReplayBook,
     exchange_info,
-    klines_from_trades,
-    reanchor,
     stream_kind,
-    timeline,
     wire_payload,
 )
 from stevie.services.venue_replay.settings import VenueReplaySettings
@@ -54,7 +51,7 @@ class Venue:
     name: str
     usdm: bool
     captures: dict[str, Capture]
-    history: dict[str, list[list[Any]]] = field(default_factory=dict)
+    history: dict[str, KlineHistory] = field(default_factory=dict)
     books: dict[str, ReplayBook] = field(default_factory=dict)
     clients: set[_Client] = field(default_factory=set)
 
@@ -65,18 +62,21 @@ class Venue:
 class Replay:
     """The pump and the HTTP handlers over shared replay state."""
 
-    def __init__(self, ctx: ServiceContext, settings: VenueReplaySettings) -> None:
+    def __init__(
+        self, ctx: ServiceContext, settings: VenueReplaySettings, prepared: PreparedWindow | None = None
+    ) -> None:
         self.ctx, self.s = ctx, settings
-        folders = capture_dirs(Path(settings.data_dir), settings.window)
-        caps = [load_capture(v, sym, d) for (v, sym), d in folders.items()]
+        # the compact, cached timeline (captures.py); prepared here, slowly, when not given
+        self.prepared = prepared or prepare_window(Path(settings.data_dir), settings.window)
+        caps = self.prepared.captures()
         self.venues = {
             name: Venue(name, name == "binance-usdm", {c.symbol: c for c in caps if c.venue == name})
             for name in ("binance", "binance-usdm")
         }
-        self.events: list[Event] = timeline(caps)
+        self.events: Sequence[Event] = self.prepared.events()
         origin_ms = self.events[0].ts_ns // MS
-        for sym, rows in load_kline_history(Path(settings.data_dir)).items():
-            self.venues["binance-usdm"].history[sym] = reanchor(rows, origin_ms)
+        for sym, rows in self.prepared.history.items():
+            self.venues["binance-usdm"].history[sym] = rows.reanchored(origin_ms)
         self.clock = ReplayClock(self.events[0].ts_ns, settings.speed)
         self.session = 0
         self._closing: set[asyncio.Future[bool]] = set()
@@ -193,11 +193,11 @@ class Replay:
             end = int(request.query.get("endTime", str(self.now_ms())))
         except ValueError:
             return self._error(-1100, "Illegal characters found in a parameter.")
-        cap = venue.captures.get(sym)
-        live = klines_from_trades(cap.trades, min(end, self.now_ms())) if cap else []
-        hist = venue.history.get(sym, [])
-        lo = bisect.bisect_left(hist, start, key=lambda r: r[0])
-        hi = bisect.bisect_right(hist, end, key=lambda r: r[0])
+        live = self.prepared.live_klines(venue.name, sym, min(end, self.now_ms()))
+        hist = venue.history.get(sym, KlineHistory.empty())
+        lo = bisect.bisect_left(hist, start, key=lambda r: int(str(r[0])))
+        hi = bisect.bisect_right(hist, end, key=lambda r: int(str(r[0])))
+        lo, hi = (lo, min(hi, lo + limit)) if start else (max(lo, hi - limit), hi)  # rows are built on demand
         rows = hist[lo:hi] + [r for r in live if start <= int(str(r[0])) <= end]
         return web.json_response(rows[:limit] if start else rows[-limit:])
 
@@ -236,7 +236,8 @@ class Replay:
 async def main(ctx: ServiceContext) -> None:
     s = ctx.settings
     assert isinstance(s, VenueReplaySettings)
-    replay = Replay(ctx, s)
+    cache = Path(s.cache_dir) if s.cache_dir else None
+    replay = Replay(ctx, s, await load_prepared(Path(s.data_dir), s.window, cache))
     runners = []
     for venue, port in ((replay.venues["binance"], s.spot_port), (replay.venues["binance-usdm"], s.usdm_port)):
         runner = web.AppRunner(replay.app(venue), access_log=None)

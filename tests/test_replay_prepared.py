@@ -1,0 +1,96 @@
+"""The replay venue's compact, cached timeline (``captures.PreparedWindow``) serves exactly
+what the plain Python view serves: the same events in the same order with the same wire
+payloads, the same closed 1-minute bars from trades at any replay time, the same re-anchored
+kline history rows — and the on-disk cache round-trips and is keyed by the source files."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+
+import pytest
+
+from stevie.services.venue_replay.captures import (
+    KlineHistory,
+    cache_path,
+    capture_dirs,
+    load_capture,
+    load_kline_history,
+    load_prepared,
+    prepare_window,
+    read_prepared,
+    write_prepared,
+)
+from stevie.services.venue_replay.core import klines_from_trades, reanchor, timeline, wire_payload
+from tests.helpers.capture import SAMPLES
+
+WINDOW = "2023-04-04"  # one USD-M capture: the smallest window
+
+
+@pytest.fixture(scope="module")
+def plain():
+    caps = [load_capture(v, s, d) for (v, s), d in capture_dirs(SAMPLES, WINDOW).items()]
+    return caps, timeline(caps)
+
+
+@pytest.fixture(scope="module")
+def prepared():
+    return prepare_window(SAMPLES, WINDOW, history=False)
+
+
+def test_events_equal_the_plain_timeline(plain, prepared):
+    _, events = plain
+    seq = prepared.events()
+    assert len(seq) == len(events) > 1000
+    for i, (a, b) in enumerate(zip(events, seq, strict=True)):
+        assert (a.ts_ns, a.venue, a.symbol, a.kind) == (b.ts_ns, b.venue, b.symbol, b.kind), i
+        assert wire_payload(a) == b.payload == json.loads(prepared.payload_bytes(i)), i
+    assert seq[-1].ts_ns == events[-1].ts_ns and seq[5:7][1].payload == wire_payload(events[6])
+
+
+def test_trade_bars_equal_klines_from_trades_at_any_time(plain, prepared):
+    caps, events = plain
+    cap = caps[0]
+    t0, t1 = events[0].ts_ns // 1_000_000, events[-1].ts_ns // 1_000_000
+    for until in [t0, t0 + 59_999, t0 + 60_000, (t0 + t1) // 2, t1, t1 + 120_000]:
+        assert prepared.live_klines(cap.venue, cap.symbol, until) == klines_from_trades(cap.trades, until), until
+    assert prepared.captures()[0].snapshot == cap.snapshot
+
+
+def test_kline_history_rows_and_reanchoring(tmp_path):
+    one = tmp_path / "binance" / "usdm" / "klines_1m"
+    one.mkdir(parents=True)
+    shutil.copy(SAMPLES / "binance" / "usdm" / "klines_1m" / "LTCUSDT.csv.gz", one)
+    rows = load_kline_history(tmp_path)["LTCUSDT"]
+    hist = KlineHistory.from_rows(rows)
+    assert len(hist) == len(rows)
+    assert hist[0] == rows[0] and hist[-1] == rows[-1] and hist[100:103] == rows[100:103]
+    origin = 1_723_161_256_299
+    moved = hist.reanchored(origin)
+    ref = reanchor(rows, origin)
+    assert moved[0] == ref[0] and moved[-1] == ref[-1] and int(str(moved[-1][6])) < origin
+    with pytest.raises(IndexError):
+        hist[len(rows)]
+
+
+def test_cache_round_trip_and_key(prepared, tmp_path):
+    path = cache_path(SAMPLES, WINDOW, tmp_path)
+    write_prepared(prepared, path)
+    back = read_prepared(path)
+    assert back is not None and back.blob == prepared.blob and (back.ts_ns == prepared.ts_ns).all()
+    assert asyncio.run(load_prepared(SAMPLES, WINDOW, tmp_path)).blob == prepared.blob  # from the cache
+    (tmp_path / "bad.pkl").write_bytes(b"not a pickle")
+    assert read_prepared(tmp_path / "bad.pkl") is None
+    # a touched source file changes the key (so a changed capture is prepared again)
+    data = tmp_path / "data"
+    shutil.copytree(
+        SAMPLES / "binance" / "usdm" / "btcusdt" / "l2_2023-04-04T2358Z",
+        data / "binance" / "usdm" / "btcusdt" / "l2_2023-04-04T2358Z",
+    )
+    (data / "binance" / "usdm" / "klines_1m").mkdir(parents=True)
+    k1 = cache_path(data, WINDOW, tmp_path)
+    snap = next((data / "binance" / "usdm" / "btcusdt").glob("l2_*")) / "depth_snapshot.json"
+    os.utime(snap, ns=(1, 1))
+    assert cache_path(data, WINDOW, tmp_path) != k1
