@@ -75,7 +75,7 @@ def _micro_dev(x: AlphaInputs) -> float:
     return _clip(math.tanh(x.micro_dev_bps / half_spread))
 
 
-def _sma_trend(x: AlphaInputs, fast: int = 8, slow: int = 32) -> float:
+def _sma_trend(x: AlphaInputs, fast: int = 3, slow: int = 10) -> float:
     m = x.mids
     if len(m) < slow or m[-1] <= 0:
         return 0.0
@@ -85,7 +85,7 @@ def _sma_trend(x: AlphaInputs, fast: int = 8, slow: int = 32) -> float:
     return _clip(math.tanh((f / s - 1.0) / sd)) if sd > 0 else 0.0
 
 
-def _breakout(x: AlphaInputs, n: int = 32) -> float:
+def _breakout(x: AlphaInputs, n: int = 9) -> float:
     m = x.mids
     if len(m) < n + 1:
         return 0.0
@@ -116,8 +116,8 @@ DEFAULT_ALPHAS: tuple[Alpha, ...] = (
     Alpha("a_obi", "order-book imbalance over the top 5 levels (Cont, Kukanov & Stoikov 2014)", _obi, 0.30),
     Alpha("a_ti", "trade imbalance of the recent tape", _ti, 0.20),
     Alpha("a_micro_dev", "micro-price deviation from the mid, in half-spreads (Stoikov 2018)", _micro_dev, 0.20),
-    Alpha("a_sma_trend", "fast/slow SMA of the recent mids (8/32), per σ of the window", _sma_trend, 0.10),
-    Alpha("a_breakout", "Donchian breakout of the last mid vs the prior 32 mids", _breakout, 0.05),
+    Alpha("a_sma_trend", "fast/slow SMA of the recent mids (3/10), per σ of the window", _sma_trend, 0.10),
+    Alpha("a_breakout", "Donchian breakout of the last mid vs the prior 9 mids", _breakout, 0.05),
     Alpha("a_vol_regime", "GARCH σ above HAR σ: fade the book's direction (de-risk)", _vol_regime, 0.05),
     Alpha("a_rr25_skew", "25-delta risk reversal: calls over puts is bullish", _rr25_skew, 0.05),
     Alpha("a_funding_carry", "perpetual funding carry: short when longs pay", _funding_carry, 0.05),

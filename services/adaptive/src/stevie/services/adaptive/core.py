@@ -79,9 +79,8 @@ def audit_mids(a: Audit) -> tuple[float, ...]:
 def audit_alphas(a: Audit, registry: AlphaRegistry) -> list[AlphaSignal]:
     """The alpha signals and weights the decision logged, else (older audits) recomputed from
     its context and feature window with the registry's weights."""
-    logged: list[AlphaSignal] = list(getattr(a, "alphas", []) or [])
-    if logged:
-        return logged
+    if a.alphas:
+        return list(a.alphas)
     sig = registry.signals(alpha_inputs(a.context, audit_mids(a)))
     return [AlphaSignal(al.id, s, registry.weights[al.id]) for al, s in zip(registry.alphas, sig, strict=True)]
 

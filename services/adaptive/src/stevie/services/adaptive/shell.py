@@ -51,6 +51,8 @@ class Adaptive:
     def __init__(self, ctx: ServiceContext, s: AdaptiveSettings) -> None:
         self.ctx, self.s = ctx, s
         self.core = AdaptiveCore(s)
+        self.seeded: set[str] = set()
+        self.held: dict[str, list[Bar]] = {}  # live bars that arrived while the symbol was seeding
         self.pool: asyncpg.Pool | None = None
         self.dlq = Counter("adaptive_dlq_total", "Undecodable bus messages", ["type"], registry=ctx.registry)
         self.changes = Counter(
@@ -101,6 +103,9 @@ class Adaptive:
             start = rows[-1][0] + 1
         n = await asyncio.to_thread(self.core.seed, symbol, times, closes)
         st = self.core.state(symbol, self.ctx.clock.now_ns())
+        if st is not None:  # a useful regime right away, before the first live bar
+            await self.ctx.bus.publish(subjects.regime(self.s.subject_root, st.venue, st.symbol), encode(st))
+        await self._release(symbol)
         self.ctx.log.info("regime_seeded", symbol=symbol, bars=n, label=st.label if st else "unknown")
 
     async def seed_all(self) -> None:
@@ -117,10 +122,21 @@ class Adaptive:
                         await asyncio.sleep(5)
                     except Exception as exc:  # the venue is down: the live bars still drive the regime
                         self.ctx.log.warning("seed_failed", symbol=sym, error=str(exc)[:200])
+                        await self._release(sym)
                         break
+
+    async def _release(self, symbol: str) -> None:
+        self.seeded.add(symbol)
+        for bar in self.held.pop(symbol, []):
+            await self.on_bar(bar)
 
     # -- bus ----------------------------------------------------------------------------
     async def on_bar(self, bar: Bar) -> None:
+        if bar.symbol not in self.seeded and self.s.seed_bars > 0:
+            held = self.held.setdefault(bar.symbol, [])
+            if len(held) < 1440:
+                held.append(bar)
+            return
         st = self.core.on_bar(bar, self.ctx.clock.now_ns())
         if st is None:
             return
@@ -258,9 +274,9 @@ async def main(ctx: ServiceContext) -> None:
     root = s.subject_root
     await ctx.subscribe_typed(subjects.feat_micro(root, "*", "*"), MicroFeatures, ad.on_features, ad.dlq.labels("f"))
     await ctx.subscribe_typed(subjects.audit(root, "*", "*"), Audit, ad.on_audit, ad.dlq.labels("audit"))
-    # seed first, then follow the bars (a bar arriving during the seed would be out of order)
-    await ad.seed_all()
+    # live bars of a symbol still seeding are held and applied after its history
     await ctx.subscribe_typed(subjects.md_bar(root, s.bar_venue, "*"), Bar, ad.on_bar, ad.dlq.labels("bar"))
+    await ad.seed_all()
     try:
         await asyncio.Event().wait()
     finally:
