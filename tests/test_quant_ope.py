@@ -228,3 +228,22 @@ def test_snips_undefined_when_the_target_never_takes_a_logged_action():
     # SNDR then reduces to DM
     q = np.array([[1.0, 2.0], [1.0, 4.0]])
     assert ope.sndr([1.0, 2.0], [0, 0], [0.5, 0.5], [[0.0, 1.0], [0.0, 1.0]], q) == pytest.approx(3.0)
+
+
+def test_vectorised_bootstrap_equals_the_generic_one():
+    rng = np.random.default_rng(9)
+    x, a, p, r, q, _ = _bandit(200, rng)
+    pi = _target(x)
+    q_hat = q + 0.2 * rng.standard_normal(q.shape)
+    fast = ope.bootstrap_terms(ope.round_terms(r, a, p, pi, q_hat, clip=3.0), n_boot=200, seed=5)
+    for name, fn, args, kw in (
+        ("ips", ope.ips, (r, a, p, pi), {"clip": 3.0}),
+        ("snips", ope.snips, (r, a, p, pi), {}),
+        ("dm", ope.dm, (pi, q_hat), {}),
+        ("dr", ope.dr, (r, a, p, pi, q_hat), {"clip": 3.0}),
+        ("sndr", ope.sndr, (r, a, p, pi, q_hat), {}),
+    ):
+        est, lo, hi = fast[name]
+        assert est == pytest.approx(fn(*args, **kw), abs=1e-10)
+        ref = ope.bootstrap_ci(fn, *args, n_boot=200, seed=5, **kw)
+        assert (lo, hi) == pytest.approx(ref, abs=1e-10)

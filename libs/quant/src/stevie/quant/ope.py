@@ -276,3 +276,63 @@ def gaussian_argmax_dist(means: object, sds: object, draws: int, rng: np.random.
         z = m[i][None, :] + s[i][None, :] * rng.standard_normal((draws, k))
         out[i] = np.bincount(np.argmax(z, axis=1), minlength=k) / draws
     return out
+
+
+def round_terms(
+    reward: object,
+    action: object,
+    pscore: object,
+    action_dist: object,
+    q_hat: object | None = None,
+    clip: float = np.inf,
+) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Every estimator above as mean(a) + mean(b)/mean(c) of per-round terms (a, b, c), each
+    shape (n,): IPS (0, min(w,λ)r, 1), SNIPS (0, wr, w), DM (q̂π, 0, 1), DR (q̂π, min(w,λ)(r − q̂ₐ), 1),
+    SNDR (q̂π, w(r − q̂ₐ), w), with q̂π = Σₐ πe(a|x)q̂(x, a). DM/DR/SNDR only with ``q_hat``.
+    ``bootstrap_terms`` resamples them all at once."""
+    r, a, p, pi = _logged(reward, action, pscore, action_dist)
+    idx = np.arange(r.size)
+    w = pi[idx, a] / p
+    wc = np.minimum(w, _clip(clip))
+    zero, one = np.zeros_like(r), np.ones_like(r)
+    out = {"ips": (zero, wc * r, one), "snips": (zero, w * r, w)}
+    if q_hat is not None:
+        q = _q(q_hat, pi.shape)
+        qpi, res = np.sum(pi * q, axis=1), r - q[idx, a]
+        out.update({"dm": (qpi, zero, one), "dr": (qpi, wc * res, one), "sndr": (qpi, w * res, w)})
+    return out
+
+
+def bootstrap_terms(
+    terms: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]],
+    alpha: float = 0.05,
+    n_boot: int = 10_000,
+    seed: int = 0,
+) -> dict[str, tuple[float, float, float] | None]:
+    """(estimate, low, high) of each mean(a) + mean(b)/mean(c) with a percentile bootstrap
+    over rounds, every estimator resampled with the same draws — the same resamples (same
+    seed, same order of draws) as ``bootstrap_ci``, vectorised. None where mean(c) = 0 on the
+    data or on more than half of the resamples (the estimator is undefined there)."""
+    if not 0 < alpha < 1 or n_boot < 10:
+        raise QuantInputError("need 0 < alpha < 1 and n_boot >= 10")
+    n = next(iter(terms.values()))[0].size
+    if n < 2:
+        raise QuantInputError(f"bootstrap needs at least 2 rounds, got {n}")
+    rng = np.random.default_rng(seed)
+    draws = np.stack([rng.integers(0, n, n) for _ in range(n_boot)])
+    out: dict[str, tuple[float, float, float] | None] = {}
+    for name, (a, b, c) in terms.items():
+        den = float(c.mean())
+        if den <= 0:
+            out[name] = None
+            continue
+        est = float(a.mean() + b.mean() / den)
+        cb = c[draws].mean(axis=1)
+        ok = cb > 0
+        if ok.sum() < n_boot / 2:
+            out[name] = None
+            continue
+        stats = a[draws].mean(axis=1)[ok] + b[draws].mean(axis=1)[ok] / cb[ok]
+        lo, hi = np.quantile(stats, [alpha / 2, 1 - alpha / 2])
+        out[name] = (est, float(lo), float(hi))
+    return out

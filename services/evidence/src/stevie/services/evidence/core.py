@@ -154,13 +154,22 @@ def router_dist(post: RouterPosterior, x: np.ndarray, arms: list[str], draws: in
     return ope.gaussian_argmax_dist(means, sds, draws, np.random.default_rng(seed))
 
 
-def _est(fn: object, args: tuple[object, ...], s: OpeSettings, **kw: float) -> Estimate | None:
+def _estimates(
+    args: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], q_hat: np.ndarray | None, s: OpeSettings
+) -> dict[str, Estimate | None]:
+    """All five estimators with their bootstrap intervals from one set of resamples."""
+    names = ("ips", "snips", "dm", "dr", "sndr")
+    if args[0].size < 2:
+        return dict.fromkeys(names)
     try:
-        v = fn(*args, **kw)  # type: ignore[operator]
-        lo, hi = ope.bootstrap_ci(fn, *args, alpha=s.alpha, n_boot=s.n_boot, seed=s.seed, **kw)  # type: ignore[arg-type]
+        got = ope.bootstrap_terms(ope.round_terms(*args, q_hat=q_hat), s.alpha, s.n_boot, s.seed)
     except QuantInputError:
-        return None
-    return Estimate(float(v), lo, hi)
+        return dict.fromkeys(names)
+    out: dict[str, Estimate | None] = {}
+    for k in names:
+        v = got.get(k)
+        out[k] = Estimate(*v) if v is not None else None
+    return out
 
 
 def cf_rows(logged: list[Logged], s: OpeSettings, posterior: RouterPosterior | None) -> tuple[list[CfRow], list[str]]:
@@ -206,18 +215,18 @@ def cf_rows(logged: list[Logged], s: OpeSettings, posterior: RouterPosterior | N
                 warn.append(f"n = {n} < {s.min_n}: too few decisions to trust")
             if ess < s.min_ess:
                 warn.append(f"ESS = {ess:.1f} < {s.min_ess:g}: the logging policy rarely took this policy's action")
-            qa = (*args, q_hat[m]) if q_hat is not None else None
+            est = _estimates(args, q_hat[m] if q_hat is not None else None, s)
             out.append(
                 CfRow(
                     policyId=name,
                     regime=reg,
                     n=n,
                     ess=ess,
-                    ips=_est(ope.ips, args, s) if n >= 2 else None,
-                    snips=_est(ope.snips, args, s) if n >= 2 else None,
-                    dm=_est(ope.dm, (dist[m], q_hat[m]), s) if q_hat is not None and n >= 2 else None,
-                    dr=_est(ope.dr, qa, s) if qa is not None and n >= 2 else None,
-                    sndr=_est(ope.sndr, qa, s) if qa is not None and n >= 2 else None,
+                    ips=est["ips"],
+                    snips=est["snips"],
+                    dm=est["dm"],
+                    dr=est["dr"],
+                    sndr=est["sndr"],
                     replay=float(np.mean(np.sum(dist[m] * cf[m], axis=1))),
                     warning="; ".join(warn),
                 )
@@ -288,14 +297,17 @@ def promotion_status(logged: list[Logged], trial_sharpes: list[float], s: Promot
     pnl = {k: np.array([d.rewards.get(k, 0.0) for d in rows]) for k in arms}
     sharpes = {k: _safe(promotion.sharpe, v) for k, v in pnl.items()} if n >= 2 else dict.fromkeys(arms)
     trials = [*trial_sharpes, *(v for v in sharpes.values() if v is not None)]
-    spa_all = _spa(-champ, np.column_stack([-pnl[k] for k in arms]), s) if n >= 10 else None
+    active = [k for k in arms if np.any(pnl[k] != 0)]  # a policy that never took a position has no test
+    spa_all = _spa(-champ, np.column_stack([-pnl[k] for k in active]), s) if n >= 10 and active else None
     challengers = []
     for k in arms:
         sr = sharpes[k]
         ps = _safe(promotion.psr, pnl[k]) if n >= 3 and sr is not None else None
         dsr = _safe(promotion.deflated_sharpe, pnl[k], trials) if ps is not None and trials else None
-        sp = _spa(-champ, -pnl[k], s) if n >= 10 else None
+        sp = _spa(-champ, -pnl[k], s) if n >= 10 and k in active else None
         d = promotion.decide(sp.consistent if sp else None, dsr, s.p_max, s.dsr_min)
+        if k not in active:
+            d = promotion.Decision(False, "never took a position on these decisions (PnL identically 0)")
         challengers.append(Challenger(k, n, float(pnl[k].mean()) if n else 0.0, sr, ps, dsr, sp, d.promote, d.reason))
     winners = [c for c in challengers if c.promote]
     if winners:

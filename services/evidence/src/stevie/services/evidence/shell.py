@@ -108,6 +108,20 @@ class Evidence:
 
         return await self.cached("logged", load)
 
+    async def prime(self) -> None:
+        """At start: compile arch's kernels (~8 s on a busy machine) and compute the answers
+        once, so the first requests are served from the cache."""
+        await asyncio.to_thread(core.warm_up)
+        for fn in (
+            lambda: self.cf_summary(CfSummaryRequest()),
+            lambda: self.promotion_status(PromotionStatusRequest()),
+            lambda: self.meta_quality(MetaQualityRequest()),
+        ):
+            try:
+                await fn()
+            except (OSError, asyncpg.PostgresError, QuantInputError) as exc:
+                self.ctx.log.warning("prime_failed", error=str(exc)[:200])
+
     # -- off-policy evaluation ------------------------------------------------------------
     async def cf_summary(self, req: CfSummaryRequest) -> CfSummary:
         if req.source not in ("live", "backtest"):
@@ -239,7 +253,7 @@ async def main(ctx: ServiceContext) -> None:
     pool = await retry(connect_pool)(s.database_url)
     ev = Evidence(ctx, s, pool)
     # compile arch's bootstrap kernels now, not in the first request (~8 s on a busy machine)
-    warm = asyncio.ensure_future(asyncio.to_thread(core.warm_up))
+    warm = asyncio.ensure_future(ev.prime())
     try:
         await ctx.serve_rpc("cf_summary", CfSummaryRequest, db_errors(ev.cf_summary))
         await ctx.serve_rpc("promotion_status", PromotionStatusRequest, db_errors(ev.promotion_status))
