@@ -54,6 +54,10 @@ def test_study_numbers_on_the_real_history() -> None:
     # What the data say (reported in the README): the hour after both FOMC statements is about
     # twice as volatile as the day before, beyond every matched Wednesday 18:xx placebo.
     assert np.exp(fomc.mean_av_post) > 1.5 and fomc.p_av < 0.01
+    # ... and beyond the same clock minute (18:00) on every one of the 5 other Wednesdays, in
+    # every combination: 1/26, the smallest p 5 matched days allow.
+    assert [e.days for e in res.events if e.kind == "FOMC"] == [5, 5]
+    assert fomc.p_av_day == pytest.approx(1 / 26)
     ppi = next(g for g in res.groups if g.kind == "PPI")
     assert ppi.p_av > 0.1  # not every release moves BTC
 

@@ -135,6 +135,10 @@ def test_injected_effects_are_found() -> None:
     assert g.p_av < 0.01 and g.p_car < 0.05
     assert all(e.p_av < 0.02 for e in res.events)
     assert all(e.car_post > 0.03 for e in res.events)
+    # day-level: same clock minute on each other Wednesday (4 in 35 days, minus the other event's)
+    assert [e.days for e in res.events] == [3, 3]
+    assert all(e.p_av_day == pytest.approx(1 / 4) for e in res.events)
+    assert g.p_av_day == pytest.approx(1 / 10)  # all 3 × 3 combinations are beaten
     again = event_study(mr, evs, ["FOMC", "FOMC"], w=Windows(60, 60, 1440), n_placebo=2000)
     assert again.groups[0].p_av == g.p_av  # seeded: deterministic
 

@@ -87,7 +87,8 @@ def event_rows(res: StudyResult) -> list[list[str]]:
             f"×{np.exp(e.av_post):.2f}",
             _p(e.p_car),
             _p(e.p_av),
-            str(e.pool),
+            _p(e.p_av_day),
+            f"{e.pool} / {e.days}",
         ]
         for e in res.events
     ]
@@ -103,9 +104,10 @@ EVENT_HEADER = [
     "RV post ×",
     "p CAR",
     "p RV↑",
-    "placebo pool",
+    "p RV↑ day",
+    "pool min / days",
 ]
-GROUP_HEADER = ["kind", "events", "mean CAR post (bp)", "p CAR", "mean RV post ×", "p RV↑"]
+GROUP_HEADER = ["kind", "events", "mean CAR post (bp)", "p CAR", "mean RV post ×", "p RV↑", "p RV↑ day"]
 
 
 def group_rows(res: StudyResult) -> list[list[str]]:
@@ -117,6 +119,7 @@ def group_rows(res: StudyResult) -> list[list[str]]:
             _p(g.p_car),
             f"×{np.exp(g.mean_av_post):.2f}",
             _p(g.p_av),
+            _p(g.p_av_day),
         ]
         for g in res.groups
     ]
@@ -127,13 +130,15 @@ def verdict(res: StudyResult, kind: str = "FOMC") -> str:
     g = next((g for g in res.groups if g.kind == kind), None)
     if g is None:
         return f"No {kind} event in the window."
-    pool = min(e.pool for e in res.events if e.kind == kind)
-    rises = g.p_av < 0.05
+    members = [e for e in res.events if e.kind == kind]
+    pool, days = min(e.pool for e in members), min(e.days for e in members)
+    rises = g.p_av < 0.05 and g.p_av_day < 0.05
     return (
-        f"{kind}: realised volatility of the {res.windows.post} min after the statement is "
+        f"{kind}: realised volatility of the {res.windows.post} min after the release is "
         f"×{np.exp(g.mean_av_post):.2f} the estimation window's on average over {g.n_events} event(s); "
         f"{'higher than' if rises else 'not distinguishable from'} calendar-matched placebos "
-        f"(one-sided p = {g.p_av:.4f}, {res.n_placebo} placebo draws from ≥ {pool} matched minutes, "
+        f"(one-sided p = {g.p_av:.4f} over {res.n_placebo} draws from ≥ {pool} matched minutes; "
+        f"p = {g.p_av_day:.4f} against the same clock minute on ≥ {days} matched days each, every combination; "
         f"match = {res.match}). With {g.n_events} events this is evidence about these events, not an edge."
     )
 
@@ -195,7 +200,9 @@ def render_html(res: StudyResult, symbol: str, skipped: list[str], sources: dict
 <p class="note">Windows: estimation [τ−{w.pre + w.est}, τ−{w.pre}) min, pre [τ−{w.pre}, τ), post [τ, τ+{w.post}).
 Constant-mean model (MacKinlay 1997). CAR in bp; J1 = CAR/√(L·σ̂²). RV × = realised vol over the window divided by
 √(L · mean r²) of the estimation window. Placebos: same UTC hour and {matched},
-no overlap with any real event window; p RV↑ one-sided, p CAR two-sided; p = (1+#≥)/(1+n).</p>
+no overlap with any real event window; p RV↑ one-sided, p CAR two-sided; p = (1+#≥)/(1+n).
+Neighbouring placebo minutes share most of their window, so the independent placebos are the matched days:
+"p RV↑ day" compares with the same clock minute on each matched day (smallest possible value 1/(1+days)).</p>
 <h2>Per kind</h2>{_table(GROUP_HEADER, group_rows(res))}
 <h2>Per event</h2>{_table(EVENT_HEADER, event_rows(res))}
 <h2>Placebo distributions</h2>{_plot_svg(res)}
