@@ -354,3 +354,15 @@ async def test_router_restarts_from_its_last_checkpoint_after_a_kill(evdb, nats_
     assert router2.model_id == "manual-1" and router2.updates()[arm] == 0
     await sync2.stop()
     await bus2.close()
+
+
+def test_sizing_cap_nudge_scales_s_max_only():
+    from stevie.services.execution.core import ExecutionCore
+    from stevie.services.execution.settings import ExecutionSettings
+
+    core_ = ExecutionCore(ExecutionSettings())
+    before = core_.s
+    assert core_.scale_sizing_cap(-0.2) == pytest.approx(before.s_max_quote * 0.8)
+    assert core_.s.capital_quote == before.capital_quote and core_.s.w_star == before.w_star
+    with pytest.raises(ValueError):
+        core_.scale_sizing_cap(-1.0)

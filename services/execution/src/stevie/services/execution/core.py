@@ -129,6 +129,13 @@ class ExecutionCore:
         self.fill_obs: deque[tuple[float, float]] = deque(maxlen=500)  # (size, slippage bps) of our fills
         self.seq = 0
 
+    def scale_sizing_cap(self, delta: float) -> float:
+        """A calibration nudge: s_max ← s_max·(1 + delta) (delta > −1); returns the new s_max."""
+        if not -1 < delta < 1:
+            raise ValueError(f"sizing cap delta must lie in (−1, 1), got {delta}")
+        self.s = msgspec.structs.replace(self.s, s_max_quote=self.s.s_max_quote * (1 + delta))
+        return self.s.s_max_quote
+
     # -- market state -----------------------------------------------------------------
     def on_book(self, top: BookTopK) -> None:
         slot = self.slots.get((top.venue, top.symbol))

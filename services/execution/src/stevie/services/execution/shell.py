@@ -15,6 +15,7 @@ from prometheus_client import Counter
 
 from stevie.contracts import BookStatus, BookTopK, MicroFeatures, encode, subjects
 from stevie.contracts.adaptive import AlphaSignal, GatingState, RegimeState
+from stevie.contracts.evidence import NudgesApplied
 from stevie.contracts.rpc import (
     Choice,
     ChooseRequest,
@@ -318,6 +319,13 @@ async def main(ctx: ServiceContext) -> None:
     )
     await ctx.subscribe_typed(subjects.regime(root, "*", "*"), RegimeState, ex.on_regime, dlq.labels("regime"))
     await ctx.subscribe_typed(subjects.gating(root), GatingState, ex.on_gating, dlq.labels("gating"))
+
+    def on_nudges(n: NudgesApplied) -> None:  # calibration nudge of the sizing cap (evidence)
+        if n.applied and -1 < n.sizingCapDelta < 1:
+            s_max = ex.core.scale_sizing_cap(n.sizingCapDelta)
+            ctx.log.info("sizing_cap_nudged", delta=n.sizingCapDelta, s_max_quote=s_max)
+
+    await ctx.subscribe_typed(subjects.nudges(root), NudgesApplied, on_nudges, dlq.labels("nudges"))
     await ctx.serve_rpc("plan_and_execute", PlanRequest, ex.plan_and_execute)
     await ctx.serve_rpc("paper_order", PaperOrder, ex.paper_order)
     await ctx.serve_rpc("simulate", SimulateRequest, ex.simulate)
