@@ -146,6 +146,12 @@ def bench(
     with console.status("embedding headlines..."):
         eps = b.embedding_headlines_per_s(rounds=rounds)
     table.add_row("event embeddings (MiniLM int8 ONNX, 1 thread, 240 headlines)", f"{eps:,.0f} headlines/s", "")
+    from stevie.services.features import bench as fb
+
+    with console.status("feature store: writes into an embedded PostgreSQL, offline recomputation..."):
+        store_rate, recompute = fb.store_write_rate(), fb.recompute_rate(folder)
+    table.add_row("feature store writes (500-vector batches, embedded PostgreSQL)", f"{store_rate:,.0f} values/s", "")
+    table.add_row("offline feature recomputation from the capture (parity path)", f"{recompute:,.0f} vectors/s", "")
     Console().print(table)
 
 
