@@ -30,9 +30,11 @@ import numpy as np
 import polars as pl
 
 from stevie.contracts.adaptive import AlphaPnl, AlphaPnlReport, RiskReport
-from stevie.quant.alpha import blend_shapley_batch
+from stevie.contracts.rpc import Audit
+from stevie.quant.alpha import AlphaRegistry, blend_shapley_batch
 from stevie.quant.errors import QuantInputError
 from stevie.quant.portfolio import var_cvar
+from stevie.services.adaptive.core import MID_COLUMN, audit_alphas
 
 _WINDOW = re.compile(r"^([1-9][0-9]{0,5})([smhdw])$")
 _UNIT_NS = {"s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9, "d": 86_400 * 10**9, "w": 7 * 86_400 * 10**9}
@@ -85,6 +87,44 @@ class MidRow:
     mid: float
 
 
+def rows_from_audits(
+    audits: Sequence[Audit], window_ns: int, registry: AlphaRegistry
+) -> tuple[list[TradeRow], list[MidRow]]:
+    """Decisions of the last ``window_ns`` of event time (ending at the newest audit) as
+    TradeRows, and every (time, mid) of every audit's feature window as MidRows (the later
+    mids resolve the horizons; they may lie after the window's decisions)."""
+    if not audits:
+        return [], []
+    end = max(a.ts_event_ns for a in audits)
+    trades, mids = [], []
+    for a in audits:
+        for row in a.feature_window:
+            if len(row) > MID_COLUMN and row[MID_COLUMN] > 0:
+                mids.append(MidRow(a.venue, a.symbol, round(row[0] * 1e9), row[MID_COLUMN]))
+        if a.ts_event_ns < end - window_ns or not a.feature_window or len(a.feature_window[-1]) <= MID_COLUMN:
+            continue
+        al = audit_alphas(a, registry)
+        f = a.fill if a.fill is not None and a.fill.filled > 0 else None
+        trades.append(
+            TradeRow(
+                a.event_id,
+                a.venue,
+                a.symbol,
+                a.ts_event_ns,
+                a.feature_window[-1][MID_COLUMN],
+                a.sizing.s_max_quote,
+                tuple(x.id for x in al),
+                tuple(x.signal for x in al),
+                tuple(x.weight for x in al),
+                f.side if f is not None else 0,
+                f.filled if f is not None else 0.0,
+                f.avg_price if f is not None else 0.0,
+                f.fee_quote if f is not None else 0.0,
+            )
+        )
+    return trades, mids
+
+
 def resolve(trades: Sequence[TradeRow], mids: Sequence[MidRow], horizon_ns: int) -> pl.DataFrame:
     """The decisions whose horizon closed, with ``mid_h`` (columns of TradeRow minus the alpha
     lists, plus ``row`` = index into ``trades``)."""
@@ -120,7 +160,12 @@ def resolve(trades: Sequence[TradeRow], mids: Sequence[MidRow], horizon_ns: int)
         .sort("mid_ts_ns")
     )
     joined = t.sort("due_ns").join_asof(
-        m, left_on="due_ns", right_on="mid_ts_ns", by=["venue", "symbol"], strategy="forward"
+        m,
+        left_on="due_ns",
+        right_on="mid_ts_ns",
+        by=["venue", "symbol"],
+        strategy="forward",
+        check_sortedness=False,  # both sides are sorted by time above (hence within every group)
     )
     return joined.filter(pl.col("mid_h").is_not_null()).sort("row")
 

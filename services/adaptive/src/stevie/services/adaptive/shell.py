@@ -34,7 +34,7 @@ from stevie.runtime.budget import BudgetDenied, acquire
 from stevie.runtime.flags import FlagsClient
 from stevie.runtime.service import ServiceContext, ServiceSpec
 from stevie.services.adaptive import reports
-from stevie.services.adaptive.core import MID_COLUMN, AdaptiveCore, audit_alphas
+from stevie.services.adaptive.core import AdaptiveCore
 from stevie.services.adaptive.settings import AdaptiveSettings
 from stevie.store import connect_pool
 
@@ -205,41 +205,7 @@ class Adaptive:
                 audits.append(_audit.decode(r["body"]))
             except (msgspec.DecodeError, msgspec.ValidationError):
                 continue  # an audit of an older schema
-        return await asyncio.to_thread(self._to_rows, audits, window_ns)
-
-    def _to_rows(self, audits: list[Audit], window_ns: int) -> tuple[list[reports.TradeRow], list[reports.MidRow]]:
-        if not audits:
-            return [], []
-        end = max(a.ts_event_ns for a in audits)
-        trades, mids = [], []
-        for a in audits:
-            for row in a.feature_window:
-                if len(row) > MID_COLUMN and row[MID_COLUMN] > 0:
-                    mids.append(reports.MidRow(a.venue, a.symbol, int(row[0] * 1e9), row[MID_COLUMN]))
-            if a.ts_event_ns < end - window_ns or not a.feature_window:
-                continue
-            mid = a.feature_window[-1][MID_COLUMN]
-            al = audit_alphas(a, self.core.registry)
-            f = a.fill
-            filled = f is not None and f.filled > 0
-            trades.append(
-                reports.TradeRow(
-                    a.event_id,
-                    a.venue,
-                    a.symbol,
-                    a.ts_event_ns,
-                    mid,
-                    a.sizing.s_max_quote,
-                    tuple(x.id for x in al),
-                    tuple(x.signal for x in al),
-                    tuple(x.weight for x in al),
-                    f.side if f is not None and filled else 0,
-                    f.filled if f is not None and filled else 0.0,
-                    f.avg_price if f is not None and filled else 0.0,
-                    f.fee_quote if f is not None and filled else 0.0,
-                )
-            )
-        return trades, mids
+        return await asyncio.to_thread(reports.rows_from_audits, audits, window_ns, self.core.registry)
 
     async def report_alpha_pnl(self, req: ReportRequest) -> AlphaPnlReport:
         trades, mids = await self._rows(req)
