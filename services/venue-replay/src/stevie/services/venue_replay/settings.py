@@ -21,6 +21,7 @@ class VenueReplaySettings(CommonSettings, frozen=True, kw_only=True, forbid_unkn
     spot_port: int = 5101
     usdm_port: int = 5102
     ws_client_queue: int = 10_000
+    chaos_hang_s: float = 15.0  # api_timeout: how long a REST answer hangs (clients time out at 10 s)
     cache_dir: str = ""  # prepared captures ('' = $XDG_CACHE_HOME or ~/.cache, /stevie/venue-replay)
 
     def __post_init__(self) -> None:

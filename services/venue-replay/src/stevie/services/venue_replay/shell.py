@@ -21,9 +21,12 @@ from pathlib import Path
 from aiohttp import WSMsgType, web
 from prometheus_client import Counter, Gauge
 
+from stevie.contracts.ops import ChaosRequest, ChaosResult
 from stevie.runtime.clock import ReplayClock
 from stevie.runtime.service import ServiceContext, ServiceSpec
 from stevie.services.venue_replay.captures import Capture, KlineHistory, PreparedWindow, load_prepared, prepare_window
+from stevie.services.venue_replay.chaos import TYPES as CHAOS_TYPES
+from stevie.services.venue_replay.chaos import Chaos
 from stevie.services.venue_replay.core import (
     MS,
     Event,
@@ -85,6 +88,13 @@ class Replay:
             "venue_replay_slow_clients_total", "WS clients closed for being slow", ["venue"], registry=ctx.registry
         )
         self.sessions = Gauge("venue_replay_session", "Replay session number (loops)", registry=ctx.registry)
+        self.chaos = Chaos({v.name: list(v.captures) for v in self.venues.values()})
+        self.m_chaos = Counter("chaos_injections_total", "Chaos faults injected", ["type"], registry=ctx.registry)
+        self.m_chaos_hits = Counter(
+            "chaos_effects_total", "Chaos fault effects", ["type", "venue"], registry=ctx.registry
+        )
+        for t in CHAOS_TYPES:
+            self.m_chaos.labels(t)
         for v in self.venues.values():
             v.reset()
 
@@ -108,9 +118,17 @@ class Replay:
 
     def _emit(self, ev: Event) -> None:
         venue = self.venues[ev.venue]
-        if ev.kind == "depth":
-            venue.books[ev.symbol].apply(ev.payload)
         payload = wire_payload(ev)
+        if ev.kind == "depth":
+            book = venue.books[ev.symbol]
+            spiked = self.chaos.spike_diff(ev.venue, ev.symbol, payload, book.bids, ev.ts_ns)
+            book.apply(ev.payload)
+            if spiked is not payload:
+                payload = spiked
+                self.m_chaos_hits.labels("depth_spike", ev.venue).inc()
+            if self.chaos.drop_diff(ev.venue, ev.symbol, ev.ts_ns):
+                self.m_chaos_hits.labels("l2_gap", ev.venue).inc()
+                return
         for client in list(venue.clients):
             stream = client.wants.get((ev.symbol, ev.kind))
             if stream is None:
@@ -131,6 +149,36 @@ class Replay:
             for c in list(v.clients):
                 v.clients.discard(c)
                 await c.ws.close(code=1012, message=b"session restart")
+
+    # -- chaos ------------------------------------------------------------------------
+    async def chaos_inject(self, req: ChaosRequest) -> ChaosResult:
+        """``POST /api/chaos/inject`` (dev only; ValueError → 400)."""
+        if self.s.env != "dev":
+            raise ValueError("chaos is only available with STEVIE_ENV=dev")
+        fault, result = self.chaos.inject(req, self.clock.now_ns())
+        self.m_chaos.labels(req.type).inc()
+        self.ctx.log.warning(
+            "chaos_injected",
+            type=req.type,
+            venues=result.venues,
+            symbols=result.symbols,
+            ends_at_ms=result.endsAtMs,
+            actor=req.actor,
+        )
+        if req.type == "ws_flap":
+            for name in fault.venues:
+                fault.pending.discard((name, "*"))
+                v = self.venues[name]
+                for c in list(v.clients):
+                    v.clients.discard(c)
+                    await c.ws.close(code=1012, message=b"chaos ws_flap")
+                self.m_chaos_hits.labels("ws_flap", name).inc()
+        return result
+
+    async def _maybe_hang(self, venue: Venue) -> None:
+        if self.chaos.hang_rest(venue.name, self.clock.now_ns()):
+            self.m_chaos_hits.labels("api_timeout", venue.name).inc()
+            await asyncio.sleep(self.s.chaos_hang_s)
 
     # -- HTTP -------------------------------------------------------------------------
     def app(self, venue: Venue) -> web.Application:
@@ -166,6 +214,7 @@ class Replay:
         return sym
 
     async def depth(self, venue: Venue, request: web.Request) -> web.Response:
+        await self._maybe_hang(venue)
         sym = self._symbol(venue, request)
         if isinstance(sym, web.Response):
             return sym
@@ -182,6 +231,7 @@ class Replay:
         return web.json_response(body)
 
     async def klines(self, venue: Venue, request: web.Request) -> web.Response:
+        await self._maybe_hang(venue)
         sym = self._symbol(venue, request, klines=True)
         if isinstance(sym, web.Response):
             return sym
@@ -211,6 +261,8 @@ class Replay:
             if parsed is None or parsed[0] not in venue.captures:
                 return self._error(-1100, f"Invalid stream {name!r}.")
             wants[parsed] = name
+        if self.chaos.refuse_ws(venue.name, self.clock.now_ns()):
+            return self._error(-1003, "chaos ws_flap: streams unavailable", status=503)
         ws = web.WebSocketResponse(heartbeat=20)
         await ws.prepare(request)
         client = _Client(ws, wants, asyncio.Queue(self.s.ws_client_queue))
@@ -245,6 +297,7 @@ async def main(ctx: ServiceContext) -> None:
         await web.TCPSite(runner, s.host, port).start()
         runners.append(runner)
         ctx.log.info("venue_listening", venue=venue.name, port=port)
+    await ctx.serve_rpc("chaos_inject", ChaosRequest, replay.chaos_inject)
     try:
         await replay.pump()
         await asyncio.Event().wait()
