@@ -87,3 +87,32 @@ def test_bad_config():
         pbt.Param("x", 1.0, 0.0)
     with pytest.raises(QuantInputError):
         pbt.best([])
+
+
+def test_walk_forward_scoring_on_bars_has_no_look_ahead_and_finds_a_trend():
+    from stevie.services.evidence import tuning
+
+    rng = np.random.default_rng(0)
+    n = 6000
+    trend = np.cumsum(0.0004 + 0.001 * rng.standard_normal(n))  # persistent up-drift
+    close = 100 * np.exp(trend)
+    s = tuning.Series("X", np.arange(n) * 60_000, close)
+    space = tuning.space_of("p_sma")
+    assert [p.name for p in space] == ["fast", "slow"] and all(p.integer for p in space)
+    walk = tuning.default_walk(space, 5, 1000, 0.0)
+    assert walk.start > max(p.high for p in space)
+    params = {"fast": 10.0, "slow": 100.0}
+    pnl = tuning.decision_pnl("p_sma", params, s, walk, 0, 1)
+    assert pnl.size == 200  # one decision every 5 bars in a 1000-bar window
+    assert tuning.score("p_sma", params, [s], walk, 0, 1) > 0.05  # trend following earns on a trend
+    # no look-ahead: changing closes after window 0 (beyond its last horizon) leaves its score unchanged
+    end = walk.start + walk.window_bars + walk.interval
+    later = close.copy()
+    later[end:] *= rng.uniform(0.5, 1.5, n - end)
+    s2 = tuning.Series("X", s.open_time_ms, later)
+    assert tuning.score("p_sma", params, [s2], walk, 0, 1) == tuning.score("p_sma", params, [s], walk, 0, 1)
+    # the fee is paid on every change of position
+    fee = tuning.Walk(walk.interval, walk.window_bars, walk.start, walk.lookback, 10.0)
+    assert tuning.decision_pnl("p_sma", params, s, fee, 0, 1).sum() < pnl.sum()
+    with pytest.raises(KeyError):
+        tuning.space_of("p_flat")

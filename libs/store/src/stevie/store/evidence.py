@@ -262,7 +262,8 @@ async def list_lineage(pool: asyncpg.Pool, limit: int = 500) -> list[LineageRow]
     rows = await pool.fetch(
         """SELECT run_id, version_id, member, parent, generation, params::text AS params, score,
                   window_start, window_stop, exploited, ts
-           FROM pbt_lineage ORDER BY ts DESC, generation, member LIMIT $1""",
+           FROM pbt_lineage
+           ORDER BY max(ts) OVER (PARTITION BY run_id) DESC, run_id, generation, member LIMIT $1""",
         limit,
     )
     return [
