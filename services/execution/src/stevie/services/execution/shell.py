@@ -42,6 +42,7 @@ from stevie.contracts.rpc import (
 from stevie.contracts.venues import VenueRoute, VenueScore, VenueScoreRequest
 from stevie.quant.alpha import AlphaInputs, AlphaRegistry
 from stevie.quant.errors import QuantInputError
+from stevie.runtime.flags import FlagsClient
 from stevie.runtime.service import ServiceContext, ServiceSpec
 from stevie.services.execution.core import BookSlot, ExecutionCore, Key, NotTradable, Position
 from stevie.services.execution.settings import ExecutionSettings
@@ -54,6 +55,7 @@ class Execution:
     def __init__(self, ctx: ServiceContext, s: ExecutionSettings) -> None:
         self.ctx, self.s, self.root = ctx, s, s.subject_root
         self.core = ExecutionCore(s)
+        self.flags = FlagsClient(ctx)  # ExecutionRouter off: no new decisions; StrategyRouter off: p_flat
         for k in s.route_pairs():  # books a routed order may fill on (no decision clock on them)
             self.core.slots.setdefault(k, BookSlot())
             self.core.positions.setdefault(k, Position())
@@ -122,6 +124,8 @@ class Execution:
             if self.gated_off:  # features disabled by the gating: zeroed (neutral) in context and sizing
                 ctx = msgspec.structs.replace(ctx, **{f: 0.0 for f in self.gated_off})
             window = self.core.feature_window(key)
+            if choice is None and not self.flags.enabled("StrategyRouter"):
+                choice = Choice("p_flat", 0.0, 0.0, 1.0, 0.0, {}, [])
             if choice is None:
                 choice = await self.call("router", "choose", ChooseRequest(ctx), Choice)
             sizing = self.core.size(key, choice, ctx, sigma, source, now)
@@ -238,7 +242,7 @@ class Execution:
         if key not in self.locks:
             return
         await self.rewards(key)
-        if due and key in self.clock_keys and not self.locks[key].locked():
+        if due and key in self.clock_keys and self.flags.enabled("ExecutionRouter") and not self.locks[key].locked():
             try:
                 await self.decide(key)
             except (NotTradable, TimeoutError, RuntimeError, QuantInputError) as exc:
@@ -252,6 +256,8 @@ class Execution:
         return key
 
     async def plan_and_execute(self, req: PlanRequest) -> ExecutionRecord:
+        if not self.flags.enabled("ExecutionRouter"):
+            raise RuntimeError("the ExecutionRouter flag is off: no new decisions (positions held)")
         return await self.decide(self._key(req.venue, req.symbol))
 
     async def paper_order(self, req: PaperOrder) -> ExecutionRecord:
@@ -303,6 +309,7 @@ async def main(ctx: ServiceContext) -> None:
     assert isinstance(s, ExecutionSettings)
     ex = Execution(ctx, s)
     await ctx.bus.ensure_stream(STREAM, subjects.durable_patterns(s.subject_root))
+    await ex.flags.start()
     dlq = Counter("exec_dlq_total", "Undecodable messages", ["type"], registry=ctx.registry)
     root = s.subject_root
 
