@@ -23,22 +23,33 @@ from stevie.quant.errors import QuantInputError, finite_1d
 
 @dataclass
 class ArmPosterior:
-    """Sufficient statistics of one arm: B = λI + Σ x xᵀ, f = Σ r x, n updates."""
+    """Sufficient statistics of one arm: B = λI + Σ x xᵀ, f = Σ r x, n updates.
+
+    μ = B⁻¹f and B⁻¹ are computed once per (B, f) and cached; an update assigns new arrays,
+    which invalidates the cache (B and f are never modified in place)."""
 
     B: np.ndarray
     f: np.ndarray
     n: int = 0
+    _cache: tuple[int, int, np.ndarray, np.ndarray] | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def prior(cls, dim: int, lam: float) -> ArmPosterior:
         return cls(lam * np.eye(dim), np.zeros(dim))
 
+    def _solved(self) -> tuple[np.ndarray, np.ndarray]:
+        c = self._cache
+        if c is None or c[0] != id(self.B) or c[1] != id(self.f):
+            c = (id(self.B), id(self.f), np.asarray(np.linalg.solve(self.B, self.f)), np.linalg.inv(self.B))
+            self._cache = c
+        return c[2], c[3]
+
     @property
     def mean(self) -> np.ndarray:
-        return np.asarray(np.linalg.solve(self.B, self.f))
+        return self._solved()[0].copy()
 
     def cov(self, v: float) -> np.ndarray:
-        return np.asarray(v * v * np.linalg.inv(self.B))
+        return np.asarray(v * v * self._solved()[1])
 
 
 @dataclass(frozen=True)
@@ -85,8 +96,9 @@ class LinearTS:
     def choose(self, context: object, rng: np.random.Generator) -> Choice:
         """Sample θ per arm, pick argmax xᵀθ; propensity by ``mc`` further joint draws."""
         x = self._x(context)
-        means = np.array([self.posteriors[a].mean @ x for a in self.arms])
-        sds = np.array([np.sqrt(max(x @ self.posteriors[a].cov(self.v) @ x, 0.0)) for a in self.arms])
+        solved = [self.posteriors[a]._solved() for a in self.arms]
+        means = np.array([m @ x for m, _ in solved])
+        sds = self.v * np.sqrt(np.maximum([x @ inv @ x for _, inv in solved], 0.0))
         # xᵀθ_a is Gaussian N(xᵀμ_a, v² xᵀB_a⁻¹x): sampling the score is sampling θ projected on x
         sampled = means + sds * rng.standard_normal(len(self.arms))
         i = int(np.argmax(sampled))

@@ -32,6 +32,7 @@ backtest routes over ``BAR_POLICIES``, the L2 backtest over ``L2_POLICIES``.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -111,7 +112,7 @@ def sma_crossover(x: PolicyInputs, p: SmaParams = SMA_DEFAULT) -> Signal:
     c = np.asarray(x.closes, dtype=float)
     if c.size < p.slow or not 1 <= p.fast < p.slow:
         return 0
-    d = float(c[-p.fast :].mean() - c[-p.slow :].mean())
+    d = float(c[-p.fast :].sum()) / p.fast - float(c[-p.slow :].sum()) / p.slow
     return 1 if d > 0 else -1 if d < 0 else 0
 
 
@@ -123,9 +124,25 @@ def donchian_breakout(x: PolicyInputs, p: BreakoutParams = BREAKOUT_DEFAULT) -> 
     if c.size < n or p.window < 1 or p.hold < 1:
         return 0
     tail = c[-n:]
-    win = np.lib.stride_tricks.sliding_window_view(tail[:-1], p.window)  # win[j] = the window before tail[window+j]
-    now = tail[p.window :]
-    up, down = now > win.max(axis=1), now < win.min(axis=1)
+    now = tail[p.window :]  # now[j] = tail[window + j], its channel = tail[j : window + j]
+    if p.hold <= p.window:
+        # every channel holds the core tail[hold−1 : window]; add the running max/min of the ends
+        k, core = p.hold - 1, tail[p.hold - 1 : p.window]
+        left, right = tail[:k][::-1], tail[p.window : p.window + k]
+        ninf, pinf = np.array([-np.inf]), np.array([np.inf])
+        hi = np.maximum(
+            np.concatenate([np.maximum.accumulate(left)[::-1], ninf]),
+            np.concatenate([ninf, np.maximum.accumulate(right)]),
+        )
+        lo = np.minimum(
+            np.concatenate([np.minimum.accumulate(left)[::-1], pinf]),
+            np.concatenate([pinf, np.minimum.accumulate(right)]),
+        )
+        hi, lo = np.maximum(hi, core.max()), np.minimum(lo, core.min())
+    else:
+        win = np.lib.stride_tricks.sliding_window_view(tail[:-1], p.window)
+        hi, lo = win.max(axis=1), win.min(axis=1)
+    up, down = now > hi, now < lo
     for j in range(p.hold - 1, -1, -1):
         if up[j]:
             return 1
@@ -140,10 +157,11 @@ def mean_reversion(x: PolicyInputs, p: MeanReversionParams = MEAN_REVERSION_DEFA
     if c.size < p.window or p.window < 2:
         return 0
     w = c[-p.window :]
-    sd = float(w.std())
+    dev = w - w.sum() / w.size
+    sd = math.sqrt(float(dev @ dev) / w.size)
     if not sd > 0:
         return 0
-    z = (float(w[-1]) - float(w.mean())) / sd
+    z = float(dev[-1]) / sd
     return -1 if z >= p.entry_z else 1 if z <= -p.entry_z else 0
 
 

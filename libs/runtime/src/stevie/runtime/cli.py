@@ -157,5 +157,9 @@ def bench(
     Console().print(table)
 
 
+from stevie.backtest.cli import backtest  # noqa: E402  (imports nothing heavy)
+
+app.command("backtest")(backtest)
+
 if __name__ == "__main__":
     app()
