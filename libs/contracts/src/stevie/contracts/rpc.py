@@ -243,6 +243,14 @@ class RouterContext(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     h: int | None = None
     bars: int | None = None
     lastBarTs: int | None = None
+    event_pc: list[float] | None = None
+    """Events naming ``symbol`` (``/api/events/embeddings``): the newest one not after the
+    decision, projected by the events service's frozen 4-dim PCA and multiplied by its decay
+    weight (``stevie.quant.events.latest_event_dims``)."""
+    event_decay: float | None = None
+    """That event's weight exp(−ln 2 · minutes since / 60) ∈ [0, 1]."""
+    event_minutes_since: float | None = None
+    """Minutes from that event to the decision (None: no event known)."""
 
     def __post_init__(self) -> None:
         if self.regime not in REGIMES:
