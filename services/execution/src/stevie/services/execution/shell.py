@@ -49,6 +49,8 @@ from stevie.services.execution.settings import ExecutionSettings
 
 R = TypeVar("R")
 STREAM = "STEVIE_EVENTS"
+#: base units; far beyond any book's depth, small enough that no size reaches float overflow
+MAX_ORDER_SIZE = 1e9
 
 
 class Execution:
@@ -261,8 +263,8 @@ class Execution:
         return await self.decide(self._key(req.venue, req.symbol))
 
     async def paper_order(self, req: PaperOrder) -> ExecutionRecord:
-        if req.side not in ("buy", "sell") or not (math.isfinite(req.size) and req.size > 0):
-            raise QuantInputError("side must be 'buy' or 'sell' and size > 0 (base units)")
+        if req.side not in ("buy", "sell") or not (math.isfinite(req.size) and 0 < req.size <= MAX_ORDER_SIZE):
+            raise QuantInputError(f"side must be 'buy' or 'sell' and size in (0, {MAX_ORDER_SIZE:g}] (base units)")
         key = self._key(req.venue, req.symbol)
         async with self.locks[key]:
             slot = self.core.slot(key)
@@ -287,8 +289,8 @@ class Execution:
             return await self.execute(key, manual, sizing, ctx, self.core.feature_window(key), side, req.size, now)
 
     async def simulate(self, req: SimulateRequest) -> SimulateResult:
-        if not (math.isfinite(req.size) and req.size > 0) or not 0 <= req.urgency <= 1:
-            raise QuantInputError("size must be > 0 (base units) and urgency in [0, 1]")
+        if not (math.isfinite(req.size) and 0 < req.size <= MAX_ORDER_SIZE) or not 0 <= req.urgency <= 1:
+            raise QuantInputError(f"size must be in (0, {MAX_ORDER_SIZE:g}] (base units) and urgency in [0, 1]")
         key = self._key(req.venue, req.symbol)
         sigma, _, _ = await self.sigma(key[1])
         return self.core.simulate(key, req.size, req.urgency, sigma)

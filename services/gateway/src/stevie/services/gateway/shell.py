@@ -15,6 +15,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 
 from stevie.bus import NatsBus
+from stevie.bus.nats_bus import BusDisconnected
 from stevie.contracts import BookStatus, BookTopK, Heartbeat, MicroFeatures, encode, subjects
 from stevie.contracts import adaptive as adc
 from stevie.contracts import events as evt
@@ -72,7 +73,7 @@ from stevie.contracts.venues import (
 )
 from stevie.runtime.metrics import MergedTextCollector, new_registry
 from stevie.runtime.service import ServiceContext, ServiceSpec
-from stevie.services.gateway import api, dashboard, operations, security
+from stevie.services.gateway import api, dashboard, operations, resilience, security
 from stevie.services.gateway.core import NotFound, View, health
 from stevie.services.gateway.settings import GatewaySettings
 from stevie.store import connect_pool
@@ -452,6 +453,7 @@ class Gateway:
         known = {(v, sym) for v in s.venues for sym in s.symbols}
         self.view = View(known, int(s.book_stale_s * 1e9), int(s.liveness_s * 1e9))
         self.pool: asyncpg.Pool | None = None
+        self.probe: resilience.HealthProbe | None = None
         self.requests = Counter("gateway_requests_total", "HTTP requests", ["route", "status"], registry=ctx.registry)
         self.dlq = Counter("gateway_dlq_total", "Undecodable bus messages", ["type"], registry=ctx.registry)
         self._rpc_reply = msgspec.json.Decoder(RpcError)
@@ -475,7 +477,8 @@ class Gateway:
         forwards = [f for f in FORWARDS if not f.dev or self.s.env == "dev"]
         policy = security.policy_for(self.s, [(f.method, f.path, f.operator) for f in forwards])
         app = web.Application(
-            middlewares=[json_errors, security.middleware(policy)], client_max_size=self.s.max_body_bytes
+            middlewares=[json_errors, resilience.observe(self.ctx.registry, self.ctx.log), security.middleware(policy)],
+            client_max_size=self.s.max_body_bytes,
         )
         app.router.add_get("/api/health", self.health)
         app.router.add_get("/api/l2/{venue}/{symbol}", self.l2)
@@ -524,15 +527,17 @@ class Gateway:
         subject = subjects.rpc(self.s.subject_root, service, method)
         try:
             msg = await self.ctx.bus.request(subject, encode(req), timeout_s=self.s.rpc_timeout_s)
+        except BusDisconnected:  # fail fast: nothing can answer while NATS is away
+            return error(503, "bus_unavailable", f"NATS is disconnected; {service}.{method} cannot be reached")
         except TimeoutError:
             return error(503, "service_unavailable", f"{service} did not answer {method} in {self.s.rpc_timeout_s} s")
         try:
             reply = self._rpc_reply.decode(msg.data)
-        except (msgspec.DecodeError, msgspec.ValidationError):
+        except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
             try:
                 body = api.untagged(msgspec.json.decode(msg.data))
-            except msgspec.DecodeError:
-                return error(502, "bad_reply", f"{service}.{method} answered something that is not JSON")
+            except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):  # empty or odd reply
+                return error(503, "bad_reply", f"{service}.{method} answered something that is not JSON")
             if unwrap is not None and isinstance(body, dict):
                 body = body.get(unwrap, [])
             return json_response(body)
@@ -544,6 +549,11 @@ class Gateway:
             obj = msgspec.json.decode(raw or b"{}")
             if not isinstance(obj, dict):
                 return error(400, "bad_request", "the body must be a JSON object")
+            where = resilience.bad_number(obj)
+            if where is not None:
+                return error(
+                    400, "bad_number", f"{where}: numbers must be finite and within ±{resilience.MAX_ABS_NUMBER:g}"
+                )
             obj.update(extra)
             return msgspec.convert(obj, tp)
         except msgspec.ValidationError as exc:
@@ -612,11 +622,22 @@ class Gateway:
         except (TimeoutError, msgspec.DecodeError, msgspec.ValidationError):
             return None
 
-    async def health(self, request: web.Request) -> web.Response:
-        now = time.time_ns()
+    async def _probe(self) -> resilience.ProbeResult:
+        """The I/O behind ``/api/health``, run by the background ``HealthProbe``."""
         latency, err = await self._db_latency()
         snap = await self._ask("router", "snapshot", SnapshotRequest(), RouterSnapshot)
         pos = await self._ask("execution", "positions", PositionsRequest(), Positions)
+        return resilience.ProbeResult(
+            latency, err, snap.decisionsLastMin if snap else None, pos.blockedLastMin if pos else None, time.monotonic()
+        )
+
+    async def health(self, request: web.Request) -> web.Response:
+        """200 when everything is up, else 503 with the same JSON (status ``degraded``)."""
+        now = time.time_ns()
+        if self.probe is None:
+            self.probe = resilience.HealthProbe(self._probe)
+        p = await self.probe.current()
+        latency, err = p.db_latency_ms, p.db_error
         ohlcv = self.view.gauge("vol", "ohlcv_last_sync_ts_seconds")
         nc = self.ctx.bus.nc if isinstance(self.ctx.bus, NatsBus) else None
         ws = self.view.streams(now)
@@ -627,19 +648,19 @@ class Gateway:
             bool(nc is None or nc.is_connected),
             sum(s.connected for s in ws.streams),
             bool(self.s.database_url),
-            snap.decisionsLastMin if snap else None,
-            pos.blockedLastMin if pos else None,
+            p.decisions_last_min,
+            p.blocked_last_min,
             int(ohlcv * 1000) if ohlcv else None,
         )
-        return json_response(body)
+        return json_response(body, 200 if body.status == "ok" else 503)
 
     async def openapi(self, request: web.Request) -> web.Response:
         routes = [
-            api.Route(f.method.lower(), f.path, f.summary, f.response, f.unwrap)
+            api.Route(f.method.lower(), f.path, f.summary, f.response, f.unwrap, f.request, f.query, f.operator)
             for f in FORWARDS
             if not f.dev or self.s.env == "dev"
         ]
-        return json_response(api.openapi(routes))
+        return json_response(api.openapi(dashboard.routes() + routes))
 
     async def ws_status(self, request: web.Request) -> web.Response:
         return json_response(self.view.streams(time.time_ns()))
