@@ -103,3 +103,16 @@ def test_event_files_reject_bad_bytes(tmp_path: Path) -> None:
     j = tmp_path / "ok.jsonl"
     j.write_text('{"ts": 1750269600000, "title": "t", "source": "s", "symbols": ["BTCUSDT"], "extra": 1}\n')
     assert read_events(j)[0].symbols == ["BTCUSDT"]
+
+
+def test_router_feature_vector_carries_the_event_dims() -> None:
+    from stevie.contracts.rpc import RouterContext
+    from stevie.services.router.core import FEATURES, features
+
+    names = [n for n in FEATURES if n.startswith("event_")]
+    assert len(names) == 6
+    idx = [FEATURES.index(n) for n in names]
+    none = features(RouterContext(symbol="BTCUSDT"))
+    assert [none[i] for i in idx] == [0.0] * 6
+    x = features(RouterContext(symbol="BTCUSDT", event_pc=[0.1, -0.2, 0.3], event_decay=0.5, event_minutes_since=720))
+    assert [round(float(x[i]), 6) for i in idx] == [0.3, -0.6, 0.9, 0.0, 0.5, 0.5]

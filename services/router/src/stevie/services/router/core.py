@@ -30,16 +30,28 @@ _SCALED: list[tuple[str, str, float]] = [
     ("sentiment", "sentiment", 1.0),
 ]
 _ONE_HOT = [r for r in REGIMES if r != "unknown"]
-FEATURES = ["bias"] + [name for name, _, _ in _SCALED] + [f"regime={r}" for r in _ONE_HOT]
+EVENT_DIMS = 4
+_EVENT = [f"event_pc{i + 1}*3" for i in range(EVENT_DIMS)] + ["event_decay", "event_recency_1d"]
+FEATURES = ["bias"] + [name for name, _, _ in _SCALED] + [f"regime={r}" for r in _ONE_HOT] + _EVENT
+
+
+def event_features(c: RouterContext) -> list[float]:
+    """The event dims (order = the ``event_*`` FEATURES): the decay-weighted PCA projection
+    (×3, the projections are of order 0.3), the decay weight, and the recency
+    1 − min(minutes since, 1440)/1440 (0 when no event is known). All 0 without events."""
+    pc = [3.0 * float(x) for x in (c.event_pc or [])[:EVENT_DIMS]]
+    m = c.event_minutes_since
+    recency = 0.0 if m is None else 1.0 - min(max(m, 0.0), 1440.0) / 1440.0
+    return [*pc, *[0.0] * (EVENT_DIMS - len(pc)), c.value("event_decay"), recency]
 
 
 def features(c: RouterContext) -> np.ndarray:
     """The feature vector (order = FEATURES): a bias, each context number scaled to roughly
     unit range and clipped to [−5, 5] (one wild input cannot dominate the posterior), and the
-    regime one-hot (``unknown`` = all zeros)."""
+    regime one-hot (``unknown`` = all zeros), then the event dims (``event_features``)."""
     scaled = [c.value(field) * scale for _, field, scale in _SCALED]
     onehot = [1.0 if c.regime == r else 0.0 for r in _ONE_HOT]
-    return np.clip(np.array([1.0, *scaled, *onehot]), -5.0, 5.0)
+    return np.clip(np.array([1.0, *scaled, *onehot, *event_features(c)]), -5.0, 5.0)
 
 
 class Router:
