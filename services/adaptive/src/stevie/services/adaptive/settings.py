@@ -28,13 +28,13 @@ class AdaptiveSettings(CommonSettings, frozen=True, kw_only=True, forbid_unknown
     max_run: int = 1440
     change_window: int = 5
     feature_venues: list[str] = msgspec.field(default_factory=lambda: ["binance", "binance-usdm"])
-    sample_interval_s: float = 10.0
+    sample_interval_s: float = 5.0
     horizon_s: float = 30.0
     schedule_s: float = 7 * 86_400.0
     gating_window: int = 5000
     gating_halflife: float = 1000.0
     hsic_window: int = 400
-    min_pairs: int = 200
+    min_pairs: int = 100
     attribution_keep: int = 2000
     report_max_rows: int = 200_000
 
