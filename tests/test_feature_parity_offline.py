@@ -13,6 +13,7 @@ a value written without lineage and a lost trade must each be reported.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from pathlib import Path
@@ -120,11 +121,18 @@ class Store:
         )
 
 
+FOLDER = next((DATA / "binance/spot/btcusdt").glob("l2_2024-08-08*"))
+
+
 @pytest.fixture(scope="module")
-def session():
+def raw():
+    """The BTCUSDT spot capture as the replay venue loads it (tests must not mutate it)."""
+    return load_capture("binance", "BTCUSDT", FOLDER)
+
+
+@pytest.fixture(scope="module")
+def session(raw):
     """BTCUSDT spot, two passes of the first 1,500 diffs (~2.5 min of event time)."""
-    folder = next((DATA / "binance/spot/btcusdt").glob("l2_2024-08-08*"))
-    raw = load_capture("binance", "BTCUSDT", folder)
     core = make_core("run-a")
     store = Store()
     rng = random.Random(7)
@@ -180,25 +188,21 @@ def test_a_value_without_lineage_is_unmatched(session):
     assert r.verdict == "mismatch" and r.unmatchedOnline == 1
 
 
-def test_a_lost_trade_is_a_mismatch():
+def test_a_lost_trade_is_a_mismatch(raw):
     """The lineage says trades first..last were fed; if the online kernel missed one in
     between (a message lost on the bus) the offline recomputation differs."""
-    folder = next((DATA / "binance/spot/btcusdt").glob("l2_2024-08-08*"))
-    raw = load_capture("binance", "BTCUSDT", folder)
     lost = {int(t["t"]) for t in raw.trades[200:260]}
-    raw.trades = [t for t in raw.trades if int(t["t"]) not in lost]
+    lossy = dataclasses.replace(raw, trades=[t for t in raw.trades if int(t["t"]) not in lost])
     core = make_core("run-b")
     store = Store()
-    store.put(simulate_pass(raw, core, random.Random(3), 600, snapshot_after=2, resync_at=10_000))
+    store.put(simulate_pass(lossy, core, random.Random(3), 600, snapshot_after=2, resync_at=10_000))
     r = report(store)
     assert r.verdict == "mismatch" and r.features["ti"].mismatches > 0
 
 
-def test_run_features_is_the_live_dispatch():
+def test_run_features_is_the_live_dispatch(raw):
     """``run_features`` yields exactly what the live handlers produce, message by message."""
-    folder = next((DATA / "binance/spot/btcusdt").glob("l2_2024-08-08*"))
-    raw = load_capture("binance", "BTCUSDT", folder)
-    cap = offline.load("binance", "BTCUSDT", folder)
+    cap = offline.load("binance", "BTCUSDT", FOLDER)
     walker = offline.BookWalker(cap, lambda: KERNELS.OrderBook(usdm=False))
     live = simulate_pass(raw, make_core(), random.Random(1), 300, snapshot_after=1, resync_at=10_000)
     samples = [s for _, s in live if s.epoch == live[0][1].epoch]
