@@ -15,6 +15,7 @@ from prometheus_client import Counter
 
 from stevie.contracts import BookStatus, BookTopK, MicroFeatures, encode, subjects
 from stevie.contracts.adaptive import AlphaSignal, GatingState, RegimeState
+from stevie.contracts.events import EventContext
 from stevie.contracts.evidence import NudgesApplied
 from stevie.contracts.rpc import (
     Choice,
@@ -42,6 +43,7 @@ from stevie.contracts.rpc import (
 from stevie.contracts.venues import VenueRoute, VenueScore, VenueScoreRequest
 from stevie.quant.alpha import AlphaInputs, AlphaRegistry
 from stevie.quant.errors import QuantInputError
+from stevie.quant.events import latest_event_dims
 from stevie.runtime.flags import FlagsClient
 from stevie.runtime.service import ServiceContext, ServiceSpec
 from stevie.services.execution.core import BookSlot, ExecutionCore, Key, NotTradable, Position
@@ -70,6 +72,7 @@ class Execution:
         self.regimes: dict[str, str] = {}
         self.gated_off: frozenset[str] = frozenset()
         self.alphas = AlphaRegistry()
+        self.event_ctx: dict[str, EventContext] = {}  # events (issue 16): newest events per symbol
         r = ctx.registry
         self.m_decisions = Counter("exec_decisions_total", "Decisions made", ["venue", "symbol"], registry=r)
         self.m_blocked = Counter("exec_blocked_total", "Orders blocked by risk guards", ["reason"], registry=r)
@@ -123,6 +126,7 @@ class Execution:
             now = slot.features[-1].ts_event_ns
             sigma, sigma_har, source = await self.sigma(key[1])
             ctx = self.core.context(key, sigma, sigma_har, await self.rr25(key[1]), self.regimes.get(key[1], "unknown"))
+            ctx = self.with_events(ctx, now)
             if self.gated_off:  # features disabled by the gating: zeroed (neutral) in context and sizing
                 ctx = msgspec.structs.replace(ctx, **{f: 0.0 for f in self.gated_off})
             window = self.core.feature_window(key)
@@ -193,6 +197,18 @@ class Execution:
         )
         sig = self.alphas.signals(x)
         return [AlphaSignal(a.id, v, self.alphas.weights[a.id]) for a, v in zip(self.alphas.alphas, sig, strict=True)]
+
+    def on_event_context(self, ec: EventContext) -> None:
+        self.event_ctx[ec.symbol] = ec
+
+    def with_events(self, ctx: RouterContext, now_ns: int) -> RouterContext:
+        """The symbol's event dims (flag ``EventContext``): the newest event at or before the
+        decision time ``now_ns``, its projection times its decay weight."""
+        ec = self.event_ctx.get(ctx.symbol)
+        if ec is None or not self.flags.enabled("EventContext"):
+            return ctx
+        d = latest_event_dims([p.event_ts_ns for p in ec.points], [p.dims for p in ec.points], now_ns, 4)
+        return msgspec.structs.replace(ctx, event_pc=d.dims, event_decay=d.decay, event_minutes_since=d.minutes_since)
 
     def on_regime(self, st: RegimeState) -> None:
         self.regimes[st.symbol] = st.label
@@ -328,6 +344,9 @@ async def main(ctx: ServiceContext) -> None:
     )
     await ctx.subscribe_typed(subjects.regime(root, "*", "*"), RegimeState, ex.on_regime, dlq.labels("regime"))
     await ctx.subscribe_typed(subjects.gating(root), GatingState, ex.on_gating, dlq.labels("gating"))
+    await ctx.subscribe_typed(
+        subjects.events_context(root, "*"), EventContext, ex.on_event_context, dlq.labels("events")
+    )
 
     def on_nudges(n: NudgesApplied) -> None:  # calibration nudge of the sizing cap (evidence)
         if n.applied and -1 < n.sizingCapDelta < 1:
