@@ -90,18 +90,23 @@ class ModelSync:
         if self.pool is None:
             return
         async with self._lock:
-            post = checkpoint.export(self.router)
-            try:
-                current = await repo.checkpoint(self.pool, self.session, self.source, post, self.parent)
-            except (OSError, asyncpg.PostgresError) as exc:
-                self.ctx.log.warning("checkpoint_failed", error=str(exc)[:200])
-                return
-            if current:
-                self.router.model_id = self.session
-            self.ctx.log.info("checkpoint", model=self.session, current=current, updates=self.router.updates())
+            await self._save()
+
+    async def _save(self) -> None:
+        assert self.pool is not None
+        post = checkpoint.export(self.router)
+        try:
+            current = await repo.checkpoint(self.pool, self.session, self.source, post, self.parent)
+        except (OSError, asyncpg.PostgresError) as exc:
+            self.ctx.log.warning("checkpoint_failed", error=str(exc)[:200])
+            return
+        if current:
+            self.router.model_id = self.session
+        self.ctx.log.info("checkpoint", model=self.session, current=current, updates=self.router.updates())
 
     async def on_change(self, change: ModelChange) -> None:
-        """A promote or rollback: load that model's posterior now."""
+        """A promote or rollback: store this session's posterior (its row stays, no longer
+        current), then load that model's posterior now."""
         if self.pool is None:
             return
         async with self._lock:
@@ -111,6 +116,7 @@ class ModelSync:
                 self.ctx.log.warning("model_change_failed", model=change.model.id, error=str(exc)[:200])
                 return
             if post is not None:
+                await self._save()  # keep this session's updates since its last checkpoint (not current)
                 self._load(change.model.id, post)
 
     def on_nudges(self, n: NudgesApplied) -> None:
