@@ -4,9 +4,9 @@ times it needs, so ``stevie backtest`` can run the same object over recorded dat
 
 - Regime: a ``RegimeDetector`` per symbol on the 1-minute closes of ``bar_venue`` (seeded with
   kline history). A bar that does not follow the previous one (a gap, the seam between the
-  history and the replay, a replay loop) starts a new return chain: the price jump across it
-  is not a return. With the BOCPD flag off the detectors keep running but every label is
-  ``unknown``.
+  history and the replay) starts a new return chain: the price jump across it is not a
+  return; bars older than the last one (a replay loop) are ignored. With the BOCPD flag off
+  the detectors keep running but every label is ``unknown``.
 - Gating: ``FeatureGate`` over the features of the router context that the feature stream
   carries, sampled every ``sample_interval_s`` of event time per venue+symbol (pooled), against
   the forward mid log return over ``horizon_s``.
@@ -143,9 +143,10 @@ class AdaptiveCore:
         return n
 
     def _advance(self, symbol: str, open_ns: int, interval_ns: int) -> bool:
-        """False for a bar already seen; breaks the return chain on a gap."""
+        """False for a bar already seen or older than the last one (a replay loop repeats event
+        times: the same bars again are no new information); breaks the return chain on a gap."""
         last = self._last_open.get(symbol)
-        if last is not None and open_ns == last:
+        if last is not None and open_ns <= last:
             return False
         if last is not None and open_ns != last + interval_ns:
             self.regimes[symbol].break_chain()

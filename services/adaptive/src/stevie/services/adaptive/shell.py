@@ -66,11 +66,11 @@ class Adaptive:
 
     # -- history ------------------------------------------------------------------------
     @stamina.retry(on=(aiohttp.ClientError, asyncio.TimeoutError, VenueUnavailable), attempts=10, timeout=60.0)
-    async def _get(self, http: aiohttp.ClientSession, symbol: str, start_ms: int | None) -> list[KlineRow]:
+    async def _get(self, http: aiohttp.ClientSession, symbol: str, end_ms: int | None) -> list[KlineRow]:
         path = "/fapi/v1/klines" if self.s.bar_venue == "binance-usdm" else "/api/v3/klines"
         params = {"symbol": symbol, "interval": "1m", "limit": "1500"}
-        if start_ms is not None:
-            params["startTime"] = str(start_ms)
+        if end_ms is not None:
+            params["endTime"] = str(end_ms)
         async with http.get(self.s.rest_url + path, params=params) as r:
             if r.status >= 500 or r.status in (418, 429):
                 raise VenueUnavailable(str(r.status))
@@ -78,12 +78,11 @@ class Adaptive:
             return _klines.decode(await r.read())
 
     async def seed(self, http: aiohttp.ClientSession, symbol: str) -> None:
-        """Load the last ``seed_bars`` 1-minute klines (pages of 1500 from the oldest, each
-        granted by the budgeter at low priority) and feed them to the symbol's detector."""
-        times: list[int] = []
-        closes: list[float] = []
-        start = 1
-        while True:
+        """Load the last ``seed_bars`` 1-minute klines (pages of 1500 going back from the newest,
+        each granted by the budgeter at low priority) and feed them to the symbol's detector."""
+        rows_by_time: dict[int, float] = {}
+        end: int | None = None
+        while len(rows_by_time) < self.s.seed_bars:
             await acquire(
                 self.ctx.bus,
                 self.s.subject_root,
@@ -93,14 +92,13 @@ class Adaptive:
                 deadline_s=300.0,
                 priority="low",
             )
-            rows = await self._get(http, symbol, start)
-            rows = [r for r in rows if not times or r[0] > times[-1]]
+            rows = [r for r in await self._get(http, symbol, end) if r[0] not in rows_by_time]
             if not rows:
                 break
-            times += [r[0] for r in rows]
-            closes += [float(r[4]) for r in rows]
-            times, closes = times[-self.s.seed_bars :], closes[-self.s.seed_bars :]
-            start = rows[-1][0] + 1
+            rows_by_time.update((r[0], float(r[4])) for r in rows)
+            end = min(r[0] for r in rows) - 1
+        times = sorted(rows_by_time)[-self.s.seed_bars :]
+        closes = [rows_by_time[t] for t in times]
         n = await asyncio.to_thread(self.core.seed, symbol, times, closes)
         st = self.core.state(symbol, self.ctx.clock.now_ns())
         if st is not None:  # a useful regime right away, before the first live bar
