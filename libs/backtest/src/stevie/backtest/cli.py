@@ -98,9 +98,11 @@ def backtest(
             )
             result = run_bar_command(cmd, console)
     except (BacktestInputError, QuantInputError) as exc:
-        console.print(f"[red]error:[/red] {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+        console.print(
+            f"[red]error:[/red] {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", soft_wrap=True
+        )
         raise typer.Exit(2) from None
     except OSError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
         raise typer.Exit(2) from None
     console.print(result)

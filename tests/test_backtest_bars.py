@@ -1,0 +1,191 @@
+"""stevie backtest (bars): determinism, bad input, the report in headless Chromium, bar policies.
+
+Small on purpose (CI): two symbols over three days of the recorded klines; the full
+18-symbol history runs in ``stevie bench``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from stevie.quant import policies as P
+from stevie.runtime.cli import app
+from tests.helpers.capture import SAMPLES
+
+KLINES = SAMPLES / "binance/usdm/klines_1m"
+FUNDING = SAMPLES / "binance/usdm/funding_rate_8h.csv.gz"
+ARGS = ["backtest", "--symbols", "BTCUSDT,ETHUSDT", "--start", "2025-05-06", "--end", "2025-05-09"]
+ARGS += ["--data", str(KLINES), "--funding", str(FUNDING), "--seed", "3"]
+
+
+def run(*args: str) -> tuple[int, str]:
+    r = CliRunner().invoke(app, list(args))
+    return r.exit_code, r.output
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("bt") / "a"
+    code, text = run(*ARGS, "--out", str(out), "--workers", "1")
+    assert code == 0, text
+    return out
+
+
+def sha(p: Path) -> str:
+    return hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+def test_outputs_and_columns(first_run):
+    import pyarrow.parquet as pq
+
+    assert {p.name for p in first_run.iterdir()} == {"decisions.parquet", "summary.json", "report.html"}
+    t = pq.read_table(first_run / "decisions.parquet")
+    need = {"ts_event_ns", "symbol", "policy_id", "propensity", "signal", "target_size", "fill_price", "cost_bps"}
+    need |= {"reward", "ctx_sigmaHAR", "ctx_sigmaGARCH", "ctx_funding", "ctx_regime"}
+    need |= {f"shadow_{p}" for p in P.BAR_POLICIES}
+    assert need <= set(t.column_names)
+    d = t.to_pydict()
+    assert t.num_rows > 500 and set(d["symbol"]) == {"BTCUSDT", "ETHUSDT"}
+    assert set(d["policy_id"]) <= set(P.BAR_POLICIES) and all(0 < p <= 1 for p in d["propensity"])
+    # the chosen policy's signal is its shadow signal; a fill is at the next bar's open ± cost
+    for i in range(t.num_rows):
+        assert d["signal"][i] == d[f"shadow_{d['policy_id'][i]}"][i]
+    ts = np.array(d["ts_event_ns"])
+    assert np.all(np.diff(ts) >= 0) and np.all(ts % (300 * 10**9) == 0)
+    s = json.loads((first_run / "summary.json").read_text())
+    assert s["runId"] in str(first_run / "x") or len(s["runId"]) == 16
+    assert s["data"]["klines"]["BTCUSDT"]["sha256"] == sha(KLINES / "BTCUSDT.csv.gz")
+    assert s["metrics"]["decisions"] == t.num_rows and s["metrics"]["vol_fits"] >= 2
+
+
+def test_fill_prices_are_next_open_plus_cost(first_run):
+    import pyarrow.parquet as pq
+
+    d = pq.read_table(first_run / "decisions.parquet").to_pydict()
+    with gzip.open(KLINES / "BTCUSDT.csv.gz", "rt") as f:
+        next(f)
+        opens = {int(r.split(",")[0]): float(r.split(",")[1]) for r in f}
+    checked = 0
+    for i in range(len(d["symbol"])):
+        if d["symbol"][i] != "BTCUSDT" or d["fill_price"][i] != d["fill_price"][i]:
+            continue
+        side = 1 if d["order_size"][i] > 0 else -1
+        o = opens[d["ts_event_ns"][i] // 1_000_000]  # the bar opening at the decision time
+        assert d["fill_price"][i] == pytest.approx(o * (1 + side * d["cost_bps"][i] / 1e4), rel=1e-12)
+        checked += 1
+    assert checked > 0
+
+
+def test_same_command_twice_is_byte_identical(first_run, tmp_path):
+    out = tmp_path / "b"
+    code, text = run(*ARGS, "--out", str(out), "--workers", "2")  # fits in worker processes this time
+    assert code == 0, text
+    assert sha(out / "decisions.parquet") == sha(first_run / "decisions.parquet")
+    a, b = (json.loads((p / "summary.json").read_text()) for p in (first_run, out))
+    assert a["metrics"] == b["metrics"] and a["runId"] == b["runId"] and a["settings"] == b["settings"]
+    code, _ = run(*[x if x != "3" else "4" for x in ARGS], "--out", str(tmp_path / "c"), "--workers", "1")
+    c = json.loads((tmp_path / "c" / "summary.json").read_text())
+    assert code == 0 and c["runId"] != a["runId"]  # the seed is part of the run id
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--symbols", "NOPEUSDT"], "unknown symbol"),
+        (["--start", "2030-01-01"], "empty window"),
+        (["--start", "2025-05-08", "--end", "2025-05-07"], "before --end"),
+        (["--decision-interval", "5x"], "decision-interval"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(tmp_path, extra, message):
+    out = tmp_path / "out"
+    args = ["backtest", "--data", str(KLINES), "--symbols", "BTCUSDT", *extra, "--out", str(out)]
+    code, text = run(*args)
+    assert code == 2 and message in text and "Traceback" not in text
+    assert len(text.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_corrupt_kline_row(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    rows = ["open_time_ms,open,high,low,close,volume"]
+    rows += [f"{1746403200000 + i * 60000},100,101,99,100.5,3" for i in range(50)]
+    rows[20] = "1746404340000,100,1e,99,100.5,3"
+    (data / "FOOUSDT.csv").write_text("\n".join(rows) + "\n")
+    code, text = run("backtest", "--data", str(data), "--out", str(tmp_path / "out"))
+    assert code == 2 and "FOOUSDT.csv:21" in text.replace("\n", "") and "Traceback" not in text
+    assert not (tmp_path / "out").exists()
+
+
+def test_report_opens_in_headless_chromium(first_run, tmp_path):
+    chromium = Path("/usr/bin/chromium")
+    if not chromium.exists():
+        pytest.skip("chromium not installed (.ci/run installs it)")
+    from playwright.sync_api import sync_playwright
+
+    from stevie.backtest.report import PLOTS
+
+    shot = tmp_path / "report.png"
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(chromium), args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1100, "height": 900})
+        page.route("**/*", lambda r: r.abort() if not r.request.url.startswith(("file:", "data:")) else r.continue_())
+        page.goto((first_run / "report.html").as_uri())
+        sizes = page.eval_on_selector_all(
+            "img.plot", "els => els.map(e => [e.id, e.complete, e.naturalWidth, e.naturalHeight])"
+        )
+        page.screenshot(path=str(shot), full_page=True)
+        browser.close()
+    assert [s[0] for s in sizes] == list(PLOTS)
+    assert all(ok and w > 200 and h > 100 for _, ok, w, h in sizes)
+    from PIL import Image
+
+    img = np.asarray(Image.open(shot).convert("L"), dtype=float)
+    assert img.shape[0] > 1500 and img.std() > 10  # a long page with drawn plots, not blank
+
+
+def test_bar_policies_by_hand():
+    up = np.linspace(100, 110, 200)
+    x = P.PolicyInputs(closes=up)
+    assert P.sma_crossover(x) == 1 and P.sma_crossover(P.PolicyInputs(closes=up[::-1])) == -1
+    assert P.sma_crossover(P.PolicyInputs(closes=up[:50])) == 0  # too little history
+    assert P.donchian_breakout(x) == 1 and P.donchian_breakout(P.PolicyInputs(closes=up[::-1])) == -1
+    flat = np.full(200, 100.0)
+    assert P.donchian_breakout(P.PolicyInputs(closes=flat)) == 0
+    spike = flat.copy()
+    spike[-1] = 103
+    spike[:-1] += np.sin(np.arange(199))  # std ≈ 0.7: the last close is z ≈ 3.6 above
+    assert P.mean_reversion(P.PolicyInputs(closes=spike)) == -1
+    assert P.funding_carry(P.PolicyInputs(funding=3e-4)) == -1 and P.funding_carry(P.PolicyInputs(funding=-1e-4)) == 1
+    assert P.funding_carry(P.PolicyInputs(funding=1e-5)) == 0
+    tuned = P.with_params("p_sma", P.SmaParams(fast=5, slow=10))
+    assert tuned(P.PolicyInputs(closes=up[:12])) == 1
+    with pytest.raises(TypeError):
+        P.with_params("p_sma", P.BreakoutParams())
+    assert set(P.BAR_POLICIES) | set(P.L2_POLICIES) == set(P.POLICIES)
+
+
+def test_donchian_equals_the_sliding_window_definition():
+    rng = np.random.default_rng(5)
+    for _ in range(500):
+        c = np.cumsum(rng.normal(size=150)) + 100
+        p = P.BreakoutParams(window=int(rng.integers(1, 60)), hold=int(rng.integers(1, 60)))
+        n = p.window + p.hold
+        tail = c[-n:]
+        win = np.lib.stride_tricks.sliding_window_view(tail[:-1], p.window)
+        now = tail[p.window :]
+        want = 0
+        for j in range(p.hold):
+            if now[j] > win[j].max():
+                want = 1
+            elif now[j] < win[j].min():
+                want = -1
+        assert P.donchian_breakout(P.PolicyInputs(closes=c), p) == want
