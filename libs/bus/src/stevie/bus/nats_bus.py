@@ -185,6 +185,23 @@ class NatsBus:
                     await (m.ack() if ok else m.nak(delay=1.0))
             await asyncio.sleep(0)
 
+    async def wait_consumers_drained(self, stream: str, prefix: str, timeout_s: float) -> bool:
+        """Wait (≤ ``timeout_s``) until every durable consumer of ``stream`` whose name starts
+        with ``prefix`` has nothing pending or unacknowledged. True when drained."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                infos = await self.js.consumers_info(stream)
+                if not [
+                    c for c in infos if c.name.startswith(prefix) and ((c.num_pending or 0) + (c.num_ack_pending or 0))
+                ]:
+                    return True
+            except (NatsError, TimeoutError):
+                pass
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.1)
+
     async def close(self, timeout_s: float = 0.5) -> None:
         """Stop the micro services and drain, within ``timeout_s`` (then close outright): a
         stop never waits on a NATS that is away."""

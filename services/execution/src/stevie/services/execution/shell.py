@@ -10,9 +10,12 @@ import time
 from collections import deque
 from typing import TypeVar
 
+import asyncpg
 import msgspec
+import stamina
 from prometheus_client import Counter
 
+from stevie.bus import NatsBus
 from stevie.contracts import BookStatus, BookTopK, MicroFeatures, encode, subjects
 from stevie.contracts.adaptive import AlphaSignal, GatingState, RegimeState
 from stevie.contracts.events import EventContext
@@ -48,6 +51,8 @@ from stevie.runtime.flags import FlagsClient
 from stevie.runtime.service import ServiceContext, ServiceSpec
 from stevie.services.execution.core import BookSlot, ExecutionCore, Key, NotTradable, Position
 from stevie.services.execution.settings import ExecutionSettings
+from stevie.store import connect_pool
+from stevie.store.state import audit_count, filled_trades
 
 R = TypeVar("R")
 STREAM = "STEVIE_EVENTS"
@@ -322,11 +327,47 @@ class Execution:
         return Positions(self.core.positions_view(), self.core.cash, self.core.equity(), len(self.blocked_times))
 
 
+async def restore_state(ctx: ServiceContext, ex: Execution) -> None:
+    """Positions, average prices, realised PnL, cash and the event-id sequence rebuilt from
+    the fills recorded in PostgreSQL (``stevie.store.state``), once the reporter has written
+    what JetStream still holds (≤ 5 s). A database that does not answer within ~30 s raises
+    (the supervisor restarts us): trading from zero positions would be wrong."""
+    s = ex.s
+    if not s.database_url:
+        return
+    if isinstance(ctx.bus, NatsBus):
+        await ctx.bus.wait_consumers_drained(STREAM, "reporter", 5.0)
+    retry = stamina.retry(on=(OSError, asyncpg.PostgresError), attempts=30, timeout=30.0)
+    pool = await retry(connect_pool)(s.database_url, 1, 1)
+    try:
+        trades, decisions = await filled_trades(pool), await audit_count(pool)
+    finally:
+        await pool.close()
+    skipped = 0
+    for t in trades:
+        pos = ex.core.positions.get((t.venue, t.symbol))
+        if pos is None:  # a book this instance does not trade (settings changed)
+            skipped += 1
+            continue
+        pos.apply(t.side, t.filled, t.avg_price)  # the same accounting as the live fill
+        ex.core.cash -= t.side * t.filled * t.avg_price + t.fee_quote
+    ex.core.seq = max(ex.core.seq, decisions)
+    ctx.log.info(
+        "state_restored",
+        fills=len(trades),
+        skipped=skipped,
+        decisions=decisions,
+        cash_quote=round(ex.core.cash, 6),
+        positions={f"{v}/{sym}": p.size for (v, sym), p in ex.core.positions.items() if p.size},
+    )
+
+
 async def main(ctx: ServiceContext) -> None:
     s = ctx.settings
     assert isinstance(s, ExecutionSettings)
     ex = Execution(ctx, s)
     await ctx.bus.ensure_stream(STREAM, subjects.durable_patterns(s.subject_root))
+    await restore_state(ctx, ex)
     await ex.flags.start()
     dlq = Counter("exec_dlq_total", "Undecodable messages", ["type"], registry=ctx.registry)
     root = s.subject_root
