@@ -40,6 +40,10 @@ def test_evidence_routes_answer_from_live_audits(e2e_stack):
     assert promo["decision"] in ("keep champion",) or promo["decision"].startswith("promote ")
     assert promo["reason"]
 
+    code, bt = s.get("/api/cf/summary?source=backtest")
+    assert code == 200 and (bt["n"] > 0 or bt["warnings"])  # no stored backtest yet: n = 0 and why
+    assert s.get("/api/cf/summary?source=bogus")[0] == 400
+
     code, meta = s.get("/api/meta/quality")
     assert code == 200 and {"brier", "ece", "reliability", "routerPriorDelta", "sizingCapDelta"} <= set(meta)
     code, lineage = s.get("/api/pbt/lineage")

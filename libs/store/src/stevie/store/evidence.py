@@ -323,3 +323,28 @@ async def recent_audits(pool: asyncpg.Pool, limit: int) -> list[Audit]:
 
 async def table_exists(pool: asyncpg.Pool, name: str) -> bool:
     return bool(await pool.fetchval("SELECT to_regclass($1) IS NOT NULL", name))
+
+
+async def backtest_audits(pool: asyncpg.Pool, run_id: str | None, limit: int) -> tuple[str, list[Audit]] | None:
+    """(run id, its audits oldest first) of a backtest run from ``backtest_audits`` (the same
+    Audit bodies as live, one row per decision, columns run_id, ts, body) — the newest run when
+    ``run_id`` is None. None when the table does not exist (no backtest stored yet); KeyError
+    for an unknown run."""
+    if not await table_exists(pool, "backtest_audits"):
+        return None
+    if run_id is None:
+        run_id = await pool.fetchval("SELECT run_id FROM backtest_audits ORDER BY ts DESC LIMIT 1")
+        if run_id is None:
+            return None
+    rows = await pool.fetch(
+        "SELECT body::text AS body FROM backtest_audits WHERE run_id = $1 ORDER BY ts DESC LIMIT $2", run_id, limit
+    )
+    if not rows:
+        raise KeyError(f"unknown backtest run {run_id!r}")
+    out = []
+    for r in reversed(rows):
+        try:
+            out.append(_audit.decode(r["body"]))
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            continue
+    return str(run_id), out

@@ -124,24 +124,33 @@ class Evidence:
 
     # -- off-policy evaluation ------------------------------------------------------------
     async def cf_summary(self, req: CfSummaryRequest) -> CfSummary:
-        if req.source not in ("live", "backtest"):
-            raise QuantInputError(f"source must be 'live' or 'backtest', got {req.source!r}")
+        """``source``: ``live`` (the audits), ``backtest`` (the newest stored backtest run) or
+        ``backtest:<run-id>``."""
+        if not (req.source == "live" or req.source == "backtest" or req.source.startswith("backtest:")):
+            raise QuantInputError(f"source must be 'live', 'backtest' or 'backtest:<run-id>', got {req.source!r}")
 
         async def make() -> CfSummary:
-            if req.source == "backtest":
-                return CfSummary(
-                    "backtest",
-                    0,
-                    self.s.horizon_s,
-                    "bps",
-                    self.s.alpha,
-                    [],
-                    ["no backtest decisions with propensities stored yet (run `stevie backtest`)"],
-                )
-            logged = await self.logged()
+            if req.source == "live":
+                logged = await self.logged()
+                label = "live"
+            else:
+                run = req.source.partition(":")[2] or None
+                got = await repo.backtest_audits(self.pool, run, self.s.max_audits)
+                if got is None:
+                    return CfSummary(
+                        "backtest",
+                        0,
+                        self.s.horizon_s,
+                        "bps",
+                        self.s.alpha,
+                        [],
+                        ["no backtest decisions stored yet (table backtest_audits is empty or absent)"],
+                    )
+                label = f"backtest:{got[0]}"
+                logged = await asyncio.to_thread(core.outcomes, got[1], self.s.horizon_s)
             cur = await repo.current_model(self.pool)
             rows, warnings = await asyncio.to_thread(core.cf_rows, logged, self.ope, cur[1] if cur else None)
-            return CfSummary("live", len(logged), self.s.horizon_s, "bps", self.s.alpha, rows, warnings)
+            return CfSummary(label, len(logged), self.s.horizon_s, "bps", self.s.alpha, rows, warnings)
 
         return await self.cached(f"cf:{req.source}", make)
 
