@@ -83,3 +83,50 @@ def test_events_routes_and_router_context(e2e_stack):
 
     vals = wait_for(event_features, 60, "event dims in the router's feature vector")
     assert len(vals) == 6
+
+
+def test_event_context_flag_and_file_loader(e2e_stack, tmp_path):
+    from typer.testing import CliRunner
+
+    from stevie.runtime.cli import app
+
+    s = e2e_stack
+    st, book = s.get("/api/l2/binance/ETHUSDT")
+    now_ms = book["ts"] if st == 200 and book.get("ts") else None
+    assert now_ms, book
+    f = tmp_path / "events.jsonl"
+    lines = [
+        {
+            "ts": now_ms - 60_000 * (i + 1),
+            "title": f"ETH headline {i} written for the loader test",
+            "source": "e2e",
+            "symbols": ["ETHUSDT"],
+        }
+        for i in range(5)
+    ]
+    f.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    r = CliRunner().invoke(app, ["events", "load", str(f), "--url", s.url, "--token", s.token, "--chunk", "2"])
+    assert r.exit_code == 0, r.output
+    assert "5 events ingested" in r.output
+
+    def event_vals(symbol: str) -> list[float] | None:
+        s.post("/api/exec/plan-and-execute", {"symbol": symbol})
+        st, snap = s.get("/api/router/snapshot")
+        if st != 200 or not snap.get("lastChoice"):
+            return None
+        names, x = snap["featureNames"], snap["lastChoice"]["features"]
+        return [v for n, v in zip(names, x, strict=True) if n.startswith("event_")]
+
+    def all_zero(vals: list[float] | None, default: bool = False) -> bool | None:
+        if vals is None:
+            return default or None
+        return all(x == 0 for x in vals) or None
+
+    st, _ = s.post("/api/flags", {"EventContext": False}, token=s.token)
+    assert st == 200
+    try:
+        wait_for(lambda: all_zero(event_vals("ETHUSDT")), 30, "event dims zero with the flag off")
+    finally:
+        st, _ = s.post("/api/flags", {"EventContext": True}, token=s.token)
+        assert st == 200
+    wait_for(lambda: not all_zero(event_vals("ETHUSDT"), default=True) or None, 30, "event dims back with the flag on")
