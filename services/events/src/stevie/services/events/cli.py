@@ -88,7 +88,7 @@ def study(
     placebos: Annotated[int, typer.Option(help="Placebo draws per event (>= 1000).")] = 2000,
     match: Annotated[str, typer.Option(help="Placebo calendar match: weekday | business_day.")] = "weekday",
     seed: Annotated[int, typer.Option(help="Placebo RNG seed.")] = 0,
-    report: Annotated[Path, typer.Option(help="HTML report to write.")] = Path("reports/event_study.html"),
+    report: Annotated[Path, typer.Option(help="HTML report to write.")] = Path(".artefacts/event_study.html"),
 ) -> None:
     """CAR, abnormal realised vol and placebo p-values per event and per kind; writes the HTML report."""
     from stevie.quant.errors import QuantInputError
