@@ -109,3 +109,20 @@ def test_bad_inputs():
         pr.spa(np.zeros(5), np.zeros((5, 1)), 100, 2, 0)
     with pytest.raises(QuantInputError):
         pr.expected_max_sharpe(0, 0.1)
+
+
+def test_psr_dsr_and_expected_max_equal_skfolio():
+    """skfolio.measures (a maintained implementation of Bailey & López de Prado's formulas)."""
+    from skfolio import measures
+
+    rng = np.random.default_rng(5)
+    for _ in range(10):
+        r = 0.0005 + 0.01 * rng.standard_t(4, size=int(rng.integers(50, 2000)))
+        trials = rng.normal(0.0, 0.05, size=int(rng.integers(2, 300)))
+        assert pr.psr(r) == pytest.approx(measures.probabilistic_sharpe_ratio(r), abs=1e-12)
+        assert pr.psr(r, 0.02) == pytest.approx(measures.probabilistic_sharpe_ratio(r, 0.02), abs=1e-12)
+        assert pr.deflated_sharpe(r, trials) == pytest.approx(measures.deflated_sharpe_ratio(r, trials), abs=1e-12)
+        sd = float(np.std(trials, ddof=1))
+        assert pr.expected_max_sharpe(trials.size, sd) == pytest.approx(
+            measures.expected_max_sharpe_ratio(trials.size, sd), abs=1e-12
+        )
