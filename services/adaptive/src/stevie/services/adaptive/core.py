@@ -131,15 +131,25 @@ class AdaptiveCore:
 
     # -- regime ------------------------------------------------------------------------
     def seed(self, symbol: str, open_times_ms: list[int], closes: list[float]) -> int:
-        """Feed kline history (oldest first) to ``symbol``'s detector; returns bars used."""
-        det = self.regimes.get(symbol)
-        if det is None:
+        """Feed kline history (oldest first) to a fresh detector for ``symbol`` and swap it in
+        at the end (readers on another thread never see a half-fed one); returns bars used."""
+        if symbol not in self.regimes:
             return 0
+        det = self._detector()
+        last: int | None = None
         n = 0
         for t, c in zip(open_times_ms, closes, strict=True):
-            if self._advance(symbol, t * 1_000_000, MINUTE_NS):
-                det.update(float(c), t * 1_000_000 + MINUTE_NS)
-                n += 1
+            open_ns = t * 1_000_000
+            if last is not None and open_ns <= last:
+                continue
+            if last is not None and open_ns != last + MINUTE_NS:
+                det.break_chain()
+            last = open_ns
+            det.update(float(c), open_ns + MINUTE_NS)
+            n += 1
+        self.regimes[symbol] = det
+        if last is not None:
+            self._last_open[symbol] = last
         return n
 
     def _advance(self, symbol: str, open_ns: int, interval_ns: int) -> bool:
