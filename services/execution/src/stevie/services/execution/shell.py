@@ -13,7 +13,7 @@ from typing import TypeVar
 import asyncpg
 import msgspec
 import stamina
-from prometheus_client import Counter
+from prometheus_client import Counter, Histogram
 
 from stevie.bus import NatsBus
 from stevie.contracts import BookStatus, BookTopK, MicroFeatures, encode, subjects
@@ -48,7 +48,7 @@ from stevie.quant.alpha import AlphaInputs, AlphaRegistry
 from stevie.quant.errors import QuantInputError
 from stevie.quant.events import latest_event_dims
 from stevie.runtime.flags import FlagsClient
-from stevie.runtime.service import ServiceContext, ServiceSpec
+from stevie.runtime.service import LATENCY_BUCKETS_S, ServiceContext, ServiceSpec
 from stevie.services.execution.core import BookSlot, ExecutionCore, Key, NotTradable, Position
 from stevie.services.execution.settings import ExecutionSettings
 from stevie.store import connect_pool
@@ -83,6 +83,13 @@ class Execution:
         self.m_blocked = Counter("exec_blocked_total", "Orders blocked by risk guards", ["reason"], registry=r)
         self.m_fills = Counter("exec_fills_total", "Paper fills", ["venue", "symbol"], registry=r)
         self.m_rewards = Counter("exec_rewards_total", "Rewards sent to the router", ["policy"], registry=r)
+        self.m_tick = Histogram(
+            "exec_tick_to_decision_seconds",
+            "Wall time from the triggering book at the venue edge to the decision's audit on JetStream",
+            ["venue", "symbol"],
+            registry=r,
+            buckets=LATENCY_BUCKETS_S,
+        )
 
     async def call(self, service: str, method: str, req: msgspec.Struct, tp: type[R]) -> R:
         """Request/reply; raises TimeoutError (no answer) or RuntimeError (an RpcError)."""
@@ -138,7 +145,7 @@ class Execution:
             if choice is None and not self.flags.enabled("StrategyRouter"):
                 choice = Choice("p_flat", 0.0, 0.0, 1.0, 0.0, {}, [])
             if choice is None:
-                choice = await self.call("router", "choose", ChooseRequest(ctx), Choice)
+                choice = await self.call("router", "decide", ChooseRequest(ctx), Choice)
             sizing = self.core.size(key, choice, ctx, sigma, source, now)
             held = sum(p.size for k, p in self.core.positions.items() if k[1] == key[1])  # every venue
             order = sizing.target_size - held
@@ -268,6 +275,9 @@ class Execution:
         if due and key in self.clock_keys and self.flags.enabled("ExecutionRouter") and not self.locks[key].locked():
             try:
                 await self.decide(key)
+                # tick → decision: the triggering book reached the edge (ts_init_ns, wall
+                # clock, carried through features) → its audit is stored on JetStream
+                self.m_tick.labels(*key).observe(max(0, time.time_ns() - f.ts_init_ns) / 1e9)
             except (NotTradable, TimeoutError, RuntimeError, QuantInputError) as exc:
                 self.ctx.log.warning("decision_skipped", venue=key[0], symbol=key[1], error=str(exc)[:200])
 

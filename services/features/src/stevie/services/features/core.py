@@ -98,7 +98,8 @@ class Features:
             cancel_rate=f.cancel_rate,
             mid=f.mid,
             ts_event_ns=b.ts_event_ns,
-            ts_init_ns=self._clock(),
+            # the edge time of the triggering book, carried on (tick → decision latency)
+            ts_init_ns=b.ts_init_ns or self._clock(),
         )
         self.latest[(b.venue, b.symbol)] = out
         ep = self.epochs[(b.venue, b.symbol)]

@@ -68,13 +68,17 @@ class Router:
         self._recent: deque[int] = deque()
         self.model_id = ""  # the registry model this posterior continues ('' = the prior)
 
-    def choose(self, ctx: RouterContext, now_ns: int) -> Choice:
+    def choose(self, ctx: RouterContext, now_ns: int, decision: bool = True) -> Choice:
+        """Sample a choice. ``decision``: a real trading decision (counted in ``decisions``
+        and ``decisionsLastMin``); False for a what-if query (``POST /api/router/choose``)."""
         x = features(ctx)
         c = self.ts.choose(x, self.rng)
-        self.last = Choice(c.arm, c.score, c.exploration_bonus, c.propensity, c.width, c.sampled, x.tolist())
-        self.decisions += 1
-        self._recent.append(now_ns)
-        return self.last
+        choice = Choice(c.arm, c.score, c.exploration_bonus, c.propensity, c.width, c.sampled, x.tolist())
+        if decision:
+            self.last = choice
+            self.decisions += 1
+            self._recent.append(now_ns)
+        return choice
 
     def update(self, policy_id: str, reward: float, ctx: RouterContext) -> PosteriorSummary:
         """Raises KeyError (naming the known policies) for an unknown policy, QuantInputError

@@ -26,12 +26,22 @@ async def main(ctx: ServiceContext) -> None:
     router = Router(s.seed, s.prior_precision, s.exploration, s.mc_draws)
     sync = ModelSync(ctx, router, s.checkpoint_every)
     await sync.start()
-    decisions = Counter("router_decisions_total", "Policy choices", ["policy"], registry=ctx.registry)
+    decisions = Counter(
+        "router_decisions_total",
+        "Policy choices, by source: execution = a real decision (router.decide), api = a what-if query",
+        ["policy", "source"],
+        registry=ctx.registry,
+    )
     updates = Counter("router_updates_total", "Posterior updates", ["policy"], registry=ctx.registry)
 
-    def choose(req: ChooseRequest) -> Choice:
+    def choose(req: ChooseRequest) -> Choice:  # POST /api/router/choose: not a decision
+        c = router.choose(req.context, ctx.clock.now_ns(), decision=False)
+        decisions.labels(c.policyId, "api").inc()
+        return c
+
+    def decide(req: ChooseRequest) -> Choice:  # execution's decision clock
         c = router.choose(req.context, ctx.clock.now_ns())
-        decisions.labels(c.policyId).inc()
+        decisions.labels(c.policyId, "execution").inc()
         return c
 
     def update(req: UpdateRequest) -> PosteriorSummary:
@@ -44,6 +54,7 @@ async def main(ctx: ServiceContext) -> None:
         return router.snapshot(ctx.clock.now_ns())
 
     await ctx.serve_rpc("choose", ChooseRequest, choose)
+    await ctx.serve_rpc("decide", ChooseRequest, decide)
     await ctx.serve_rpc("update", UpdateRequest, update)
     await ctx.serve_rpc("snapshot", SnapshotRequest, snapshot)
     try:
