@@ -181,8 +181,8 @@ class Evidence:
         return ModelList(await repo.list_models(self.pool))
 
     async def _change(self, req: ModelIdRequest, action: str) -> ModelChange:
-        if not req.id:
-            raise QuantInputError("id is required")
+        if not req.id or len(req.id) > 200 or not req.id.isprintable():
+            raise QuantInputError("id must be a registered model id (1–200 printable characters)")
         change = await repo.set_current(self.pool, req.id, action, req.actor)
         await self.ctx.bus.publish(subjects.model_current(self.s.subject_root), encode(change))
         self.m_changes.labels(action).inc()
