@@ -10,6 +10,8 @@ import typing
 
 import msgspec
 
+from stevie.contracts.rpc import OptionsChainRequest, PortfolioRequest, PortfolioResult, Smile, VolForecast
+
 
 class ErrorBody(msgspec.Struct, frozen=True):
     """Every 4xx: what went wrong (``error``) and details (``detail``)."""
@@ -100,23 +102,220 @@ class WsStatusResponse(msgspec.Struct, frozen=True):
     streams: list[StreamStatusView]
 
 
+class Param(msgspec.Struct, frozen=True):
+    """A query parameter of a gateway-own route: ``schema`` is a JSON Schema."""
+
+    name: str
+    schema: dict[str, object]
+    description: str = ""
+    required: bool = False
+
+
 class Route(msgspec.Struct, frozen=True):
     """One documented route: ``response`` is the 200 body type (``unwrap``: its list field,
-    answered as a top-level array)."""
+    answered as a top-level array). ``request``: the Struct the body (POST) or the ``query``
+    parameters (GET) become, minus the path parameters; ``params``: query parameters of
+    gateway-own routes; ``operator``: needs the bearer token; ``content_type``: a non-JSON
+    200 (``text/plain``, ``text/html``), ``response`` then ignored; ``path_schemas``: schemas
+    of path parameters that are not request fields (default: string)."""
 
     method: str
     path: str
     summary: str
     response: type
     unwrap: str | None = None
+    request: type | None = None
+    query: tuple[str, ...] = ()
+    operator: bool = False
+    params: tuple[Param, ...] = ()
+    content_type: str = "application/json"
+    path_schemas: tuple[tuple[str, dict[str, object]], ...] = ()
+
+
+_STR: dict[str, object] = {"type": "string"}
+
+
+class OpenApiDocument(msgspec.Struct, frozen=True):
+    """The OpenAPI 3.1 document itself (``/api/openapi.json``)."""
+
+    openapi: str
+    info: dict[str, str]
+    paths: dict[str, dict[str, typing.Any]]
+    components: dict[str, typing.Any]
+
+
+class _Text(msgspec.Struct, frozen=True):
+    """Placeholder response type of non-JSON routes."""
 
 
 ROUTES: list[Route] = [
     Route("get", "/api/health", "Liveness of every service, database latency, NATS connection", HealthResponse),
-    Route("get", "/api/l2/{venue}/{symbol}", "Top-k L2 book (query: depth, 1..20)", L2Response),
+    Route(
+        "get",
+        "/api/l2/{venue}/{symbol}",
+        "Top-k L2 book, best first; levels only while LIVE",
+        L2Response,
+        params=(Param("depth", {"type": "integer", "minimum": 1, "maximum": 20}, "levels per side (default 20)"),),
+    ),
     Route("get", "/api/ws/status", "Venue WebSocket streams", WsStatusResponse),
-    Route("get", "/api/microstructure/{symbol}", "Microstructure features (query: venue)", MicrostructureResponse),
+    Route(
+        "get",
+        "/api/microstructure/{symbol}",
+        "Microstructure features of a LIVE book",
+        MicrostructureResponse,
+        params=(Param("venue", _STR, "binance (default) or binance-usdm"),),
+    ),
+    Route(
+        "get",
+        "/api/vol/forecast/{symbol}",
+        "σ of the log return over h minutes from HAR-RV and GARCH(1,1)",
+        VolForecast,
+        params=(Param("h", {"type": "integer", "minimum": 1}, "horizon in minutes (default 60)"),),
+    ),
+    Route(
+        "post",
+        "/api/options/chain/{symbol}",
+        "Store an option chain; answers its smile summary",
+        Smile,
+        request=OptionsChainRequest,
+    ),
+    Route("get", "/api/options/smile/{symbol}", "Smile metrics of the last stored chain", Smile),
+    Route(
+        "post",
+        "/api/portfolio/optimize",
+        "Max-return weights under a CVaR budget and a vol target",
+        PortfolioResult,
+        request=PortfolioRequest,
+    ),
+    Route("get", "/api/openapi.json", "This document", OpenApiDocument),
+    Route("get", "/metrics", "Prometheus text exposition of the whole stack", _Text, content_type="text/plain"),
 ]
+
+
+def _strip_tags(components: dict[str, typing.Any]) -> None:
+    """Drop msgspec's internal ``type`` tag property (``{"enum": [<Struct name>]}``) from every
+    component: HTTP bodies carry none (``untagged``) and requests need none."""
+    for name, comp in components.items():
+        props = comp.get("properties", {})
+        tag = props.get("type")
+        if isinstance(tag, dict) and tag.get("enum") == [name]:
+            del props["type"]
+            comp["required"] = [r for r in comp.get("required", []) if r != "type"]
+            if not comp["required"]:
+                del comp["required"]
+
+
+def _fix_tuples(node: object) -> None:
+    """A fixed-length tuple of one repeated type (a ``[price, size]`` level) as
+    ``items: <type>`` with min/maxItems instead of ``prefixItems`` (same constraint; schema
+    tools that down-convert 3.1 to draft 4 mangle ``prefixItems`` into an invalid
+    ``items: [...]``). Other tuples keep ``prefixItems``."""
+    if isinstance(node, dict):
+        parts = node.get("prefixItems")
+        if isinstance(parts, list) and parts and all(p == parts[0] for p in parts):
+            del node["prefixItems"]
+            node["items"] = parts[0]
+        for v in node.values():
+            _fix_tuples(v)
+    elif isinstance(node, list):
+        for v in node:
+            _fix_tuples(v)
+
+
+def _without(schema: dict[str, typing.Any], drop: set[str]) -> dict[str, typing.Any]:
+    """A copy of an object schema without the properties in ``drop`` (set from the path or by
+    the gateway itself)."""
+    out = dict(schema)
+    out["properties"] = {k: v for k, v in schema.get("properties", {}).items() if k not in drop}
+    req = [r for r in schema.get("required", []) if r not in drop]
+    out.pop("required", None)
+    if req:
+        out["required"] = req
+    return out
+
+
+_EXAMPLES: dict[str, object] = {"symbol": "BTCUSDT", "venue": "binance", "window": "7d", "limit": 5}
+"""Parameter examples (the replay's books), so example-based clients and tests reach real data."""
+
+_SET_BY_GATEWAY = {"actor"}  # who made an operator change: the token id, never the body
+_ERR = {"$ref": "#/components/schemas/ErrorBody"}
+
+
+def openapi(extra: list[Route] | None = None) -> dict[str, object]:
+    """OpenAPI 3.1 document generated from the msgspec request and response types of the
+    gateway's own routes and ``extra`` (the forwarded ones): path and query parameters,
+    request bodies, top-level arrays with their item schemas, the 4xx/503 ``ErrorBody``, and
+    the bearer token of operator routes."""
+    routes = ROUTES + list(extra or [])
+    types = [r.response for r in routes if r.content_type == "application/json"] + [ErrorBody]
+    types += [r.request for r in routes if r.request is not None]
+    _, components = msgspec.json.schema_components(
+        list(dict.fromkeys(types)), ref_template="#/components/schemas/{name}"
+    )
+    _strip_tags(components)
+    _fix_tuples(components)
+    components.pop("_Text", None)
+    paths: dict[str, dict[str, object]] = {}
+    for r in routes:
+        path_names = re.findall(r"{(\w+)}", r.path)
+        req = components.get(r.request.__name__, {}) if r.request is not None else {}
+        props = req.get("properties", {})
+        fixed = dict(r.path_schemas)
+        params: list[dict[str, object]] = [
+            {"name": p, "in": "path", "required": True, "schema": fixed.get(p, props.get(p, _STR))} for p in path_names
+        ]
+        for q in r.query:
+            params.append(
+                {"name": q, "in": "query", "required": q in req.get("required", []), "schema": props.get(q, _STR)}
+            )
+        for prm in r.params:
+            entry: dict[str, object] = {"name": prm.name, "in": "query", "required": prm.required, "schema": prm.schema}
+            if prm.description:
+                entry["description"] = prm.description
+            params.append(entry)
+        for prm_ in params:
+            if prm_["name"] in _EXAMPLES and prm_["name"] not in dict(r.path_schemas):
+                prm_["example"] = _EXAMPLES[str(prm_["name"])]
+        op: dict[str, object] = {"summary": r.summary, "parameters": params}
+        if r.method == "post" and r.request is not None:
+            body = _without(req, set(path_names) | _SET_BY_GATEWAY)
+            op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+        if r.content_type != "application/json":
+            ok: dict[str, object] = {"description": "OK", "content": {r.content_type: {"schema": _STR}}}
+        else:
+            schema: dict[str, object] = {"$ref": f"#/components/schemas/{r.response.__name__}"}
+            if r.unwrap is not None:
+                field = components.get(r.response.__name__, {}).get("properties", {}).get(r.unwrap, {})
+                schema = {
+                    "type": "array",
+                    "items": field.get("items", {}),
+                    "description": f"the {r.unwrap!r} list of {r.response.__name__}",
+                }
+            ok = {"description": "OK", "content": {"application/json": {"schema": schema}}}
+        responses: dict[str, object] = {
+            "200": ok,
+            "4XX": {
+                "description": "Bad request, unknown resource, conflict",
+                "content": {"application/json": {"schema": _ERR}},
+            },
+            "503": {
+                "description": "A service did not answer in time",
+                "content": {"application/json": {"schema": _ERR}},
+            },
+        }
+        if r.operator:
+            op["security"] = [{"bearerAuth": []}]
+        op["responses"] = responses
+        paths.setdefault(r.path, {})[r.method] = op
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Stevie gateway", "version": "0.1.0"},
+        "paths": paths,
+        "components": {
+            "schemas": components,
+            "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}},
+        },
+    }
 
 
 _AT = re.compile(r"- at `\$((?:\.\w+)*)`$")
@@ -158,39 +357,3 @@ def untagged(obj: object, tags: frozenset[str] | None = None) -> object:
     if isinstance(obj, list):
         return [untagged(v, tags) for v in obj]
     return obj
-
-
-def openapi(extra: list[Route] | None = None) -> dict[str, object]:
-    """OpenAPI 3.1 document generated from the msgspec response types (``extra``: the
-    forwarded routes)."""
-    routes = ROUTES + list(extra or [])
-    types = [r.response for r in routes] + [ErrorBody]
-    _, components = msgspec.json.schema_components(types, ref_template="#/components/schemas/{name}")
-    paths: dict[str, dict[str, object]] = {}
-    for r in routes:
-        params = [
-            {"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
-            for p in ("venue", "symbol")
-            if "{" + p + "}" in r.path
-        ]
-        schema: dict[str, object] = {"$ref": f"#/components/schemas/{r.response.__name__}"}
-        if r.unwrap is not None:
-            schema = {"type": "array", "description": f"the {r.unwrap!r} list of {r.response.__name__}"}
-        paths.setdefault(r.path, {})[r.method] = {
-            "summary": r.summary,
-            "parameters": params,
-            "responses": {
-                "200": {"description": "OK", "content": {"application/json": {"schema": schema}}},
-                "4XX": {
-                    "description": "Bad request",
-                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
-                },
-            },
-        }
-    paths["/metrics"] = {"get": {"summary": "Prometheus text", "responses": {"200": {"description": "OK"}}}}
-    return {
-        "openapi": "3.1.0",
-        "info": {"title": "Stevie gateway", "version": "0.1.0"},
-        "paths": paths,
-        "components": {"schemas": components},
-    }

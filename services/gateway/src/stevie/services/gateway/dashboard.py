@@ -27,6 +27,7 @@ import asyncpg
 import msgspec
 from aiohttp import web
 
+from stevie.services.gateway import api
 from stevie.store import connect_pool
 
 STATIC = Path(__file__).parent / "static"
@@ -76,6 +77,33 @@ CARDS: tuple[Card, ...] = (
     Card("venues", "Venues", (Source("/api/venues/registry"),)),
     Card("health", "Health", (Source("/api/health"),)),
 )
+
+
+def routes() -> list[api.Route]:
+    """The dashboard's routes, for the OpenAPI document."""
+    card: dict[str, object] = {"type": "string", "enum": [c.name for c in CARDS]}
+    return [
+        api.Route("get", "/", "Dashboard page (HTML)", CardFeed, content_type="text/html"),
+        api.Route(
+            "get",
+            "/static/{name}",
+            "Dashboard script and style (vendored, no build step)",
+            CardFeed,
+            content_type="text/plain",
+        ),
+        api.Route(
+            "get",
+            "/api/dashboard/card/{card}",
+            "One card's sources: each served route's status and body, or available=false",
+            CardFeed,
+            params=(
+                api.Param("venue", {"type": "string"}, "book card: venue (default the first)"),
+                api.Param("symbol", {"type": "string"}, "book card: symbol (default the first)"),
+            ),
+            path_schemas=(("card", card),),
+        ),
+        api.Route("get", "/api/dashboard/equity", "Paper PnL curve from the audit log", EquityCurve),
+    ]
 
 
 class SourceResult(msgspec.Struct, frozen=True):
