@@ -42,14 +42,22 @@ def schedule(open_time_ms: np.ndarray, minutes_per_period: int, refit_every: int
     return out
 
 
-def _fit(args: tuple[str, int, np.ndarray, int, int]) -> tuple[str, int, VolFit]:
+FitResult = VolFit | tuple[vol.HarParams, np.ndarray]
+"""A fit, or (HAR, RV) when the GARCH optimiser did not converge on that window."""
+
+
+def _fit(args: tuple[str, int, np.ndarray, int, int]) -> tuple[str, int, FitResult]:
     symbol, n, closes, mpp, window = args
-    return symbol, n, fit_models(closes, mpp, window)
+    try:
+        return symbol, n, fit_models(closes, mpp, window)
+    except RuntimeError:  # GARCH did not converge: keep the previous GARCH parameters (below)
+        rv = vol.realized_variance(vol.log_returns(closes), mpp)
+        return symbol, n, (vol.fit_har(rv), rv)
 
 
 def fit_all(
     closes: dict[str, np.ndarray], points: dict[str, list[int]], mpp: int, window: int, workers: int
-) -> dict[tuple[str, int], VolFit]:
+) -> dict[tuple[str, int], FitResult]:
     """Every scheduled fit: (symbol, bars) → ``fit_models(closes[:bars])``. ``workers`` ≤ 1 fits
     in this process. Deterministic: the result does not depend on the number of workers."""
     jobs = [(s, n, closes[s][:n], mpp, window) for s in sorted(points) for n in points[s]]
@@ -67,14 +75,25 @@ class PrecomputedFitter:
     Raises QuantInputError before the first scheduled fit and RuntimeError at an unscheduled one
     (a bug: the replay fed bars across a fold boundary)."""
 
-    def __init__(self, symbol: str, fits: dict[tuple[str, int], VolFit], first: int) -> None:
+    def __init__(self, symbol: str, fits: dict[tuple[str, int], FitResult], first: int) -> None:
         self.symbol, self.fits, self.first = symbol, fits, first
+        self.last: VolFit | None = None
+        self.garch_failures = 0
 
     def __call__(self, closes: list[float], minutes_per_period: int, garch_window: int) -> VolFit:
+        """A GARCH window that did not converge keeps the previous GARCH parameters, with the
+        state refiltered on the new window (and counts in ``garch_failures``)."""
         n = len(closes)
         if n < self.first:
             raise QuantInputError(f"{self.symbol}: {n} bars, the first fit needs {self.first}")
         fit = self.fits.get((self.symbol, n))
         if fit is None:
             raise RuntimeError(f"{self.symbol}: refit at {n} bars is not on the walk-forward schedule")
+        if not isinstance(fit, VolFit):
+            self.garch_failures += 1
+            if self.last is None:
+                raise QuantInputError(f"{self.symbol}: the first GARCH fit did not converge")
+            tail = vol.log_returns(closes)[-garch_window:]
+            fit = VolFit(fit[0], fit[1], self.last.garch, vol.garch_state(self.last.garch, tail))
+        self.last = fit
         return fit

@@ -1,0 +1,99 @@
+"""No look-ahead: perturb every input after a time t and show every decision at or before t
+unchanged (and later ones changed, so the perturbation is real).
+
+Bar backtest: every bar that closes after t (OHLCV scaled by random factors) and every funding
+settlement after t. The decision at t is made from bars closed by t; its *fill* (an outcome,
+at the open of the bar opening at t) may change, the decision may not.
+
+How the test was checked to fail on a one-bar-ahead read: in ``stevie.backtest.bars.run_bars``
+the policies' closes were changed from ``c[max(0, upto - lookback) : upto]`` to
+``c[max(0, upto - lookback) : upto + 1]`` (the decision sees the close of the bar after it):
+``test_bar_decisions_do_not_see_the_future`` then failed at the decision at t (index 328: the
+shadow signals of p_sma, p_breakout and p_mean_reversion flipped with the +3 % jump). Feeding the
+vol core one bar more (``upto = i + 2``) failed the same way at t (ctx_sigmaGARCH 0.00129 →
+0.01335, propensity 0.975 → 0.84). Both edits reverted; the test passes on the real code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from stevie.backtest.bars import BarSettings, run_bars
+from stevie.backtest.data import MINUTE_MS, Funding, discover, load_funding, load_klines
+from tests.helpers.capture import SAMPLES
+
+DECISION_COLS = ["ts_event_ns", "symbol", "policy_id", "propensity", "score", "width", "signal", "target_size"]
+DECISION_COLS += ["blocked", "reason", "ctx_sigmaHAR", "ctx_sigmaGARCH", "ctx_funding", "ctx_regime"]
+
+
+def settings() -> BarSettings:
+    # short HAR period and refits so a 2-day window has many decisions and several refits
+    return BarSettings(
+        symbols=["BTCUSDT", "SOLUSDT"],
+        minutes_per_period=15,
+        garch_window=2_000,
+        refit_every_bars=600,
+        seed=9,
+        mc_draws=200,
+    )
+
+
+def inputs():
+    files = discover(SAMPLES / "binance/usdm/klines_1m")
+    k = load_klines(files, ["BTCUSDT", "SOLUSDT"], 1746576000000, 1746576000000 + 2 * 86_400_000)
+    f = load_funding(SAMPLES / "binance/usdm/funding_rate_8h.csv.gz")
+    return k, f
+
+
+def perturb(klines, funding: Funding, t_ms: int, rng: np.random.Generator):
+    out = {}
+    for sym, k in klines.items():
+        late = k.open_time_ms + MINUTE_MS > t_ms  # bars closing after t
+        # a ±3 % jump at the first bar after t, then a random walk: signals near t must notice
+        jump = np.where(late, rng.choice([-0.03, 0.03]), 0.0)
+        f = np.where(late, np.exp(jump + np.cumsum(np.where(late, rng.normal(0, 2e-3, k.n), 0.0))), 1.0)
+        hi = np.where(late, rng.uniform(1.0, 1.02, k.n), 1.0)
+        out[sym] = dataclasses.replace(
+            k,
+            open=k.open * f,
+            close=k.close * f,
+            high=np.maximum(k.high * f * hi, np.maximum(k.open, k.close) * f),
+            low=np.minimum(k.low * f / hi, np.minimum(k.open, k.close) * f),
+            volume=np.where(late, k.volume * rng.uniform(0, 3, k.n), k.volume),
+        )
+    rates = {s: np.where(funding.times_ms[s] > t_ms, -funding.rates[s] * 5, funding.rates[s]) for s in funding.rates}
+    return out, dataclasses.replace(funding, rates=rates)
+
+
+def rows(res, upto_ns: int | None = None):
+    d = res.decisions
+    keep = [i for i, t in enumerate(d["ts_event_ns"]) if upto_ns is None or t <= upto_ns]
+    cols = DECISION_COLS + [c for c in d if c.startswith("shadow_")]
+    return [tuple(d[c][i] for c in cols) for i in keep]
+
+
+def test_bar_decisions_do_not_see_the_future():
+    k, f = inputs()
+    base = run_bars(k, f, settings(), workers=1)
+    ts = sorted(set(base.decisions["ts_event_ns"]))
+    assert len(ts) > 200
+    rng = np.random.default_rng(0)
+    for t_ns in (ts[len(ts) // 3], ts[2 * len(ts) // 3]):
+        pk, pf = perturb(k, f, t_ns // 1_000_000, rng)
+        alt = run_bars(pk, pf, settings(), workers=1)
+        before, after = rows(base, t_ns), rows(alt, t_ns)
+        assert len(before) > 50 and before == after
+        assert rows(base)[len(before) :] != rows(alt)[len(after) :]  # later decisions did change
+
+
+def test_funding_after_t_never_reaches_the_context():
+    k, f = inputs()
+    base = run_bars(k, f, settings(), workers=1)
+    d = base.decisions
+    for i in range(0, len(d["symbol"]), 37):
+        sym, t_ms = d["symbol"][i], d["ts_event_ns"][i] // 1_000_000
+        times, rates = f.of(sym)
+        known = rates[times <= t_ms]
+        assert d["ctx_funding"][i] == (known[-1] if known.size else 0.0)
