@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import asyncpg
 import msgspec
 from aiohttp import web
+from nats.errors import MaxPayloadError
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 
 from stevie.bus import NatsBus
@@ -529,6 +530,8 @@ class Gateway:
             msg = await self.ctx.bus.request(subject, encode(req), timeout_s=self.s.rpc_timeout_s)
         except BusDisconnected:  # fail fast: nothing can answer while NATS is away
             return error(503, "bus_unavailable", f"NATS is disconnected; {service}.{method} cannot be reached")
+        except MaxPayloadError:  # a body just under the HTTP cap can still exceed NATS' payload limit
+            return error(413, "payload_too_large", f"the request is larger than the bus allows for {service}.{method}")
         except TimeoutError:
             return error(503, "service_unavailable", f"{service} did not answer {method} in {self.s.rpc_timeout_s} s")
         try:
