@@ -277,6 +277,10 @@ class Choice(msgspec.Struct, frozen=True, tag=True):
     width: float
     sampled: dict[str, float]
     features: list[float]
+    fallback: str = ""
+    """Non-empty when the baseline-challenger guard replaced the sampled policy by ``p_flat``
+    (which one, and the evidence: its DR lower bound vs the baseline's); ``propensity`` is then
+    the baseline's under that rule."""
 
 
 class UpdateRequest(msgspec.Struct, frozen=True, tag=True, forbid_unknown_fields=True):

@@ -113,6 +113,11 @@ def gating(root: str) -> str:
     return _join(root, "adaptive", "gating")
 
 
+def baseline_guard(root: str) -> str:
+    """Baseline-challenger guard from the evidence service (BaselineGuard), for the router."""
+    return _join(root, "evidence", "baseline")
+
+
 def all_subjects(root: str) -> dict[str, str]:
     """Every subject pattern, for ``stevie subjects``."""
     return {
@@ -128,6 +133,7 @@ def all_subjects(root: str) -> dict[str, str]:
         "rpc endpoints": rpc(root, ANY, ANY),
         "current router model": model_current(root),
         "calibration nudges": nudges(root),
+        "baseline-challenger guard": baseline_guard(root),
         "feature flags": flags(root),
         "event context": events_context(root, ANY),
         "regime state": regime(root, ANY, ANY),

@@ -99,27 +99,49 @@ class Bocpd:
         self.hazard, self.max_run, self.window = float(hazard), max_run, int(window)
         self._prior = (float(mu0), float(kappa0), float(alpha0), float(beta0))
         self._log_h, self._log_1mh = math.log(hazard), math.log1p(-hazard)
+        self._lp: np.ndarray = np.zeros(0)
+        self._mu: np.ndarray = np.zeros(0)
+        self._beta: np.ndarray = np.zeros(0)
+        self._h = 0
         self.reset()
 
     def reset(self) -> None:
         """Forget every observation: the run length is 0 with probability 1."""
-        mu0, kappa0, alpha0, beta0 = self._prior
-        self._logp = np.zeros(1)
-        self._mu = np.array([mu0])
-        self._kappa = np.array([kappa0])
-        self._alpha = np.array([alpha0])
-        self._beta = np.array([beta0])
-        self._map = 0
+        self._alloc(self.max_run + 1 if self.max_run is not None else 64)
         self.t = 0
+        self._map = 0
         self.last: BocpdStep | None = None
-        self._const = np.zeros(0)
-        self._half_nu1 = np.zeros(0)
-        self._ratio = np.zeros(0)
+
+    # Storage: the live run lengths r = 0..n−1 sit at positions h..h+n−1 of buffers twice the
+    # capacity, so a new run length 0 is a write at h−1 (the segment is moved back to the middle
+    # once every ``cap`` steps) and the growth of every other run is an in-place update.
+    # κᵣ = κ₀ + r and αᵣ = α₀ + r/2 depend on r only: their functions are cached per r.
+    def _alloc(self, cap: int, keep: int = 0) -> None:
+        mu0, kappa0, alpha0, beta0 = self._prior
+        old = (self._lp, self._mu, self._beta, self._h) if keep else None
+        self._cap = cap
+        self._lp, self._mu, self._beta = np.zeros(2 * cap + 1), np.zeros(2 * cap + 1), np.zeros(2 * cap + 1)
+        if old is not None:
+            lp, mu, beta, h = old
+            for dst, src in ((self._lp, lp), (self._mu, mu), (self._beta, beta)):
+                dst[cap : cap + keep] = src[h : h + keep]
+            self._h, self._n = cap, keep
+        else:
+            self._h, self._n = cap, 1
+            self._lp[cap], self._mu[cap], self._beta[cap] = 0.0, mu0, beta0
+        r = np.arange(cap, dtype=float)
+        alpha, kappa = alpha0 + r / 2.0, kappa0 + r
+        nu = 2.0 * alpha
+        self._kappa_r = kappa
+        self._two_alpha = nu
+        self._const = gammaln((nu + 1.0) / 2.0) - gammaln(nu / 2.0) - 0.5 * np.log(nu * math.pi)
+        self._half_nu1 = (nu + 1.0) / 2.0
+        self._ratio = (kappa + 1.0) / (alpha * kappa)
 
     @property
     def posterior(self) -> np.ndarray:
         """P(rₜ = r | x₁..ₜ) for r = 0..len−1 (sums to 1)."""
-        return np.asarray(np.exp(self._logp))
+        return np.asarray(np.exp(self._lp[self._h : self._h + self._n]))
 
     @property
     def value(self) -> BocpdStep | None:
@@ -128,51 +150,53 @@ class Bocpd:
 
     def log_predictive(self, x: float) -> np.ndarray:
         """log πₜ(r): Student-t log density of ``x`` under each run length's statistics."""
-        n = self._alpha.size
-        if self._const.size < n:  # αᵣ = α₀ + r/2 and κᵣ = κ₀ + r depend on r only: cache the constants
-            _, kappa0, alpha0, _ = self._prior
-            r = np.arange(self.max_run + 1 if self.max_run is not None else max(2 * n, 64), dtype=float)
-            alpha, kappa = alpha0 + r / 2.0, kappa0 + r
-            nu = 2.0 * alpha
-            self._const = gammaln((nu + 1.0) / 2.0) - gammaln(nu / 2.0) - 0.5 * np.log(nu * math.pi)
-            self._half_nu1 = (nu + 1.0) / 2.0
-            self._ratio = (kappa + 1.0) / (alpha * kappa)
-        scale2 = self._beta * self._ratio[:n]
-        z2 = (x - self._mu) ** 2 / (2.0 * self._alpha * scale2)
+        h, n = self._h, self._n
+        scale2 = self._beta[h : h + n] * self._ratio[:n]
+        d = x - self._mu[h : h + n]
+        z2 = d * d / (self._two_alpha[:n] * scale2)
         return np.asarray(self._const[:n] - 0.5 * np.log(scale2) - self._half_nu1[:n] * np.log1p(z2))
 
     def run_moments(self, r: int) -> tuple[float, float]:
         """Posterior mean of μ and of σ² (= βᵣ/(αᵣ − 1), or βᵣ/αᵣ when αᵣ ≤ 1) for run length ``r``."""
-        a, b = float(self._alpha[r]), float(self._beta[r])
-        return float(self._mu[r]), (b / (a - 1.0) if a > 1.0 else b / a)
+        a, b = self._prior[2] + r / 2.0, float(self._beta[self._h + r])
+        return float(self._mu[self._h + r]), (b / (a - 1.0) if a > 1.0 else b / a)
 
     def update(self, x: float, ts_ns: int = 0) -> BocpdStep:
         """Add observation ``x`` (event time ``ts_ns``) and return the step summary."""
         x = float(x)
         if not math.isfinite(x):
             raise QuantInputError(f"x must be finite, got {x}")
-        joint = self._logp + self.log_predictive(x)
-        logp = np.empty(joint.size + 1)
-        logp[0] = logsumexp(joint) + self._log_h
-        logp[1:] = joint + self._log_1mh
-        # sufficient statistics: index 0 is the prior again, index r+1 = index r updated with x
-        mu0, kappa0, alpha0, beta0 = self._prior
-        kappa_new = self._kappa + 1.0
-        mu = np.concatenate([[mu0], (self._kappa * self._mu + x) / kappa_new])
-        beta = np.concatenate([[beta0], self._beta + self._kappa * (x - self._mu) ** 2 / (2.0 * kappa_new)])
-        alpha = np.concatenate([[alpha0], self._alpha + 0.5])
-        kappa = np.concatenate([[kappa0], kappa_new])
-        if self.max_run is not None and logp.size > self.max_run + 1:
-            keep = self.max_run + 1
-            logp, mu, beta, alpha, kappa = logp[:keep], mu[:keep], beta[:keep], alpha[:keep], kappa[:keep]
-        self._logp = logp - logsumexp(logp)
-        self._mu, self._kappa, self._alpha, self._beta = mu, kappa, alpha, beta
+        mu0, _, _, beta0 = self._prior
+        h, n = self._h, self._n
+        lp, mu, beta = self._lp[h : h + n], self._mu[h : h + n], self._beta[h : h + n]
+        joint = lp + self.log_predictive(x)
+        log_change = logsumexp(joint) + self._log_h
+        # growth, in place: run length r becomes r + 1 with the statistics updated by x
+        k = self._kappa_r[:n]
+        d = x - mu
+        np.add(joint, self._log_1mh, out=lp)
+        beta += k * d * d / (2.0 * (k + 1.0))
+        mu += d / (k + 1.0)
+        if self.max_run is not None:
+            n = min(n, self.max_run)  # the longest run falls off: pruned
+        elif n + 1 > self._cap:
+            self._alloc(2 * self._cap, keep=n)
+            h = self._h
+        if h == 0:  # no room before the segment: move it back to the middle
+            for buf in (self._lp, self._mu, self._beta):
+                buf[self._cap : self._cap + n] = buf[:n].copy()
+            h = self._cap
+        h -= 1
+        self._lp[h], self._mu[h], self._beta[h] = log_change, mu0, beta0
+        self._h, self._n = h, n + 1
+        seg = self._lp[h : h + n + 1]
+        seg -= logsumexp(seg)
         self.t += 1
         prev_map = self._map
-        self._map = int(np.argmax(self._logp))
+        self._map = int(np.argmax(seg))
         changepoint = self.t > 1 and self._map < prev_map
         m, v = self.run_moments(self._map)
-        cp = float(np.exp(logsumexp(self._logp[: self.window + 1])))
+        cp = float(np.exp(logsumexp(seg[: self.window + 1])))
         self.last = BocpdStep(int(ts_ns), self._map, min(cp, 1.0), changepoint, m, v)
         return self.last
 

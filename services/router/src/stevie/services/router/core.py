@@ -5,11 +5,13 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Sequence
 
+import msgspec
 import numpy as np
 
 from stevie.contracts.rpc import REGIMES, Choice, PosteriorSummary, RouterContext, RouterSnapshot
 from stevie.quant.bandit import LinearTS
 from stevie.quant.policies import POLICIES
+from stevie.services.router import baseline
 
 # (feature name, context field, scale): x = clip(value · scale, −5, 5), so each is of order 1.
 _SCALED: list[tuple[str, str, float]] = [
@@ -67,6 +69,8 @@ class Router:
         self.decisions = 0
         self._recent: deque[int] = deque()
         self.model_id = ""  # the registry model this posterior continues ('' = the prior)
+        self.fallback: dict[str, frozenset[str]] = {}  # region → policies replaced by the baseline
+        self.fallback_reasons: dict[str, str] = {}
 
     def choose(self, ctx: RouterContext, now_ns: int, decision: bool = True) -> Choice:
         """Sample a choice. ``decision``: a real trading decision (counted in ``decisions``
@@ -74,6 +78,13 @@ class Router:
         x = features(ctx)
         c = self.ts.choose(x, self.rng)
         choice = Choice(c.arm, c.score, c.exploration_bonus, c.propensity, c.width, c.sampled, x.tolist())
+        blocked = self.fallback.get(ctx.regime, frozenset()) | self.fallback.get("all", frozenset())
+        p_base = baseline.fallback(self.ts, x, c.arm, blocked, self.rng) if blocked else None
+        if p_base is not None:  # baseline-challenger guard: trade the baseline, say why
+            why = self.fallback_reasons.get(f"{ctx.regime}:{c.arm}") or self.fallback_reasons.get(f"all:{c.arm}", "")
+            choice = msgspec.structs.replace(
+                choice, policyId=baseline.BASELINE, propensity=p_base, fallback=f"{c.arm} → {baseline.BASELINE}: {why}"
+            )
         if decision:
             self.last = choice
             self.decisions += 1
