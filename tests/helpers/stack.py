@@ -115,7 +115,7 @@ def stop(stack: Stack, timeout_s: float = 60) -> int | None:
     return stack.proc.returncode
 
 
-def wait_healthy(stack: Stack, timeout_s: float = 90) -> dict[str, Any]:
+def wait_healthy(stack: Stack, timeout_s: float = 180) -> dict[str, Any]:
     """Wait until every service is up and the database answers; returns /api/health."""
 
     def healthy() -> dict[str, Any] | None:
