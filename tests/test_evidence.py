@@ -366,3 +366,32 @@ def test_sizing_cap_nudge_scales_s_max_only():
     assert core_.s.capital_quote == before.capital_quote and core_.s.w_star == before.w_star
     with pytest.raises(ValueError):
         core_.scale_sizing_cap(-1.0)
+
+
+def test_baseline_guard_blocks_only_policies_proven_worse_than_flat():
+    rng = np.random.default_rng(6)
+    logged = _logged(900, rng, {"p_obi_momentum": 1.0, "p_micro_reversion": -1.0})
+    rows, _ = core.cf_rows(logged, core.OpeSettings(n_boot=100), None)
+    regions, reasons = core.baseline_guard(rows, 30, 20.0)
+    assert "p_micro_reversion" in regions["all"] and "p_obi_momentum" not in regions["all"]
+    assert "DR lower bound" in reasons["all:p_micro_reversion"]
+    assert all("p_sma" not in v for v in regions.values())  # never logged: ESS 0, no evidence, no block
+    thin, _ = core.cf_rows(logged[:20], core.OpeSettings(n_boot=50), None)
+    assert core.baseline_guard(thin, 30, 20.0) == ({}, {})
+
+
+def test_router_replaces_a_blocked_choice_by_the_baseline_with_an_honest_propensity():
+    r = Router(0, 1.0, 0.5, 2000, ["p_flat", "p_obi_momentum", "p_micro_reversion"])
+    ctx = RouterContext(obi=0.5)
+    for _ in range(200):  # p_obi_momentum looks great: TS picks it almost always
+        r.update("p_obi_momentum", 5.0, ctx)
+    assert r.choose(ctx, 0).policyId == "p_obi_momentum"
+    r.fallback = {"all": frozenset({"p_obi_momentum"})}
+    r.fallback_reasons = {"all:p_obi_momentum": "DR lower bound −1 < 0"}
+    c = r.choose(ctx, 1)
+    assert c.policyId == "p_flat" and c.fallback.startswith("p_obi_momentum → p_flat: DR lower bound")
+    assert c.propensity > 0.95  # P(TS picks p_flat or p_obi_momentum)
+    # another region's block does not apply
+    r.fallback = {"bull": frozenset({"p_obi_momentum"})}
+    assert r.choose(ctx, 2).policyId == "p_obi_momentum"
+    assert r.choose(RouterContext(obi=0.5, regime="bull"), 3).policyId == "p_flat"

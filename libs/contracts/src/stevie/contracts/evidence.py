@@ -252,3 +252,16 @@ class LineageRow(msgspec.Struct, frozen=True):
 
 class PbtLineage(msgspec.Struct, frozen=True, tag=True):
     lineage: list[LineageRow]
+
+
+# -- baseline-challenger guard ------------------------------------------------------------
+
+
+class BaselineGuard(msgspec.Struct, frozen=True, tag=True):
+    """Policies the router must replace by ``p_flat`` per context region (a regime label or
+    ``all``): their DR lower confidence bound is below the baseline's on enough evidence
+    (n and ESS above the minimums). ``reasons`` by ``region:policy``."""
+
+    regions: dict[str, list[str]]
+    reasons: dict[str, str]
+    ts: int

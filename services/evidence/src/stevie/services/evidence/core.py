@@ -36,6 +36,7 @@ from stevie.quant.errors import QuantInputError
 from stevie.quant.policies import POLICIES, PolicyInputs
 
 ROUTER = "router"
+BASELINE = "p_flat"
 
 
 @dataclass(frozen=True)
@@ -232,6 +233,26 @@ def cf_rows(logged: list[Logged], s: OpeSettings, posterior: RouterPosterior | N
                 )
             )
     return out, warnings
+
+
+def baseline_guard(rows: list[CfRow], min_n: int, min_ess: float) -> tuple[dict[str, list[str]], dict[str, str]]:
+    """Baseline-challenger (VW's ``--baseline_challenger_cb``): per region (regime label or
+    ``all``), the policies whose DR lower confidence bound is below the baseline's (``p_flat``)
+    with n ≥ ``min_n`` and ESS ≥ ``min_ess`` — too little evidence never blocks a policy.
+    Returns (region → policies, ``region:policy`` → reason)."""
+    base = {r.regime: r for r in rows if r.policyId == BASELINE and r.dr is not None}
+    regions: dict[str, list[str]] = {}
+    reasons: dict[str, str] = {}
+    for r in rows:
+        b = base.get(r.regime)
+        if r.policyId in (BASELINE, ROUTER) or b is None or b.dr is None or r.dr is None:
+            continue
+        if r.n >= min_n and r.ess >= min_ess and r.dr.low < b.dr.low:
+            regions.setdefault(r.regime, []).append(r.policyId)
+            reasons[f"{r.regime}:{r.policyId}"] = (
+                f"DR lower bound {r.dr.low:.3f} < {BASELINE}'s {b.dr.low:.3f} bps (n={r.n}, ESS={r.ess:.0f})"
+            )
+    return regions, reasons
 
 
 # -- promotion ----------------------------------------------------------------------------

@@ -12,7 +12,9 @@ class EvidenceSettings(CommonSettings, frozen=True, kw_only=True, forbid_unknown
     carries a warning, ridge_alpha of the reward model.
     Promotion: spa_reps, spa_block_size (mean block length, decisions), p_max (SPA), dsr_min.
     Calibration: window_s, n_bins, nudge_prior_bound / nudge_sizing_bound (absolute bounds of
-    the relative nudges), ece_target, sizing_gain, min_forecasts."""
+    the relative nudges), ece_target, sizing_gain, min_forecasts.
+    Baseline-challenger: baseline_guard on/off, guard_interval_s between two publications (the
+    guard needs min_n decisions and min_ess effective samples before it blocks a policy)."""
 
     horizon_s: float = 30.0
     max_audits: int = 5000
@@ -33,6 +35,8 @@ class EvidenceSettings(CommonSettings, frozen=True, kw_only=True, forbid_unknown
     ece_target: float = 0.05
     sizing_gain: float = 1.0
     min_forecasts: int = 30
+    baseline_guard: bool = True
+    guard_interval_s: float = 30.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -42,5 +46,5 @@ class EvidenceSettings(CommonSettings, frozen=True, kw_only=True, forbid_unknown
             raise SettingsError("need spa_reps >= 100, spa_block_size >= 1, p_max and dsr_min in (0, 1)")
         if not (0 <= self.nudge_prior_bound < 1 and 0 <= self.nudge_sizing_bound < 1):
             raise SettingsError("nudge bounds must lie in [0, 1)")
-        if self.window_s <= 0 or self.n_bins < 1 or self.min_forecasts < 1:
-            raise SettingsError("need window_s > 0, n_bins >= 1, min_forecasts >= 1")
+        if self.window_s <= 0 or self.n_bins < 1 or self.min_forecasts < 1 or self.guard_interval_s < 1:
+            raise SettingsError("need window_s > 0, n_bins >= 1, min_forecasts >= 1, guard_interval_s >= 1")

@@ -17,6 +17,7 @@ from prometheus_client import Counter
 from stevie.contracts import encode, subjects
 from stevie.contracts.evidence import (
     ApplyNudgesRequest,
+    BaselineGuard,
     CfSummary,
     CfSummaryRequest,
     MetaQuality,
@@ -107,6 +108,21 @@ class Evidence:
             return await asyncio.to_thread(core.outcomes, audits, self.s.horizon_s)
 
         return await self.cached("logged", load)
+
+    async def guard_loop(self) -> None:
+        """Every ``guard_interval_s``: the baseline-challenger guard from the live OPE rows,
+        published for the router (an empty guard lifts every block)."""
+        while True:
+            try:
+                cf = await self.cf_summary(CfSummaryRequest())
+                regions, reasons = core.baseline_guard(cf.rows, self.s.min_n, self.s.min_ess)
+                if not self.s.baseline_guard:
+                    regions, reasons = {}, {}
+                guard = BaselineGuard(regions, reasons, int(time.time() * 1000))
+                await self.ctx.bus.publish(subjects.baseline_guard(self.s.subject_root), encode(guard))
+            except (OSError, asyncpg.PostgresError, QuantInputError, RuntimeError) as exc:
+                self.ctx.log.warning("guard_failed", error=str(exc)[:200])
+            await asyncio.sleep(self.s.guard_interval_s)
 
     async def prime(self) -> None:
         """At start: compile arch's kernels (~8 s on a busy machine) and compute the answers
@@ -263,6 +279,7 @@ async def main(ctx: ServiceContext) -> None:
     ev = Evidence(ctx, s, pool)
     # compile arch's bootstrap kernels now, not in the first request (~8 s on a busy machine)
     warm = asyncio.ensure_future(ev.prime())
+    guard = asyncio.ensure_future(ev.guard_loop())
     try:
         await ctx.serve_rpc("cf_summary", CfSummaryRequest, db_errors(ev.cf_summary))
         await ctx.serve_rpc("promotion_status", PromotionStatusRequest, db_errors(ev.promotion_status))
@@ -275,6 +292,7 @@ async def main(ctx: ServiceContext) -> None:
         await asyncio.Event().wait()
     finally:
         warm.cancel()
+        guard.cancel()
         await pool.close()
 
 

@@ -1,6 +1,7 @@
 """router ⇄ model registry (async I/O): load the current model at start, checkpoint the
 posterior into PostgreSQL every N updates and on shutdown, reload a promoted or rolled-back
-model live (``subjects.model_current``) and apply calibration nudges (``subjects.nudges``).
+model live (``subjects.model_current``), apply calibration nudges (``subjects.nudges``) and
+the baseline-challenger guard (``subjects.baseline_guard``).
 
 Each run of the router writes its checkpoints into one model row of its own
 (``ckpt-<12 hex>``, parent = the model it started from), which becomes current by
@@ -22,7 +23,7 @@ import stamina
 from prometheus_client import Counter
 
 from stevie.contracts import subjects
-from stevie.contracts.evidence import ModelChange, NudgesApplied, RouterPosterior
+from stevie.contracts.evidence import BaselineGuard, ModelChange, NudgesApplied, RouterPosterior
 from stevie.quant.errors import QuantInputError
 from stevie.runtime.service import ServiceContext
 from stevie.services.router import checkpoint
@@ -52,6 +53,7 @@ class ModelSync:
         root = self.ctx.settings.subject_root
         await self.ctx.subscribe_typed(subjects.model_current(root), ModelChange, self.on_change, self.dlq)
         await self.ctx.subscribe_typed(subjects.nudges(root), NudgesApplied, self.on_nudges, self.dlq)
+        await self.ctx.subscribe_typed(subjects.baseline_guard(root), BaselineGuard, self.on_guard, self.dlq)
         url = self.ctx.settings.database_url
         if not url:
             self.ctx.log.warning("no_database", detail="posterior not persisted; starting from the prior")
@@ -124,6 +126,13 @@ class ModelSync:
         if n.applied and n.routerPriorDelta > -1:
             self.router.ts.v *= 1.0 + n.routerPriorDelta
             self.ctx.log.info("nudge_applied", router_prior_delta=n.routerPriorDelta, v=self.router.ts.v)
+
+    def on_guard(self, g: BaselineGuard) -> None:
+        """The baseline-challenger guard: policies replaced by ``p_flat`` per region."""
+        new = {region: frozenset(ps) for region, ps in g.regions.items() if ps}
+        if new != self.router.fallback:
+            self.ctx.log.info("baseline_guard", regions={k: sorted(v) for k, v in new.items()})
+        self.router.fallback, self.router.fallback_reasons = new, dict(g.reasons)
 
     async def stop(self) -> None:
         """Final checkpoint (SIGTERM), then close."""
