@@ -395,3 +395,15 @@ def test_router_replaces_a_blocked_choice_by_the_baseline_with_an_honest_propens
     r.fallback = {"bull": frozenset({"p_obi_momentum"})}
     assert r.choose(ctx, 2).policyId == "p_obi_momentum"
     assert r.choose(RouterContext(obi=0.5, regime="bull"), 3).policyId == "p_flat"
+
+
+def test_router_metrics():
+    rng = np.random.default_rng(7)
+    logged = _logged(200, rng, {})
+    m = core.router_metrics(logged, 30)
+    pnl = np.array([d.reward for d in logged])
+    assert m["n"] == 200 and m["meanPnlBps"] == pytest.approx(pnl.mean())
+    assert m["sharpe"] == pytest.approx(pnl.mean() / pnl.std(ddof=1))
+    worst = np.sort(-pnl)[::-1][:10]  # the worst 5 % of 200 losses
+    assert m["cvar95Bps"] == pytest.approx(worst.mean(), rel=1e-9)
+    assert core.router_metrics(logged[:5], 30) == {}

@@ -348,3 +348,8 @@ async def backtest_audits(pool: asyncpg.Pool, run_id: str | None, limit: int) ->
         except (msgspec.DecodeError, msgspec.ValidationError):
             continue
     return str(run_id), out
+
+
+async def set_metrics(pool: asyncpg.Pool, model_id: str, metrics: dict[str, float]) -> None:
+    """Merge ``metrics`` into a model's (measured out of sample on the decisions it made)."""
+    await pool.execute("UPDATE models SET metrics = metrics || $2::jsonb WHERE id = $1", model_id, json.dumps(metrics))

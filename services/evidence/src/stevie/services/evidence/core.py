@@ -34,6 +34,7 @@ from stevie.contracts.rpc import Audit
 from stevie.quant import calibration, ope, promotion
 from stevie.quant.errors import QuantInputError
 from stevie.quant.policies import POLICIES, PolicyInputs
+from stevie.quant.portfolio import var_cvar
 
 ROUTER = "router"
 BASELINE = "p_flat"
@@ -296,6 +297,21 @@ def _spa(bench: np.ndarray, models: np.ndarray, s: PromotionSettings) -> SpaView
     if not all(math.isfinite(v) for v in (r.lower, r.consistent, r.upper)):
         return None
     return SpaView(r.lower, r.consistent, r.upper)
+
+
+def router_metrics(logged: list[Logged], min_n: int) -> dict[str, float]:
+    """The live router's measured metrics over ``logged``: n, mean PnL and per-decision Sharpe
+    (bps), historical CVaR 95 % of the per-decision loss (bps). Empty below ``min_n``."""
+    pnl = np.array([d.reward for d in logged if d.policy in POLICIES])
+    if pnl.size < max(min_n, 10):
+        return {}
+    out = {"n": float(pnl.size), "meanPnlBps": float(pnl.mean())}
+    sr = _safe(promotion.sharpe, pnl)
+    if sr is not None:
+        out["sharpe"] = sr
+    _, cvar = var_cvar(pnl[:, None], 0.95)
+    out["cvar95Bps"] = float(cvar[0])
+    return out
 
 
 def warm_up() -> None:

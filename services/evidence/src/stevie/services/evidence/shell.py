@@ -176,6 +176,7 @@ class Evidence:
             logged = await self.logged()
             trials = await repo.trial_sharpes(self.pool)
             r = await asyncio.to_thread(core.promotion_status, logged, trials, self.promo)
+            await self._record_metrics(logged)
             return PromotionStatus(
                 core.ROUTER,
                 r.champion_mean,
@@ -191,6 +192,21 @@ class Evidence:
             )
 
         return await self.cached("promotion", make)
+
+    async def _record_metrics(self, logged: list[core.Logged]) -> None:
+        """Measured metrics (Sharpe, CVaR, calibration) onto the current model's registry row."""
+        cur = await repo.current_model(self.pool)
+        if cur is None:
+            return
+        since_ns = cur[0].createdAt * 1_000_000  # decisions made while this model was learning
+        m = core.router_metrics([d for d in logged if d.init_ns >= since_ns], self.s.min_n)
+        if not m:
+            return
+        cal = self._cache.get("calibration")
+        if cal is not None and isinstance(cal[1], core.CalibrationResult) and cal[1].ece is not None:
+            m["ece"] = cal[1].ece
+            m["brier"] = cal[1].brier or 0.0
+        await repo.set_metrics(self.pool, cur[0].id, m)
 
     # -- model registry -------------------------------------------------------------------
     async def models(self, _: ModelsRequest) -> ModelList:
