@@ -100,3 +100,40 @@ def test_window_and_source_parsing() -> None:
     for bad in ("paper", "backtest:", "backtest:a b"):
         with pytest.raises(QuantInputError):
             parse_source(bad)
+
+
+def test_backtest_decisions_become_trades_causally() -> None:
+    from stevie.quant.alpha import AlphaRegistry
+    from stevie.services.adaptive.reports import BacktestDecision, rows_from_backtest
+
+    m = 60 * S
+
+    def run(prices: list[float]) -> tuple[list[TradeRow], list[MidRow]]:
+        ds = [
+            BacktestDecision(
+                k,
+                k * 5 * m,
+                "BTCUSDT",
+                p,
+                0.5 if k == 12 else 0.0,
+                p * 1.0001 if k == 12 else None,
+                0.02 if k == 12 else 0.0,
+                {"sigmaGARCH": 0.004, "sigmaHAR": 0.002, "funding": 1e-4},
+            )
+            for k, p in enumerate(prices)
+        ]
+        return rows_from_backtest(ds, 10**18, AlphaRegistry(), 20_000.0, "run1")
+
+    prices = [100.0 + 0.1 * k for k in range(20)]
+    trades, mids = run(prices)
+    assert len(trades) == 20 and len(mids) == 20 and trades[12].event_id == "run1:12"
+    assert trades[12].side == 1 and trades[12].qty == 0.5 and trades[12].price == pytest.approx(101.2 * 1.0001)
+    ids = trades[0].alpha_ids
+    assert trades[15].signals[ids.index("a_sma_trend")] > 0  # the rising prices of the run
+    # causal: changing the last price changes no earlier decision's signals
+    later, _ = run([*prices[:-1], 50.0])
+    assert [t.signals for t in later[:-1]] == [t.signals for t in trades[:-1]]
+    r = risk_report(trades, mids, 5 * m, "7d", "backtest:run1")
+    # the fill at 12 closes at the next decision's price (horizon = the decision interval)
+    pnl = 0.5 * (101.3 - 101.2 * 1.0001) - 0.02
+    assert r.fills == 1 and r.pnlQuote == pytest.approx(pnl)

@@ -1,9 +1,10 @@
 """Alpha-PnL and risk reports (pure, polars) over the decisions of a window.
 
-Input: ``TradeRow``s (one per decision, read from PostgreSQL ``audits`` — or a backtest run's
-table) and ``MidRow``s (every (time, mid) the decisions saw in their feature windows). Each
-decision's horizon mid is the first recorded mid of the same venue+symbol at or after
-t + horizon (a forward as-of join); a decision whose horizon has not closed inside the data is
+Input: ``TradeRow``s (one per decision, read from PostgreSQL ``audits``, or from
+``backtest_decisions`` for ``source=backtest:<run-id>``) and ``MidRow``s (every (time, mid)
+the decisions saw: feature windows live, decision prices in a backtest). Each decision's
+horizon mid is the first recorded mid of the same venue+symbol at or after t + horizon (a
+forward as-of join); a decision whose horizon has not closed inside the data is
 left out (no look-ahead, no guess).
 
 Per decision:
@@ -31,7 +32,7 @@ import polars as pl
 
 from stevie.contracts.adaptive import AlphaPnl, AlphaPnlReport, RiskReport
 from stevie.contracts.rpc import Audit
-from stevie.quant.alpha import AlphaRegistry, blend_shapley_batch
+from stevie.quant.alpha import AlphaInputs, AlphaRegistry, blend_shapley_batch
 from stevie.quant.errors import QuantInputError
 from stevie.quant.portfolio import var_cvar
 from stevie.services.adaptive.core import MID_COLUMN, audit_alphas
@@ -120,6 +121,81 @@ def rows_from_audits(
                 f.filled if f is not None else 0.0,
                 f.avg_price if f is not None else 0.0,
                 f.fee_quote if f is not None else 0.0,
+            )
+        )
+    return trades, mids
+
+
+@dataclass(frozen=True)
+class BacktestDecision:
+    """One row of ``backtest_decisions`` (a ``stevie backtest`` run): ``price`` = last close at
+    the decision (quote), ``order_size`` signed base units filled (0: nothing traded),
+    ``context`` the router context's numeric fields (``ctx_`` prefix removed)."""
+
+    seq: int
+    ts_ns: int
+    symbol: str
+    price: float
+    order_size: float
+    fill_price: float | None
+    fee_quote: float
+    context: dict[str, float]
+
+
+def rows_from_backtest(
+    decisions: Sequence[BacktestDecision],
+    window_ns: int,
+    registry: AlphaRegistry,
+    s_max_quote: float,
+    run_id: str,
+    mids_kept: int = 10,
+) -> tuple[list[TradeRow], list[MidRow]]:
+    """A backtest run's decisions (ordered by ``seq``) in the last ``window_ns`` of its event
+    time as TradeRows: the mid is the decision's price, the alphas' signals are those of the
+    registry on the decision's context with the symbol's previous ``mids_kept`` decision prices
+    as the recent mids (causal), ``s_max_quote`` the run's sizing cap. Every decision's price is
+    a MidRow (the later ones close the horizons)."""
+    if not decisions:
+        return [], []
+    end = max(d.ts_ns for d in decisions)
+    recent: dict[str, list[float]] = {}
+    trades, mids = [], []
+    for d in decisions:
+        mids.append(MidRow("backtest", d.symbol, d.ts_ns, d.price))
+        past = recent.setdefault(d.symbol, [])
+        past.append(d.price)
+        del past[:-mids_kept]
+        if d.ts_ns < end - window_ns:
+            continue
+        c = d.context
+        x = AlphaInputs(
+            obi=c.get("obi", 0.0),
+            ti=c.get("ti", 0.0),
+            micro_dev_bps=c.get("micro_dev_bps", 0.0),
+            spread_bps=c.get("spread_bps", 0.0),
+            sigma_garch=c.get("sigmaGARCH", 0.0),
+            sigma_har=c.get("sigmaHAR", 0.0),
+            rr25=c.get("rr25", 0.0),
+            funding=c.get("funding", 0.0),
+            mids=tuple(past),
+        )
+        sig = registry.signals(x)
+        filled = d.order_size != 0 and d.fill_price is not None
+        trades.append(
+            TradeRow(
+                f"{run_id}:{d.seq}",
+                "backtest",
+                d.symbol,
+                d.ts_ns,
+                d.price,
+                s_max_quote,
+                tuple(a.id for a in registry.alphas),
+                tuple(sig),
+                tuple(registry.weights[a.id] for a in registry.alphas),
+                (1 if d.order_size > 0 else -1) if filled else 0,
+                abs(d.order_size) if filled else 0.0,
+                float(d.fill_price) if filled and d.fill_price is not None else 0.0,
+                d.fee_quote if filled else 0.0,
             )
         )
     return trades, mids

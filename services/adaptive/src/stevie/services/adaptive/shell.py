@@ -41,6 +41,17 @@ from stevie.store import connect_pool
 KlineRow = tuple[int, str, str, str, str, str, int, str, int, str, str, str]
 _klines = msgspec.json.Decoder(list[KlineRow])
 _audit = msgspec.json.Decoder(Audit)
+_context = msgspec.json.Decoder(dict[str, float | str | bool | None])
+
+
+class _RunSettings(msgspec.Struct, frozen=True):
+    """What the reports need of a backtest run's settings (``backtest_runs.settings``)."""
+
+    decision_interval_min: int = 5
+    s_max_quote: float = 20_000.0
+
+
+_run_settings = msgspec.json.Decoder(_RunSettings)
 
 
 class VenueUnavailable(Exception):
@@ -174,45 +185,84 @@ class Adaptive:
     def attribution(self, req: AlphaAttributionRequest) -> AlphaAttribution:
         return self.core.attribution(str(req.tradeId))
 
-    async def _rows(self, req: ReportRequest) -> tuple[list[reports.TradeRow], list[reports.MidRow]]:
+    async def _rows(self, req: ReportRequest) -> tuple[list[reports.TradeRow], list[reports.MidRow], int]:
+        """The window's decisions of ``req.source``, the mids that close their horizons, and
+        the horizon (ns). KeyError for an unknown backtest run; RuntimeError without a database."""
         window_ns = reports.parse_window(req.window)
         kind, run = reports.parse_source(req.source)
         if self.pool is None:
             raise RuntimeError("no database configured (STEVIE_DATABASE_URL)")
-        horizon_s = self.s.horizon_s
-        if kind == "live":
-            sql = """SELECT body::text AS body FROM audits
-                     WHERE ts >= (SELECT max(ts) FROM audits) - make_interval(secs => $1)
-                     ORDER BY ts LIMIT $2"""
-            args: tuple[object, ...] = (window_ns / 1e9 + horizon_s, self.s.report_max_rows)
-        else:
-            exists = await self.pool.fetchval("SELECT to_regclass('backtest_audits') IS NOT NULL")
-            if not exists or not await self.pool.fetchval(
-                "SELECT 1 FROM backtest_audits WHERE run_id = $1 LIMIT 1", run
-            ):
-                raise KeyError(f"unknown backtest run {run!r}")
-            sql = """SELECT body::text AS body FROM backtest_audits
-                     WHERE run_id = $3 AND ts >= (SELECT max(ts) FROM backtest_audits WHERE run_id = $3)
-                           - make_interval(secs => $1)
-                     ORDER BY ts LIMIT $2"""
-            args = (window_ns / 1e9 + horizon_s, self.s.report_max_rows, run)
-        records = await self.pool.fetch(sql, *args)
+        if kind == "backtest":
+            return await self._backtest_rows(run, window_ns)
+        horizon_ns = int(self.s.horizon_s * 1e9)
+        records = await self.pool.fetch(
+            """SELECT body::text AS body FROM audits
+               WHERE ts >= (SELECT max(ts) FROM audits) - make_interval(secs => $1)
+               ORDER BY ts LIMIT $2""",
+            (window_ns + horizon_ns) / 1e9,
+            self.s.report_max_rows,
+        )
         audits = []
         for r in records:
             try:
                 audits.append(_audit.decode(r["body"]))
             except (msgspec.DecodeError, msgspec.ValidationError):
                 continue  # an audit of an older schema
-        return await asyncio.to_thread(reports.rows_from_audits, audits, window_ns, self.core.registry)
+        trades, mids = await asyncio.to_thread(reports.rows_from_audits, audits, window_ns, self.core.registry)
+        return trades, mids, horizon_ns
+
+    async def _backtest_rows(
+        self, run: str, window_ns: int
+    ) -> tuple[list[reports.TradeRow], list[reports.MidRow], int]:
+        assert self.pool is not None
+        exists = await self.pool.fetchval("SELECT to_regclass('backtest_decisions') IS NOT NULL")
+        settings = (
+            await self.pool.fetchval("SELECT settings::text FROM backtest_runs WHERE run_id = $1", run)
+            if exists
+            else None
+        )
+        if settings is None:
+            raise KeyError(f"unknown backtest run {run!r}")
+        cfg = _run_settings.decode(settings)
+        horizon_ns = int(cfg.decision_interval_min * 60 * 1e9)
+        records = await self.pool.fetch(
+            """SELECT seq, ts_event_ns, symbol, price, order_size, fill_price, fee_quote, context::text AS context
+               FROM backtest_decisions
+               WHERE run_id = $1 AND ts >= (SELECT max(ts) FROM backtest_decisions WHERE run_id = $1)
+                     - make_interval(secs => $2)
+               ORDER BY seq LIMIT $3""",
+            run,
+            (window_ns + horizon_ns) / 1e9,
+            self.s.report_max_rows,
+        )
+        decisions = [
+            reports.BacktestDecision(
+                int(r["seq"]),
+                int(r["ts_event_ns"]),
+                str(r["symbol"]),
+                float(r["price"]),
+                float(r["order_size"]),
+                None if r["fill_price"] is None else float(r["fill_price"]),
+                float(r["fee_quote"]),
+                {
+                    k.removeprefix("ctx_"): float(v)
+                    for k, v in _context.decode(r["context"]).items()
+                    if isinstance(v, int | float) and not isinstance(v, bool)
+                },
+            )
+            for r in records
+        ]
+        trades, mids = await asyncio.to_thread(
+            reports.rows_from_backtest, decisions, window_ns, self.core.registry, cfg.s_max_quote, run
+        )
+        return trades, mids, horizon_ns
 
     async def report_alpha_pnl(self, req: ReportRequest) -> AlphaPnlReport:
-        trades, mids = await self._rows(req)
-        h = int(self.s.horizon_s * 1e9)
+        trades, mids, h = await self._rows(req)
         return await asyncio.to_thread(reports.alpha_pnl_report, trades, mids, h, req.window, req.source)
 
     async def report_risk(self, req: ReportRequest) -> RiskReport:
-        trades, mids = await self._rows(req)
-        h = int(self.s.horizon_s * 1e9)
+        trades, mids, h = await self._rows(req)
         return await asyncio.to_thread(reports.risk_report, trades, mids, h, req.window, req.source)
 
 
