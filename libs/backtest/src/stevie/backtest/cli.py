@@ -102,6 +102,9 @@ def backtest(
             f"[red]error:[/red] {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", soft_wrap=True
         )
         raise typer.Exit(2) from None
+    except RuntimeError as exc:  # the database refused the run (BacktestStoreError): nothing written
+        console.print(f"[red]error:[/red] {str(exc).splitlines()[0]}", soft_wrap=True)
+        raise typer.Exit(1) from None
     except OSError as exc:
         console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
         raise typer.Exit(2) from None

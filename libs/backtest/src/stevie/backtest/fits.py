@@ -50,9 +50,18 @@ def _fit(args: tuple[str, int, np.ndarray, int, int]) -> tuple[str, int, FitResu
     symbol, n, closes, mpp, window = args
     try:
         return symbol, n, fit_models(closes, mpp, window)
-    except RuntimeError:  # GARCH did not converge: keep the previous GARCH parameters (below)
-        rv = vol.realized_variance(vol.log_returns(closes), mpp)
-        return symbol, n, (vol.fit_har(rv), rv)
+    except RuntimeError:  # GARCH did not converge on this window: try its last half, quarter
+        r = vol.log_returns(closes)
+        rv = vol.realized_variance(r, mpp)
+        har = vol.fit_har(rv)
+        for w in (window // 2, window // 4):
+            tail = r[-w:]
+            try:
+                g = vol.fit_garch(tail)
+            except (RuntimeError, QuantInputError):
+                continue
+            return symbol, n, VolFit(har, rv, g, vol.garch_state(g, tail))
+        return symbol, n, (har, rv)  # keep the previous GARCH parameters (PrecomputedFitter)
 
 
 def fit_all(
