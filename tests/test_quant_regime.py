@@ -15,7 +15,7 @@ import polars as pl
 import pytest
 
 from stevie.quant.errors import QuantInputError
-from stevie.quant.regime import REGIME_LABELS, Bocpd, RegimeDetector, bocpd, one_hot
+from stevie.quant.regime import REGIME_LABELS, Bocpd, RegimeDetector, bocpd, one_hot, regime_path
 
 KLINES = Path(__file__).resolve().parents[1] / "data" / "samples" / "binance" / "usdm" / "klines_1m"
 
@@ -172,3 +172,22 @@ def test_bad_input_raises() -> None:
     with pytest.raises(QuantInputError):
         one_hot("sideways")
     assert one_hot("bull") == [1.0 if lab == "bull" else 0.0 for lab in REGIME_LABELS]
+
+
+def test_regime_path_is_causal_and_equals_the_incremental_detector() -> None:
+    df = pl.read_csv(KLINES / "ETHUSDT.csv.gz").head(1500)
+    closes = df["close"].to_numpy()
+    ts = (df["open_time_ms"].to_numpy() + 60_000) * 1_000_000
+    path = regime_path(closes, ts)
+    det = RegimeDetector()
+    for i in (0, 200, 1499):
+        while det.bars <= i:
+            det.update(float(closes[det.bars]), int(ts[det.bars]))
+        assert path.label[i] == (det.value.label if det.value is not None else "unknown")
+    # perturbing the future (bars after 1000) leaves every label up to 1000 unchanged
+    future = closes.copy()
+    future[1001:] *= np.exp(np.random.default_rng(1).normal(0, 0.01, future.size - 1001))
+    other = regime_path(future, ts)
+    assert other.label[:1001] == path.label[:1001]
+    np.testing.assert_array_equal(other.run_length[:1001], path.run_length[:1001])
+    assert other.label[1001:] != path.label[1001:] or not np.array_equal(other.run_length, path.run_length)

@@ -393,3 +393,38 @@ def one_hot(label: str) -> list[float]:
     if label not in REGIME_LABELS:
         raise QuantInputError(f"unknown regime label {label!r}; known: {', '.join(REGIME_LABELS)}")
     return [1.0 if lab == label else 0.0 for lab in REGIME_LABELS]
+
+
+@dataclass(frozen=True)
+class RegimePath:
+    """``regime_path`` output, one entry per close (index i uses closes[0..i] only): ``label``,
+    ``run_length`` (bars), ``change_prob``, ``changepoint`` (MAP run length dropped at i)."""
+
+    label: list[str]
+    run_length: np.ndarray
+    change_prob: np.ndarray
+    changepoint: np.ndarray
+
+
+def regime_path(closes: object, ts_ns: object, **detector: float) -> RegimePath:
+    """The causal regime of every bar of one symbol (the batch twin of feeding a
+    ``RegimeDetector`` bar by bar — what ``stevie backtest`` calls once per symbol): entry i
+    is the detector's view after close i, so it never depends on a later bar. ``closes`` (n,)
+    quote units > 0, ``ts_ns`` (n,) bar close times; ``detector``: RegimeDetector settings."""
+    c = finite_1d("closes", closes)
+    t = np.asarray(ts_ns, dtype=np.int64)
+    if t.shape != c.shape:
+        raise QuantInputError(f"ts_ns must match closes, got {t.shape} and {c.shape}")
+    det = RegimeDetector(**detector)  # type: ignore[arg-type]
+    labels: list[str] = []
+    run = np.zeros(c.size, dtype=np.int64)
+    prob = np.zeros(c.size)
+    flag = np.zeros(c.size, dtype=bool)
+    for i in range(c.size):
+        v = det.update(float(c[i]), int(t[i]))
+        step = det.returns.last
+        labels.append(v.label if v is not None else "unknown")
+        if v is not None:
+            run[i], prob[i] = v.run_length, v.change_prob
+        flag[i] = bool(step is not None and step.changepoint and step.ts_ns == int(t[i]))
+    return RegimePath(labels, run, prob, flag)
