@@ -18,10 +18,14 @@ from stevie.runtime.registry import SERVICES, load_spec
 from stevie.runtime.settings import CommonSettings, SettingsError, describe, load_settings
 from stevie.services.events.cli import app as events_app
 from stevie.services.evidence.cli import pbt as pbt_command
+from stevie.services.gateway import cli as ops_cli
 
 app = typer.Typer(help="Stevie — a math-first crypto trading cortex (paper trading only).", no_args_is_help=True)
 app.add_typer(events_app, name="events")
 app.command("pbt")(pbt_command)
+app.command("status")(ops_cli.status)
+app.command("tail")(ops_cli.tail)
+app.command("report")(ops_cli.report)
 console = Console(stderr=True)
 
 
