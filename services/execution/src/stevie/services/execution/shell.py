@@ -169,11 +169,20 @@ class Execution:
             guard = GuardDecision(False, "no_order")
         else:
             fill_key, route = await self.route(key, side, qty)
-            check = self.core.order_check(fill_key, side, qty, now)
-            try:
-                guard = await self.call("risk-guards", "check", check, GuardDecision)
-            except (TimeoutError, RuntimeError) as exc:
-                guard = GuardDecision(True, f"risk_unavailable: {exc}"[:120])
+            guard = await self.risk(fill_key, side, qty, now)
+            if guard.blocked and route is not None and guard.reason.startswith("book_") and fill_key != key:
+                # the routed venue's book is refused (stale or not LIVE at the decision time):
+                # fall back to the decision's own book, which is fresh by construction
+                why = f"{fill_key[0]} refused by risk ({guard.reason}); filled on {key[0]}"
+                fill_key = key
+                route = msgspec.structs.replace(
+                    route,
+                    filled=key[0],
+                    scoreBps=route.alternatives.get(key[0]),
+                    reasons=[*route.reasons, why],
+                    arrivalMid=self.core.mid(key),
+                )
+                guard = await self.risk(fill_key, side, qty, now)
             if guard.blocked:
                 self.m_blocked.labels(guard.reason.split(":")[0]).inc()
                 self.blocked_times.append(time.monotonic())
@@ -227,6 +236,15 @@ class Execution:
 
     def on_gating(self, g: GatingState) -> None:
         self.gated_off = frozenset(f for f in g.disabled if f in RouterContext.__struct_fields__)
+
+    async def risk(self, key: Key, side: int, qty: float, now: int) -> GuardDecision:
+        """The risk guards' verdict on filling ``qty`` on ``key``'s book (blocked when they do
+        not answer)."""
+        check = self.core.order_check(key, side, qty, now)
+        try:
+            return await self.call("risk-guards", "check", check, GuardDecision)
+        except (TimeoutError, RuntimeError) as exc:
+            return GuardDecision(True, f"risk_unavailable: {exc}"[:120])
 
     def tradable(self, key: Key) -> bool:
         try:
