@@ -9,13 +9,15 @@ the supervisor, which stops them in order) and gets a parent-death signal (Linux
 ``prctl(PR_SET_PDEATHSIG)``), so a SIGKILLed supervisor leaves nothing behind. ``restart``
 starts a dead server again on the same port with the same store; PostgreSQL's stale
 ``postmaster.pid`` (a dead, zombie or unrelated PID) is removed, a live postmaster on the
-same data directory is never touched.
+same data directory is never touched. A new PostgreSQL data directory starts as a copy of a
+cached pristine ``initdb`` (``~/.cache/stevie/pgdata-*``): ~0.1 s instead of seconds.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import hashlib
 import os
 import shutil
 import signal
@@ -225,6 +227,15 @@ def _pg_user() -> str | None:
     return "embedded_postgres"
 
 
+def _pg_template() -> Path:
+    """Where a freshly initdb'd data directory is cached (keyed by the PostgreSQL binaries
+    and the user it runs as): new state directories start from a copy of it."""
+    pg = _pg_bin() / "postgres"
+    key = f"{pg}:{pg.stat().st_mtime_ns}:{os.geteuid()}"
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "stevie"
+    return cache / f"pgdata-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+
+
 def _chown_tree(path: Path, user: str) -> None:
     import pwd
 
@@ -301,6 +312,11 @@ class PostgresServer:
                 pgdata.mkdir(mode=0o700)
             log.touch()
             _chown_tree(data_dir, user)
+        template = _pg_template()
+        if not (pgdata / "PG_VERSION").exists() and (template / "PG_VERSION").exists():
+            shutil.copytree(template, pgdata, dirs_exist_ok=True)  # a cached initdb: ~0.1 s, not seconds
+            if user:
+                _chown_tree(data_dir, user)
         if not (pgdata / "PG_VERSION").exists():
             res = subprocess.run(
                 [
@@ -319,6 +335,10 @@ class PostgresServer:
             )
             if res.returncode != 0:
                 raise InfraError(f"initdb failed: {res.stderr.decode()[-2000:]}")
+            with contextlib.suppress(OSError):  # keep a pristine copy for the next fresh directory
+                tmp = template.with_name(f"{template.name}.{os.getpid()}.tmp")
+                shutil.copytree(pgdata, tmp)
+                tmp.rename(template)
         clear_stale_pidfile(pgdata)
 
     @staticmethod

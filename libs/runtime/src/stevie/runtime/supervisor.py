@@ -44,9 +44,28 @@ class UpOptions:
     grace_s: float = 3.0
 
 
+#: the path from a venue message to a stored decision: started first, so their imports do not
+#: share the two cores with the others' (the rest follow ``STAGGER_S`` later)
+CRITICAL = frozenset(
+    {
+        "budgeter",
+        "venue-replay",
+        "book-maintainer",
+        "features",
+        "router",
+        "risk-guards",
+        "execution",
+        "reporter",
+        "gateway",
+    }
+)
+STAGGER_S = 2.0
+
+
 @dataclass
 class Child:
     name: str
+    delay_s: float = 0.0
     proc: asyncio.subprocess.Process | None = None
     restarts: int = 0
     started_mono: float = 0.0
@@ -83,7 +102,7 @@ class Supervisor:
     """Starts each service as ``python -m stevie.runtime.cli run NAME`` and keeps it running."""
 
     def __init__(self, names: tuple[str, ...], env: dict[str, str], log_dir: Path, grace_s: float) -> None:
-        self.children = [Child(n, log_path=log_dir / f"{n}.log") for n in names]
+        self.children = [Child(n, 0.0 if n in CRITICAL else STAGGER_S, log_path=log_dir / f"{n}.log") for n in names]
         self.env, self.grace_s = env, grace_s
         self.stopping = asyncio.Event()
         log_dir.mkdir(parents=True, exist_ok=True)
@@ -110,6 +129,9 @@ class Supervisor:
 
     async def _watch(self, child: Child) -> None:
         backoff = 0.5
+        if child.delay_s:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), child.delay_s)
         while not self.stopping.is_set():
             await self._spawn(child)
             assert child.proc is not None

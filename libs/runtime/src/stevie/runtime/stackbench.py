@@ -1,0 +1,267 @@
+"""``stevie bench`` stack rows: a real ``stevie up`` (fresh state directory, embedded NATS and
+PostgreSQL, every service) measured from the outside.
+
+- start → first LIVE book (``/api/l2``) and → first decision stored (``/api/audit/latest``);
+- tick → decision latency (``exec_tick_to_decision_seconds``: the triggering book at the
+  venue edge → its audit stored on JetStream), p50/p99 while the API is idle and while a
+  load generator sends ``load_rps`` requests/s to the gateway (the achieved rate is reported);
+- ``/api/health`` latency at 32 concurrent connections;
+- RSS and PSS of every process of the stack at the end (PSS shares the pages of common
+  libraries between processes, so the PSS total is the stack's real footprint; the RSS
+  total counts shared pages once per process);
+- SIGINT → every process gone (the supervisor reaped).
+
+Quantiles of the histogram are read from the bucket counts (linear inside a bucket), over the
+samples of one phase only (the difference of two scrapes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+import numpy as np
+
+from stevie.runtime.infra import free_port
+
+BOOKS = [("binance", "BTCUSDT"), ("binance", "ETHUSDT"), ("binance-usdm", "BTCUSDT"), ("binance-usdm", "ETHUSDT")]
+_BUCKET = re.compile(r"^exec_tick_to_decision_seconds_bucket\{(?P<labels>[^}]*)\} (?P<v>\S+)$")
+
+
+@dataclass
+class StackBench:
+    first_live_s: float = float("nan")
+    first_decision_s: float = float("nan")
+    stop_s: float = float("nan")
+    tick_idle_ms: tuple[float, float, int] = (float("nan"), float("nan"), 0)  # p50, p99, samples
+    tick_load_ms: tuple[float, float, int] = (float("nan"), float("nan"), 0)
+    load_rps: float = 0.0
+    health_p99_ms: float = float("nan")
+    health_rps: float = 0.0
+    rss_mb: dict[str, float] = field(default_factory=dict)
+    pss_mb: dict[str, float] = field(default_factory=dict)
+    ran_s: float = 0.0
+
+
+def _get(url: str, timeout_s: float = 5.0) -> tuple[int, bytes]:
+    """(status, body); (0, b"") while nothing listens or on a timeout."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+    except (urllib.error.URLError, OSError):
+        return 0, b""
+
+
+def histogram(metrics_text: str) -> dict[float, float]:
+    """Cumulative bucket counts (upper bound → count) of the tick → decision histogram,
+    summed over its label sets."""
+    out: dict[float, float] = {}
+    for line in metrics_text.splitlines():
+        m = _BUCKET.match(line)
+        if m is None:
+            continue
+        le = re.search(r'le="([^"]+)"', m["labels"])
+        if le is None:
+            continue
+        bound = float("inf") if le[1] == "+Inf" else float(le[1])
+        out[bound] = out.get(bound, 0.0) + float(m["v"])
+    return out
+
+
+def quantile(before: dict[float, float], after: dict[float, float], q: float) -> tuple[float, int]:
+    """The ``q`` quantile (seconds) of the samples observed between two scrapes, interpolated
+    linearly inside its bucket; (nan, 0) without samples."""
+    bounds = sorted(after)
+    counts = [after[b] - before.get(b, 0.0) for b in bounds]
+    total = counts[-1] if counts else 0.0
+    if total <= 0:
+        return float("nan"), 0
+    rank = q * total
+    lo_b, lo_c = 0.0, 0.0
+    for b, c in zip(bounds, counts, strict=True):
+        if c >= rank:
+            if b == float("inf"):
+                return lo_b, int(total)
+            width = c - lo_c
+            return lo_b + (b - lo_b) * ((rank - lo_c) / width if width > 0 else 1.0), int(total)
+        lo_b, lo_c = b, c
+    return bounds[-1], int(total)
+
+
+async def _hammer(urls: list[str], concurrency: int, seconds: float, rps: float | None) -> tuple[list[float], float]:
+    """Latencies (ms) of GETs round-robin over ``urls`` from ``concurrency`` workers for
+    ``seconds`` (open loop at ``rps`` in total when given); returns (latencies, achieved rps)."""
+    lat: list[float] = []
+    deadline = time.monotonic() + seconds
+    interval = concurrency / rps if rps else 0.0
+    conn = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(total=10)) as http:
+
+        async def worker(i: int) -> None:
+            n = i
+            next_at = time.monotonic() + (interval * i / concurrency)
+            while time.monotonic() < deadline:
+                if interval:
+                    delay = next_at - time.monotonic()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                    next_at += interval
+                t0 = time.perf_counter()
+                try:
+                    async with http.get(urls[n % len(urls)]) as r:
+                        await r.read()
+                except (aiohttp.ClientError, TimeoutError):
+                    pass
+                lat.append((time.perf_counter() - t0) * 1e3)
+                n += 1
+
+        t0 = time.monotonic()
+        await asyncio.gather(*(worker(i) for i in range(concurrency)))
+    return lat, len(lat) / max(1e-9, time.monotonic() - t0)
+
+
+def _stack_pids(state: Path, gateway: str) -> dict[str, int]:
+    out: dict[str, int] = {}
+    _, raw = _get(f"{gateway}/api/health")
+    try:
+        for name, sv in json.loads(raw)["services"].items():
+            if sv.get("pid"):
+                out[name] = int(sv["pid"])
+    except (ValueError, KeyError):
+        pass
+    try:
+        for name, pid in json.loads((state / "stack.json").read_text())["servers"].items():
+            out[name] = int(pid)
+            kids = Path(f"/proc/{pid}/task/{pid}/children")
+            if kids.exists():
+                for i, k in enumerate(kids.read_text().split()):
+                    out[f"{name}:{i}"] = int(k)
+    except (OSError, ValueError, KeyError):
+        pass
+    return out
+
+
+def _mem_mb(pid: int) -> tuple[float, float]:
+    """(RSS, PSS) in MB of ``pid`` (0, 0 if it is gone)."""
+    try:
+        rss = pss = 0.0
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Rss:"):
+                rss = int(line.split()[1]) / 1024
+            elif line.startswith("Pss:"):
+                pss = int(line.split()[1]) / 1024
+        return rss, pss
+    except OSError:
+        return 0.0, 0.0
+
+
+def run(seconds: float = 60.0, speed: float = 4.0, load_rps: float = 2000.0, window: str = "2024-08-08") -> StackBench:
+    """Boot a stack, measure (see the module doc), stop it. ``seconds``: how long it runs
+    before the RSS is read (the idle phase takes what the load and health phases leave)."""
+    res = StackBench()
+    state = Path(tempfile.mkdtemp(prefix="stevie-bench-"))
+    port = free_port()
+    gw = f"http://127.0.0.1:{port}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STEVIE_")}
+    env["STEVIE_LOG_LEVEL"] = "warning"
+    cmd = [sys.executable, "-m", "stevie.runtime.cli", "up", "--state-dir", str(state), "--gateway-port", str(port)]
+    cmd += ["--speed", str(speed), "--window", window]
+    t0 = time.monotonic()
+    proc = subprocess.Popen(cmd, env=env, stdout=open(state / "up.log", "wb"), stderr=subprocess.STDOUT)
+    try:
+        while time.monotonic() - t0 < 120 and proc.poll() is None:
+            if any(b'"LIVE"' in _get(f"{gw}/api/l2/{v}/{s}?depth=1", 1)[1] for v, s in BOOKS):
+                res.first_live_s = time.monotonic() - t0
+                break
+            time.sleep(0.05)
+        while time.monotonic() - t0 < 120 and proc.poll() is None:
+            code, raw = _get(f"{gw}/api/audit/latest?limit=1", 2)
+            if code == 200 and raw.strip() not in (b"[]", b""):
+                res.first_decision_s = time.monotonic() - t0
+                break
+            time.sleep(0.1)
+        phase = max(10.0, (seconds - (time.monotonic() - t0) - 15) / 2)
+        h0 = histogram(_get(f"{gw}/metrics")[1].decode())
+        time.sleep(phase)
+        h1 = histogram(_get(f"{gw}/metrics")[1].decode())
+        p50, _ = quantile(h0, h1, 0.5)
+        p99, n = quantile(h0, h1, 0.99)
+        res.tick_idle_ms = (p50 * 1e3, p99 * 1e3, n)
+        urls = [f"{gw}/api/health", f"{gw}/api/l2/binance/BTCUSDT", f"{gw}/api/microstructure/BTCUSDT"]
+        _, res.load_rps = asyncio.run(_hammer(urls, 64, phase, load_rps))
+        h2 = histogram(_get(f"{gw}/metrics")[1].decode())
+        p50, _ = quantile(h1, h2, 0.5)
+        p99, n = quantile(h1, h2, 0.99)
+        res.tick_load_ms = (p50 * 1e3, p99 * 1e3, n)
+        lat, res.health_rps = asyncio.run(_hammer([f"{gw}/api/health"], 32, 5.0, None))
+        res.health_p99_ms = float(np.percentile(lat, 99)) if lat else float("nan")
+        remaining = seconds - (time.monotonic() - t0)
+        if remaining > 0:
+            time.sleep(remaining)
+        for name, pid in sorted(_stack_pids(state, gw).items()):
+            rss, pss = _mem_mb(pid)
+            group = name.split(":")[0]  # a server's children (PostgreSQL backends) count with it
+            res.rss_mb[group] = res.rss_mb.get(group, 0.0) + rss
+            res.pss_mb[group] = res.pss_mb.get(group, 0.0) + pss
+        sup_rss, sup_pss = _mem_mb(proc.pid)
+        res.rss_mb["supervisor"], res.pss_mb["supervisor"] = sup_rss, sup_pss
+        res.ran_s = time.monotonic() - t0
+    finally:
+        t_stop = time.monotonic()
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        res.stop_s = time.monotonic() - t_stop
+    return res
+
+
+def summary(r: StackBench) -> dict[str, str]:
+    """Row label → value, for the ``stevie bench`` table."""
+    pg = sum(v for k, v in r.rss_mb.items() if k.startswith("postgres"))
+    pg_pss = sum(v for k, v in r.pss_mb.items() if k.startswith("postgres"))
+    top = sorted(((v, k) for k, v in r.pss_mb.items() if not k.startswith("postgres")), reverse=True)[:4]
+    idle, load = r.tick_idle_ms, r.tick_load_ms
+    pss, rss = sum(r.pss_mb.values()), sum(r.rss_mb.values())
+    return {
+        "stack: start → first LIVE book": f"{r.first_live_s:.1f} s",
+        "stack: start → first decision stored": f"{r.first_decision_s:.1f} s",
+        "stack: SIGINT → every process gone": f"{r.stop_s:.2f} s",
+        "tick → decision, API idle (p50 / p99, samples)": f"{idle[0]:.1f} / {idle[1]:.1f} ms ({idle[2]})",
+        f"tick → decision under {r.load_rps:,.0f} req/s": f"{load[0]:.1f} / {load[1]:.1f} ms ({load[2]})",
+        "/api/health at 32 connections (p99)": f"{r.health_p99_ms:.1f} ms ({r.health_rps:,.0f} req/s)",
+        f"stack memory after {r.ran_s:.0f} s: PSS total (RSS total)": f"{pss:,.0f} MB ({rss:,.0f} MB)",
+        "  largest PSS (MB)": ", ".join(f"{k} {v:.0f}" for v, k in top) + f", postgres {pg_pss:.0f} ({pg:.0f} RSS)",
+    }
+
+
+def main(argv: list[str]) -> int:
+    """``python -m stevie.runtime.stackbench [SECONDS] [SPEED]``: the rows and per-process
+    memory as JSON."""
+    seconds = float(argv[0]) if argv else 60.0
+    speed = float(argv[1]) if len(argv) > 1 else 4.0
+    r = run(seconds, speed)
+    mem = {k: f"{r.pss_mb[k]:.0f} PSS / {r.rss_mb[k]:.0f} RSS" for k in sorted(r.pss_mb, key=lambda k: -r.pss_mb[k])}
+    print(json.dumps({"memory_mb": mem, "rows": summary(r)}, indent=2, ensure_ascii=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
