@@ -122,6 +122,7 @@ def bench(
     data_dir: Annotated[Path, typer.Option(help="The data/samples folder.")] = Path("data/samples"),
     rounds: Annotated[int, typer.Option(help="Round-robin passes (best time kept).")] = 3,
     events: Annotated[int, typer.Option(help="Events for the feature-kernel rows.")] = 1_000_000,
+    stack_seconds: Annotated[int, typer.Option(help="Run a whole stack this long for its rows (0 skips).")] = 60,
 ) -> None:
     """Benchmark ratios on the real BTCUSDT spot capture, measured in one run (needs the native kernels)."""
     from stevie.quant.kernels import native_available
@@ -158,6 +159,15 @@ def bench(
         store_rate, recompute = fb.store_write_rate(), fb.recompute_rate(folder)
     table.add_row("feature store writes (500-vector batches, embedded PostgreSQL)", f"{store_rate:,.0f} values/s", "")
     table.add_row("offline feature recomputation from the capture (parity path)", f"{recompute:,.0f} vectors/s", "")
+    if stack_seconds > 0:
+        from stevie.runtime import stackbench
+
+        with console.status(f"a whole stevie up for {stack_seconds} s (start, latency, load, memory, stop)..."):
+            sr = stackbench.summary(stackbench.run(float(stack_seconds)))
+        targets = ["<= 8 s", "<= 15 s", "<= 2 s", "p99 <= 3 ms", "p99 <= 10 ms at 2,000 req/s", "p99 <= 5 ms"]
+        targets += ["<= 1,000 MB after 600 s", ""]
+        for (label, value), target in zip(sr.items(), targets, strict=True):
+            table.add_row(label, value, target)
     Console().print(table)
 
 
