@@ -61,7 +61,12 @@ def _fit(args: tuple[str, int, np.ndarray, int, int]) -> tuple[str, int, FitResu
             except (RuntimeError, QuantInputError):
                 continue
             return symbol, n, VolFit(har, rv, g, vol.garch_state(g, tail))
-        return symbol, n, (har, rv)  # keep the previous GARCH parameters (PrecomputedFitter)
+        # none converged (e.g. a tick-bound price with many zero returns): an EWMA-like GARCH,
+        # α = 0.06, β = 0.939 (RiskMetrics 1996 decay), ω = (1 − α − β)·sample variance
+        tail = r[-window:]
+        a, b = 0.06, 0.939
+        g = vol.GarchParams(float(tail.mean()), (1 - a - b) * float(tail.var()), a, b, float("nan"))
+        return symbol, n, VolFit(har, rv, g, vol.garch_state(g, tail))
 
 
 def fit_all(

@@ -261,3 +261,44 @@ def embedding_headlines_per_s(n: int = 240, rounds: int = 3, threads: int = 1) -
     emb.embed(texts[:8])  # warm-up (first run allocates)
     best = best_of({"embed": timed(lambda: emb.embed(texts))}, rounds)["embed"]
     return n / best
+
+
+@dataclass(frozen=True)
+class BacktestBench:
+    """``stevie backtest`` end to end (load, walk-forward fits, decisions, no output files)."""
+
+    bars: int
+    decisions: int
+    seconds: float
+
+    @property
+    def bars_per_s(self) -> float:
+        return self.bars / self.seconds
+
+    @property
+    def decisions_per_s(self) -> float:
+        return self.decisions / self.seconds
+
+
+def bar_backtest(
+    klines_dir: Path,
+    funding: Path | None,
+    symbols: list[str] | None = None,
+    days: float | None = None,
+    workers: int = 2,
+) -> BacktestBench:
+    """The bar backtest of ``symbols`` (default all 18) over their history (or the first
+    ``days``), timed end to end; the decision path is the live cores."""
+    from stevie.backtest.bars import BarSettings, run_bars
+    from stevie.backtest.data import discover, load_funding, load_klines
+
+    t0 = time.perf_counter()
+    files = discover(klines_dir)
+    syms = symbols or sorted(files)
+    end = None
+    k = load_klines(files, syms, None, None)
+    if days is not None:
+        end = min(int(x.open_time_ms[0]) for x in k.values()) + int(days * 86_400_000)
+        k = load_klines(files, syms, None, end)
+    res = run_bars(k, load_funding(funding), BarSettings(symbols=syms, end_ms=end), workers=workers)
+    return BacktestBench(res.bars, len(res.decisions["symbol"]), time.perf_counter() - t0)

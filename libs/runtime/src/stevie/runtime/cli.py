@@ -123,6 +123,7 @@ def bench(
     rounds: Annotated[int, typer.Option(help="Round-robin passes (best time kept).")] = 3,
     events: Annotated[int, typer.Option(help="Events for the feature-kernel rows.")] = 1_000_000,
     stack_seconds: Annotated[int, typer.Option(help="Run a whole stack this long for its rows (0 skips).")] = 60,
+    backtest: Annotated[bool, typer.Option(help="Also time the 18-symbol bar backtest (~1 min).")] = True,
 ) -> None:
     """Benchmark ratios on the real BTCUSDT spot capture, measured in one run (needs the native kernels)."""
     from stevie.quant.kernels import native_available
@@ -168,6 +169,14 @@ def bench(
         targets += ["<= 1,000 MB after 600 s", ""]
         for (label, value), target in zip(sr.items(), targets, strict=True):
             table.add_row(label, value, target)
+    if backtest:
+        with console.status("bar backtest, all symbols, full history..."):
+            bt = b.bar_backtest(data_dir / "binance/usdm/klines_1m", data_dir / "binance/usdm/funding_rate_8h.csv.gz")
+        table.add_row(
+            f"bar backtest end to end ({bt.bars:,} bars, {bt.decisions:,} decisions)",
+            f"{bt.bars_per_s:,.0f} bars/s ({bt.decisions_per_s:,.0f} decisions/s)",
+            ">= 20,000 bars/s",
+        )
     Console().print(table)
 
 
