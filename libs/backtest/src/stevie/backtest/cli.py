@@ -19,7 +19,6 @@ from rich.console import Console
 
 DEFAULT_DATA = Path("data/samples/binance/usdm/klines_1m")
 DEFAULT_FUNDING = Path("data/samples/binance/usdm/funding_rate_8h.csv.gz")
-DEFAULT_L2 = Path("data/samples")
 console = Console(stderr=True)
 
 
@@ -76,9 +75,7 @@ def backtest(
     db = database_url if database_url is not None else os.environ.get("STEVIE_DATABASE_URL", "")
     try:
         if l2:
-            from stevie.backtest.run import run_l2_command
-
-            result = run_l2_command(data or DEFAULT_L2, seed, out, db, console)
+            raise BacktestInputError("--l2: the L2 backtest over the captures is not built yet (bars only for now)")
         else:
             from stevie.backtest.run import BarCommand, run_bar_command
 
