@@ -272,6 +272,8 @@ def alpha_pnl_report(
     u = (df["s_max_quote"] * (df["mid_h"] - df["mid"]) / df["mid"]).to_numpy()
     if ids:
         phi, loo = blend_shapley_batch(sig * wts, u)
+        null = sig * wts == 0  # null players get exactly 0 (the matrix sum leaves ~1e-17 of rounding)
+        phi[null], loo[null] = 0.0, 0.0
         blend_pnl = float(u @ np.clip((sig * wts).sum(axis=1), -1.0, 1.0))
     else:
         phi = loo = np.zeros((len(rows), 0))

@@ -222,7 +222,7 @@ class Adaptive:
             else None
         )
         if settings is None:
-            raise KeyError(f"unknown backtest run {run!r}")
+            raise KeyError(f"unknown backtest run: {run}")
         cfg = _run_settings.decode(settings)
         horizon_ns = int(cfg.decision_interval_min * 60 * 1e9)
         records = await self.pool.fetch(
