@@ -167,3 +167,25 @@ def test_service_stops_within_one_second_of_sigterm_with_nats_gone(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+async def test_partition_symbols_skip_other_symbols():
+    from stevie.bus import InMemoryBus
+    from stevie.contracts import BookState, BookStatus, encode
+    from stevie.runtime.clock import LiveClock
+    from stevie.runtime.logs import get_logger
+    from stevie.runtime.metrics import new_registry
+    from stevie.runtime.service import ServiceContext
+    from stevie.runtime.settings import CommonSettings
+
+    bus = InMemoryBus()
+    settings = CommonSettings(subject_root="t", partition_symbols=["btcusdt"])
+    ctx = ServiceContext("svc", settings, bus, new_registry(), LiveClock(), get_logger(service="svc"), 0)
+    got: list[BookStatus] = []
+    await ctx.subscribe_typed("t.md.status.*.*", BookStatus, got.append, object())
+    for sym in ("BTCUSDT", "ETHUSDT"):
+        st = BookStatus(
+            venue="v", symbol=sym, state=BookState.LIVE, reason="live", seq=1, resyncs=0, ts_event_ns=1, ts_init_ns=1
+        )
+        await bus.publish(f"t.md.status.v.{sym}", encode(st))
+    assert [g.symbol for g in got] == ["BTCUSDT"]

@@ -78,14 +78,19 @@ class ServiceContext:
         self, subject: str, tp: type[T], fn: Callable[[T], Awaitable[None] | None], dlq: object
     ) -> None:
         """Subscribe with a typed decoder: ``fn`` gets the decoded Struct; anything that fails
-        to decode is counted on ``dlq`` (a Prometheus counter child) and dead-lettered."""
+        to decode is counted on ``dlq`` (a Prometheus counter child) and dead-lettered. With
+        ``partition_symbols`` set, a message whose ``symbol`` this instance does not own is
+        skipped (scale-out by symbol)."""
         decoder: msgspec.json.Decoder[T] = msgspec.json.Decoder(tp)
+        owned = frozenset(s.upper() for s in self.settings.partition_symbols)
 
         async def handle(msg: Msg) -> None:
             try:
                 item = decoder.decode(msg.data)
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                 await self.dead_letter(msg, exc, dlq)
+                return
+            if owned and getattr(item, "symbol", None) not in (None, *owned):
                 return
             out = fn(item)
             if out is not None:

@@ -33,7 +33,9 @@ class CommonSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     env: ``prod`` or ``dev`` (dev enables dev-only routes). heartbeat_interval_s: seconds.
     operator_token: bearer token for mutating routes (masked in logs).
     kernels: book/feature kernels — ``native`` (Rust), ``reference`` (Python/numpy) or
-    ``auto`` (native when installed).
+    ``auto`` (native when installed). partition_symbols: the symbols this instance owns when
+    a service is scaled out (``STEVIE_<SERVICE>_PARTITION_SYMBOLS=BTCUSDT``; empty = all):
+    per-symbol messages of other symbols are ignored on arrival (``ServiceContext.subscribe_typed``).
     """
 
     nats_url: str = "nats://127.0.0.1:4322"
@@ -44,6 +46,7 @@ class CommonSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     heartbeat_interval_s: float = 1.0
     operator_token: str = ""
     kernels: str = "auto"
+    partition_symbols: list[str] = msgspec.field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.kernels not in ("auto", "native", "reference"):
