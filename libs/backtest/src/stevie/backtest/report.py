@@ -2,7 +2,8 @@
 (Agg) as a base64 PNG ``<img>`` — no script, no network needed to view it.
 
 Plots (each an ``<img class="plot" id=...>``): equity curve, drawdown, per-policy PnL,
-router choice shares over time, propensity histogram, turnover, costs.
+router choice shares over time, propensity histogram, turnover, costs, per-alpha Shapley
+attribution and the regime timeline (``stevie.backtest.adaptive``).
 """
 
 from __future__ import annotations
@@ -21,9 +22,20 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
+from stevie.backtest import adaptive
 from stevie.backtest.output import attributed_pnl
 
-PLOTS = ("equity", "drawdown", "policy_pnl", "choice_shares", "propensity", "turnover", "costs")
+PLOTS = (
+    "equity",
+    "drawdown",
+    "policy_pnl",
+    "choice_shares",
+    "propensity",
+    "turnover",
+    "costs",
+    "alpha_attribution",
+    "regime",
+)
 
 
 def _png(fig: plt.Figure) -> str:
@@ -94,6 +106,7 @@ def figures(
     ax.legend(fontsize=7)
     ax.set(title="Cumulative costs (quote units)", xlabel="days since start")
     out["costs"] = _png(fig)
+    out.update(adaptive.figures(cols, dx, _png))  # alpha attribution, regime timeline (issue 12)
     return out
 
 
