@@ -64,6 +64,7 @@ class Adaptive:
         self.core = AdaptiveCore(s)
         self.seeded: set[str] = set()
         self.held: dict[str, list[Bar]] = {}  # live bars that arrived while the symbol was seeding
+        self._flag_push: asyncio.Future[None] | None = None
         self.pool: asyncpg.Pool | None = None
         self.dlq = Counter("adaptive_dlq_total", "Undecodable bus messages", ["type"], registry=ctx.registry)
         self.changes = Counter(
@@ -171,6 +172,14 @@ class Adaptive:
         if name == "BOCPD":
             self.core.enabled = bool(new)
             self.ctx.log.info("bocpd_flag", enabled=self.core.enabled)
+            self._flag_push = asyncio.ensure_future(self.publish_all())  # execution sees it at once
+
+    async def publish_all(self) -> None:
+        """Every symbol's current state (e.g. after the BOCPD flag changed the labels)."""
+        for sym in self.s.symbols:
+            st = self.core.state(sym, self.ctx.clock.now_ns())
+            if st is not None:
+                await self.ctx.bus.publish(subjects.regime(self.s.subject_root, st.venue, st.symbol), encode(st))
 
     # -- request handlers ---------------------------------------------------------------
     def regime_state(self, _: RegimeStateRequest) -> RegimeStates:
