@@ -407,3 +407,24 @@ def test_router_metrics():
     worst = np.sort(-pnl)[::-1][:10]  # the worst 5 % of 200 losses
     assert m["cvar95Bps"] == pytest.approx(worst.mean(), rel=1e-9)
     assert core.router_metrics(logged[:5], 30) == {}
+
+
+def test_backtest_outcomes_use_the_same_symbols_price_one_interval_later():
+    from stevie.store.evidence import BacktestDecision
+
+    m = 60 * S
+    shadow = {"p_flat": 0, "p_sma": 1, "p_breakout": -1}
+    rows = [
+        BacktestDecision(0, "A", "p_sma", 0.5, 1, 100.0, {"regime": "bull", "sigmaHAR": 0.01}, shadow),
+        BacktestDecision(0, "B", "p_flat", 0.4, 0, 50.0, {}, shadow),
+        BacktestDecision(5 * m, "A", "p_breakout", 0.3, -1, 101.0, {}, shadow),
+        BacktestDecision(5 * m, "B", "p_sma", 0.5, 1, 49.0, {}, shadow),
+        BacktestDecision(10 * m, "A", "p_sma", 0.5, 1, 99.0, {}, shadow),
+    ]
+    out = core.backtest_outcomes(rows, 5)
+    assert [(d.symbol, d.ts_ns) for d in out] == [("A", 0), ("B", 0), ("A", 5 * m)]  # the last ones lack t+H
+    a0 = out[0]
+    assert a0.ret_bps == pytest.approx(100.0) and a0.reward == pytest.approx(100.0)
+    assert a0.rewards == {"p_flat": 0.0, "p_sma": pytest.approx(100.0), "p_breakout": pytest.approx(-100.0)}
+    assert a0.regime == "bull" and a0.x[1] == pytest.approx(1.0)  # σ in %
+    assert out[1].ret_bps == pytest.approx(-200.0) and out[1].reward == 0.0

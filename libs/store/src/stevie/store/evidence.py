@@ -325,29 +325,76 @@ async def table_exists(pool: asyncpg.Pool, name: str) -> bool:
     return bool(await pool.fetchval("SELECT to_regclass($1) IS NOT NULL", name))
 
 
-async def backtest_audits(pool: asyncpg.Pool, run_id: str | None, limit: int) -> tuple[str, list[Audit]] | None:
-    """(run id, its audits oldest first) of a backtest run from ``backtest_audits`` (the same
-    Audit bodies as live, one row per decision, columns run_id, ts, body) — the newest run when
-    ``run_id`` is None. None when the table does not exist (no backtest stored yet); KeyError
-    for an unknown run."""
-    if not await table_exists(pool, "backtest_audits"):
+class BacktestDecision(msgspec.Struct, frozen=True):
+    """One row of ``backtest_decisions`` (008_backtests) as evidence reads it: event time (ns),
+    symbol, the router's choice and propensity, the chosen signal, price (last close at t),
+    context numbers and regime, every policy's shadow signal."""
+
+    ts_ns: int
+    symbol: str
+    policy_id: str
+    propensity: float
+    signal: int
+    price: float
+    context: dict[str, float | str | None]
+    shadow: dict[str, int]
+
+
+_ctx = msgspec.json.Decoder(dict[str, float | str | None])
+_shadow = msgspec.json.Decoder(dict[str, int])
+
+
+async def backtest_decisions(
+    pool: asyncpg.Pool, run_id: str | None, limit: int
+) -> tuple[str, int, list[BacktestDecision]] | None:
+    """(run id, decision interval in minutes, its decisions in event-time order) of a
+    ``stevie backtest`` run — the newest when ``run_id`` is None; None when no run is stored;
+    KeyError for an unknown run. At most the ``limit`` latest decisions."""
+    if not await table_exists(pool, "backtest_runs"):
         return None
     if run_id is None:
-        run_id = await pool.fetchval("SELECT run_id FROM backtest_audits ORDER BY ts DESC LIMIT 1")
-        if run_id is None:
-            return None
+        row = await pool.fetchrow(
+            "SELECT run_id, settings::text AS s FROM backtest_runs ORDER BY created_at DESC LIMIT 1"
+        )
+    else:
+        row = await pool.fetchrow("SELECT run_id, settings::text AS s FROM backtest_runs WHERE run_id = $1", run_id)
+        if row is None:
+            raise KeyError(f"unknown backtest run {run_id!r}")
+    if row is None:
+        return None
+    interval = int(json.loads(row["s"]).get("decision_interval_min", 5))
     rows = await pool.fetch(
-        "SELECT body::text AS body FROM backtest_audits WHERE run_id = $1 ORDER BY ts DESC LIMIT $2", run_id, limit
+        """SELECT ts_event_ns, symbol, policy_id, propensity, signal, price, context::text AS c, shadow::text AS sh
+           FROM backtest_decisions WHERE run_id = $1 ORDER BY seq DESC LIMIT $2""",
+        row["run_id"],
+        limit,
     )
-    if not rows:
-        raise KeyError(f"unknown backtest run {run_id!r}")
-    out = []
-    for r in reversed(rows):
-        try:
-            out.append(_audit.decode(r["body"]))
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            continue
-    return str(run_id), out
+    out = [
+        BacktestDecision(
+            r["ts_event_ns"],
+            r["symbol"],
+            r["policy_id"],
+            r["propensity"],
+            r["signal"],
+            r["price"],
+            _ctx.decode(r["c"]),
+            _shadow.decode(r["sh"]),
+        )
+        for r in reversed(rows)
+    ]
+    return str(row["run_id"]), interval, out
+
+
+async def backtest_run_sharpes(pool: asyncpg.Pool) -> list[float]:
+    """Per-decision Sharpe ratio of the router's reward in every stored backtest run (each run is
+    a trial for the deflated Sharpe ratio); runs with < 2 rewards or no variance are left out."""
+    if not await table_exists(pool, "backtest_decisions"):
+        return []
+    rows = await pool.fetch(
+        """SELECT avg(reward) / nullif(stddev_samp(reward), 0) AS sr FROM backtest_decisions
+           WHERE reward IS NOT NULL GROUP BY run_id HAVING count(reward) >= 2"""
+    )
+    return [float(r["sr"]) for r in rows if r["sr"] is not None]
 
 
 async def set_metrics(pool: asyncpg.Pool, model_id: str, metrics: dict[str, float]) -> None:

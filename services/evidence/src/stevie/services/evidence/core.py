@@ -35,6 +35,7 @@ from stevie.quant import calibration, ope, promotion
 from stevie.quant.errors import QuantInputError
 from stevie.quant.policies import POLICIES, PolicyInputs
 from stevie.quant.portfolio import var_cvar
+from stevie.store.evidence import BacktestDecision
 
 ROUTER = "router"
 BASELINE = "p_flat"
@@ -124,6 +125,58 @@ def outcomes(audits: list[Audit], horizon_s: float) -> list[Logged]:
                 )
     out.sort(key=lambda d: d.init_ns)
     return out
+
+
+BACKTEST_CTX = ("sigmaHAR", "sigmaGARCH", "funding")
+
+
+def backtest_outcomes(rows: list[BacktestDecision], interval_min: int) -> list[Logged]:
+    """Logged decisions of a bar backtest run: the return of a decision at t is
+    (price(t+H) − price(t))/price(t) in bps, price(t+H) the price of the same symbol's first
+    decision at or after t+H (H = the decision interval: the backtest's own reward
+    definition), so the counterfactual reward of every policy is its shadow signal × that
+    return. The reward model's features: a bias, σ HAR/GARCH (%), funding (bps)."""
+    h = interval_min * 60 * 1_000_000_000
+    by: dict[str, list[BacktestDecision]] = {}
+    for r in rows:
+        by.setdefault(r.symbol, []).append(r)
+    out = []
+    for sym, rs in by.items():
+        rs.sort(key=lambda r: r.ts_ns)
+        j = 0
+        for i, r in enumerate(rs):
+            j = max(j, i + 1)
+            while j < len(rs) and rs[j].ts_ns < r.ts_ns + h:
+                j += 1
+            if j >= len(rs) or r.price <= 0 or r.policy_id not in POLICIES:
+                continue
+            ret = (rs[j].price - r.price) / r.price * 1e4
+            c = r.context
+            x = (1.0, 100 * _num(c.get("sigmaHAR")), 100 * _num(c.get("sigmaGARCH")), 1e4 * _num(c.get("funding")))
+            regime = c.get("regime")
+            out.append(
+                Logged(
+                    r.ts_ns,
+                    r.ts_ns,
+                    "backtest",
+                    sym,
+                    regime if isinstance(regime, str) else "unknown",
+                    r.policy_id,
+                    r.propensity,
+                    x,
+                    r.signal,
+                    ret,
+                    {p: sig * ret for p, sig in r.shadow.items()},
+                    0.0,
+                    0.0,
+                )
+            )
+    out.sort(key=lambda d: (d.ts_ns, d.symbol))
+    return out
+
+
+def _num(v: object) -> float:
+    return float(v) if isinstance(v, int | float) and math.isfinite(v) else 0.0
 
 
 # -- off-policy evaluation ----------------------------------------------------------------

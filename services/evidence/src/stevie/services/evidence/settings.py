@@ -7,7 +7,8 @@ from stevie.runtime.settings import CommonSettings, SettingsError
 
 class EvidenceSettings(CommonSettings, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """horizon_s: reward horizon (must equal execution's). max_audits: most recent audits read
-    per computation. cache_s: seconds a computed answer is reused.
+    per computation; max_backtest_decisions: latest decisions of a backtest run read.
+    cache_s: seconds a computed answer is reused.
     OPE: n_boot bootstrap resamples, alpha (1 − α intervals), min_n / min_ess below which a row
     carries a warning, ridge_alpha of the reward model.
     Promotion: spa_reps, spa_block_size (mean block length, decisions), p_max (SPA), dsr_min.
@@ -18,6 +19,7 @@ class EvidenceSettings(CommonSettings, frozen=True, kw_only=True, forbid_unknown
 
     horizon_s: float = 30.0
     max_audits: int = 5000
+    max_backtest_decisions: int = 20000
     cache_s: float = 15.0
     n_boot: int = 300
     alpha: float = 0.05

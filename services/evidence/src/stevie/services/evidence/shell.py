@@ -141,17 +141,18 @@ class Evidence:
     # -- off-policy evaluation ------------------------------------------------------------
     async def cf_summary(self, req: CfSummaryRequest) -> CfSummary:
         """``source``: ``live`` (the audits), ``backtest`` (the newest stored backtest run) or
-        ``backtest:<run-id>``."""
+        ``backtest:<run-id>`` (``backtest_decisions``, 008_backtests)."""
         if not (req.source == "live" or req.source == "backtest" or req.source.startswith("backtest:")):
             raise QuantInputError(f"source must be 'live', 'backtest' or 'backtest:<run-id>', got {req.source!r}")
 
         async def make() -> CfSummary:
+            horizon = self.s.horizon_s
             if req.source == "live":
                 logged = await self.logged()
                 label = "live"
             else:
                 run = req.source.partition(":")[2] or None
-                got = await repo.backtest_audits(self.pool, run, self.s.max_audits)
+                got = await repo.backtest_decisions(self.pool, run, self.s.max_backtest_decisions)
                 if got is None:
                     return CfSummary(
                         "backtest",
@@ -160,13 +161,14 @@ class Evidence:
                         "bps",
                         self.s.alpha,
                         [],
-                        ["no backtest decisions stored yet (table backtest_audits is empty or absent)"],
+                        ["no backtest run stored yet (run `stevie backtest` with the stack's database)"],
                     )
                 label = f"backtest:{got[0]}"
-                logged = await asyncio.to_thread(core.outcomes, got[1], self.s.horizon_s)
-            cur = await repo.current_model(self.pool)
+                logged = await asyncio.to_thread(core.backtest_outcomes, got[2], got[1])
+                horizon = got[1] * 60.0
+            cur = await repo.current_model(self.pool) if req.source == "live" else None  # live features only
             rows, warnings = await asyncio.to_thread(core.cf_rows, logged, self.ope, cur[1] if cur else None)
-            return CfSummary(label, len(logged), self.s.horizon_s, "bps", self.s.alpha, rows, warnings)
+            return CfSummary(label, len(logged), horizon, "bps", self.s.alpha, rows, warnings)
 
         return await self.cached(f"cf:{req.source}", make)
 
@@ -174,7 +176,7 @@ class Evidence:
     async def promotion_status(self, _: PromotionStatusRequest) -> PromotionStatus:
         async def make() -> PromotionStatus:
             logged = await self.logged()
-            trials = await repo.trial_sharpes(self.pool)
+            trials = await repo.trial_sharpes(self.pool) + await repo.backtest_run_sharpes(self.pool)
             r = await asyncio.to_thread(core.promotion_status, logged, trials, self.promo)
             await self._record_metrics(logged)
             return PromotionStatus(
