@@ -189,3 +189,17 @@ async def test_partition_symbols_skip_other_symbols():
         )
         await bus.publish(f"t.md.status.v.{sym}", encode(st))
     assert [g.symbol for g in got] == ["BTCUSDT"]
+
+
+def test_histogram_quantiles_from_two_scrapes():
+    from stevie.runtime.stackbench import histogram, quantile
+
+    def text(c1: float, c2: float, c3: float) -> str:
+        rows = [("0.001", c1), ("0.01", c2), ("+Inf", c3)]
+        return "\n".join(f'exec_tick_to_decision_seconds_bucket{{le="{le}",venue="v"}} {c}' for le, c in rows)
+
+    before = histogram(text(10, 10, 10))
+    after = histogram(text(10, 100, 110) + "\n" + text(0, 0, 0).replace("exec_tick", "other"))
+    q, n = quantile(before, after, 0.5)  # 100 new samples: 90 in (1 ms, 10 ms], 10 above
+    assert n == 100 and q == pytest.approx(0.001 + 0.009 * 50 / 90)
+    assert quantile(after, after, 0.99) == (pytest.approx(float("nan"), nan_ok=True), 0)

@@ -102,15 +102,15 @@ class ServiceContext:
         if self._rpc_hist is None or self._rpc_errors is None:
             self._rpc_hist = Histogram(
                 "rpc_server_duration_seconds",
-                "Time to answer a request/reply call, by method",
-                ["method"],
+                "Time to answer a request/reply call, by service and method",
+                ["service", "method"],
                 registry=self.registry,
                 buckets=LATENCY_BUCKETS_S,
             )
             self._rpc_errors = Counter(
                 "rpc_server_errors_total",
                 "Request/reply calls answered with an error",
-                ["method", "status"],
+                ["service", "method", "status"],
                 registry=self.registry,
             )
         return self._rpc_hist, self._rpc_errors
@@ -125,7 +125,7 @@ class ServiceContext:
         503 for ``RuntimeError``/``TimeoutError`` (model not fitted yet, solver failure, a
         dependency not answering) and 503 ``internal_error`` (logged with its traceback) for
         anything else — the reply is never empty. Each call is timed in
-        ``rpc_server_duration_seconds{method}`` and errors are counted by status."""
+        ``rpc_server_duration_seconds{service,method}`` and errors are counted by status."""
         decoder = msgspec.json.Decoder(request_type)
         hist, errors = self._rpc_metrics()
 
@@ -149,9 +149,9 @@ class ServiceContext:
             except Exception as exc:
                 self.log.exception("rpc_failed", method=method)
                 reply = RpcError(503, "internal_error", f"{type(exc).__name__} in {self.name}.{method}")
-            hist.labels(method).observe(time.perf_counter() - t0)
+            hist.labels(self.name, method).observe(time.perf_counter() - t0)
             if isinstance(reply, RpcError):
-                errors.labels(method, str(reply.status)).inc()
+                errors.labels(self.name, method, str(reply.status)).inc()
             return encode(reply)
 
         subject = subjects.rpc(self.settings.subject_root, self.name, method)

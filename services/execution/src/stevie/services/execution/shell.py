@@ -198,8 +198,10 @@ class Execution:
             pos = self.core.positions[fill_key].size
             audit = msgspec.structs.replace(audit, venue=fill_key[0], position_after=pos, route=route)
             rec = msgspec.structs.replace(rec, venue=fill_key[0], position=pos)
-        await self.ctx.bus.publish_durable(subjects.audit(self.root, *fill_key), encode(audit), event_id)
-        await self.ctx.bus.publish_durable(subjects.exec_record(self.root, *fill_key), encode(rec), event_id + ":rec")
+        await asyncio.gather(  # both stored on JetStream (independent, idempotent by id): one round trip
+            self.ctx.bus.publish_durable(subjects.audit(self.root, *fill_key), encode(audit), event_id),
+            self.ctx.bus.publish_durable(subjects.exec_record(self.root, *fill_key), encode(rec), event_id + ":rec"),
+        )
         self.m_decisions.labels(*key).inc()
         return rec
 

@@ -211,6 +211,7 @@ FORWARDS: list[Forward] = [
         ev.PromotionStatusRequest,
         ev.PromotionStatus,
         "Champion/challengers: SPA p-values, PSR/DSR, decision",
+        query=("source",),
     ),
     Forward(
         "GET", "/api/models", "evidence", "models", ev.ModelsRequest, ev.ModelList, "Model registry", unwrap="models"
