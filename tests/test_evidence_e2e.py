@@ -43,6 +43,9 @@ def test_evidence_routes_answer_from_live_audits(e2e_stack):
     code, bt = s.get("/api/cf/summary?source=backtest")
     assert code == 200 and (bt["n"] > 0 or bt["warnings"])  # no stored backtest yet: n = 0 and why
     assert s.get("/api/cf/summary?source=bogus")[0] == 400
+    code, pbt_ = s.get("/api/promotion/status?source=backtest")
+    assert code == 200 and (pbt_["n"] > 0 or pbt_["warnings"])
+    assert s.get("/api/promotion/status?source=backtest:nope")[0] in (200, 404)  # 200 while no run is stored
 
     code, meta = s.get("/api/meta/quality")
     assert code == 200 and {"brier", "ece", "reliability", "routerPriorDelta", "sizingCapDelta"} <= set(meta)

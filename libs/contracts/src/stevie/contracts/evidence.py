@@ -80,7 +80,7 @@ class CfSummary(msgspec.Struct, frozen=True, tag=True):
 
 
 class PromotionStatusRequest(msgspec.Struct, frozen=True, tag=True, forbid_unknown_fields=True):
-    pass
+    source: str = "live"  # live (audits) | backtest | backtest:<run-id>
 
 
 class SpaView(msgspec.Struct, frozen=True):
@@ -122,6 +122,7 @@ class PromotionStatus(msgspec.Struct, frozen=True, tag=True):
     pMax: float
     dsrMin: float
     warnings: list[str]
+    source: str = "live"
 
 
 # -- model registry -----------------------------------------------------------------------

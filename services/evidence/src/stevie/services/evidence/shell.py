@@ -142,30 +142,21 @@ class Evidence:
     async def cf_summary(self, req: CfSummaryRequest) -> CfSummary:
         """``source``: ``live`` (the audits), ``backtest`` (the newest stored backtest run) or
         ``backtest:<run-id>`` (``backtest_decisions``, 008_backtests)."""
-        if not (req.source == "live" or req.source == "backtest" or req.source.startswith("backtest:")):
-            raise QuantInputError(f"source must be 'live', 'backtest' or 'backtest:<run-id>', got {req.source!r}")
+        self._check_source(req.source)
 
         async def make() -> CfSummary:
-            horizon = self.s.horizon_s
-            if req.source == "live":
-                logged = await self.logged()
-                label = "live"
-            else:
-                run = req.source.partition(":")[2] or None
-                got = await repo.backtest_decisions(self.pool, run, self.s.max_backtest_decisions)
-                if got is None:
-                    return CfSummary(
-                        "backtest",
-                        0,
-                        self.s.horizon_s,
-                        "bps",
-                        self.s.alpha,
-                        [],
-                        ["no backtest run stored yet (run `stevie backtest` with the stack's database)"],
-                    )
-                label = f"backtest:{got[0]}"
-                logged = await asyncio.to_thread(core.backtest_outcomes, got[2], got[1])
-                horizon = got[1] * 60.0
+            src = await self._logged_of(req.source)
+            if src is None:
+                return CfSummary(
+                    "backtest",
+                    0,
+                    self.s.horizon_s,
+                    "bps",
+                    self.s.alpha,
+                    [],
+                    ["no backtest run stored yet (run `stevie backtest` with the stack's database)"],
+                )
+            label, horizon, logged = src
             cur = await repo.current_model(self.pool) if req.source == "live" else None  # live features only
             rows, warnings = await asyncio.to_thread(core.cf_rows, logged, self.ope, cur[1] if cur else None)
             return CfSummary(label, len(logged), horizon, "bps", self.s.alpha, rows, warnings)
@@ -173,12 +164,45 @@ class Evidence:
         return await self.cached(f"cf:{req.source}", make)
 
     # -- promotion ------------------------------------------------------------------------
-    async def promotion_status(self, _: PromotionStatusRequest) -> PromotionStatus:
+    def _check_source(self, source: str) -> None:
+        if not (source in ("live", "backtest") or source.startswith("backtest:")):
+            raise QuantInputError(f"source must be 'live', 'backtest' or 'backtest:<run-id>', got {source!r}")
+
+    async def _logged_of(self, source: str) -> tuple[str, float, list[core.Logged]] | None:
+        """(label, horizon s, decisions) of a source; None when no backtest run is stored."""
+        if source == "live":
+            return "live", self.s.horizon_s, await self.logged()
+        got = await repo.backtest_decisions(self.pool, source.partition(":")[2] or None, self.s.max_backtest_decisions)
+        if got is None:
+            return None
+        logged = await asyncio.to_thread(core.backtest_outcomes, got[2], got[1])
+        return f"backtest:{got[0]}", got[1] * 60.0, logged
+
+    async def promotion_status(self, req: PromotionStatusRequest) -> PromotionStatus:
+        self._check_source(req.source)
+
         async def make() -> PromotionStatus:
-            logged = await self.logged()
+            src = await self._logged_of(req.source)
+            if src is None:
+                return PromotionStatus(
+                    core.ROUTER,
+                    None,
+                    0,
+                    [],
+                    None,
+                    0,
+                    "keep champion",
+                    "no backtest run stored yet",
+                    self.s.p_max,
+                    self.s.dsr_min,
+                    ["no backtest run stored yet"],
+                    "backtest",
+                )
+            label, _, logged = src
             trials = await repo.trial_sharpes(self.pool) + await repo.backtest_run_sharpes(self.pool)
             r = await asyncio.to_thread(core.promotion_status, logged, trials, self.promo)
-            await self._record_metrics(logged)
+            if req.source == "live":
+                await self._record_metrics(logged)
             return PromotionStatus(
                 core.ROUTER,
                 r.champion_mean,
@@ -191,9 +215,10 @@ class Evidence:
                 self.s.p_max,
                 self.s.dsr_min,
                 r.warnings,
+                label,
             )
 
-        return await self.cached("promotion", make)
+        return await self.cached(f"promotion:{req.source}", make)
 
     async def _record_metrics(self, logged: list[core.Logged]) -> None:
         """Measured metrics (Sharpe, CVaR, calibration) onto the current model's registry row."""
