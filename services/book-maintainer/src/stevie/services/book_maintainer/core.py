@@ -6,6 +6,14 @@ straddle the snapshot id → every later diff must continue the previous one (sp
 ``U == u+1``, USD-M ``pu == u``). Any gap, a crossed book, a run of stale diffs, a
 buffer overflow or a disconnect → SYNCING, forget the book, re-snapshot. Only a LIVE book
 is ever published as a book.
+
+L2 level guard (data quality): every diff that would be applied to a snapshotted book is
+first checked with ``stevie.quant.quality.l2_levels`` against the book's mid and its visible
+size (top ``guard_depth`` levels of both sides, base units). A diff with a level far from
+the mid or a size spike is never applied: the book resyncs (reason ``far_from_mid`` /
+``size_spike`` / ``non_finite``) and the diff is kept in ``rejected`` for the shell (counters,
+quarantine row). The venue's snapshot does not carry a bogus stream level, so the resync
+recovers the right book.
 """
 
 from __future__ import annotations
@@ -16,9 +24,11 @@ from dataclasses import dataclass
 
 from stevie.contracts import BookState, BookStatus, BookTopK, DepthDiff, DepthSnapshot
 from stevie.quant.book import OrderBook, OrderBookLike, Verdict
+from stevie.quant.quality import L2Limits, l2_levels
 
 Out = BookTopK | BookStatus
 MAX_STALE_RUN = 100
+DEFAULT_L2_LIMITS = L2Limits()  # None in BookSync(l2_limits=...) turns the guard off
 
 
 @dataclass
@@ -28,6 +38,20 @@ class SyncCounters:
     gaps: int = 0
     crossed: int = 0
     resyncs: int = 0
+    l2_checked: int = 0
+    l2_rejected: int = 0
+
+
+@dataclass(frozen=True)
+class RejectedDiff:
+    """A diff the L2 guard refused: ``reason`` from ``l2_levels``, the book's ``mid`` (quote
+    units) and ``visible_size`` (base units, top ``guard_depth`` levels of both sides) it was
+    judged against."""
+
+    diff: DepthDiff
+    reason: str
+    mid: float
+    visible_size: float
 
 
 class BookSync:
@@ -49,6 +73,8 @@ class BookSync:
         buffer_size: int = 5000,
         book: OrderBookLike | None = None,
         init_clock: Callable[[], int] | None = None,
+        l2_limits: L2Limits | None = DEFAULT_L2_LIMITS,
+        guard_depth: int = 20,
     ) -> None:
         self.venue, self.symbol = venue, symbol
         self.book: OrderBookLike = book if book is not None else OrderBook(usdm=usdm)
@@ -63,6 +89,8 @@ class BookSync:
         self._dirty = False
         self.last_event_ns = 0
         self._init_clock = init_clock
+        self.l2_limits, self.guard_depth = l2_limits, guard_depth
+        self.rejected: list[RejectedDiff] = []  # drained by the shell (take_rejected)
 
     # -- inputs -------------------------------------------------------------------------
     def on_diff(self, diff: DepthDiff) -> list[Out]:
@@ -88,6 +116,11 @@ class BookSync:
     def _replay(self, pending: list[DepthDiff], now_ns: int) -> list[Out]:
         """Apply diffs to a freshly snapshotted book; LIVE once one continues it."""
         for i, diff in enumerate(pending):
+            reason = self._bad_levels(diff)
+            if reason:
+                out = self.resync(reason, now_ns)
+                self.buffer.extend(pending[i + 1 :])  # newer diffs wait for the next snapshot
+                return out
             verdict = self.book.apply_diff(
                 diff.first_update_id, diff.final_update_id, diff.prev_final_update_id, diff.bids, diff.asks
             )
@@ -117,6 +150,11 @@ class BookSync:
         self.counters.resyncs += 1
         return [self._status(reason, now_ns, seq)]
 
+    def take_rejected(self) -> list[RejectedDiff]:
+        """The diffs the L2 guard refused since the last call (then forgotten)."""
+        out, self.rejected = self.rejected, []
+        return out
+
     def check_stale(self, idle_ns: int, stale_after_ns: int, now_ns: int) -> list[Out]:
         """LIVE with no update for ``idle_ns >= stale_after_ns`` → STALE (not served as LIVE)."""
         if self.state is BookState.LIVE and idle_ns >= stale_after_ns:
@@ -131,7 +169,30 @@ class BookSync:
         return []
 
     # -- internals ----------------------------------------------------------------------
+    def _bad_levels(self, diff: DepthDiff) -> str:
+        """'' or the L2 guard's reason for a diff that would change the book (a stale diff,
+        ``u`` not beyond the book's update id, is never applied and not judged)."""
+        if self.l2_limits is None or diff.final_update_id <= self.book.last_update_id:
+            return ""
+        bb, ba = self.book.best_bid(), self.book.best_ask()
+        if bb is None or ba is None:
+            return ""
+        mid = 0.5 * (bb[0] + ba[0])
+        bids, asks = self.book.top_k(self.guard_depth)
+        visible = sum(q for _, q in bids) + sum(q for _, q in asks)
+        self.counters.l2_checked += 1
+        reason = l2_levels(diff.bids, mid, visible, self.l2_limits) or l2_levels(
+            diff.asks, mid, visible, self.l2_limits
+        )
+        if reason:
+            self.counters.l2_rejected += 1
+            self.rejected.append(RejectedDiff(diff, reason, mid, visible))
+        return reason
+
     def _apply(self, diff: DepthDiff) -> list[Out]:
+        reason = self._bad_levels(diff)
+        if reason:
+            return self.resync(reason, diff.ts_event_ns)
         verdict = self.book.apply_diff(
             diff.first_update_id, diff.final_update_id, diff.prev_final_update_id, diff.bids, diff.asks
         )

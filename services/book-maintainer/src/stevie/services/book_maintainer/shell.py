@@ -23,15 +23,20 @@ from stevie.contracts import BookTopK, StreamStatus, encode, subjects
 from stevie.quant.kernels import Kernels
 from stevie.quant.kernels import load as load_kernels
 from stevie.runtime.budget import BudgetDenied, acquire
+from stevie.runtime.dataquality import DqRecorder
+from stevie.runtime.flags import FlagsClient
 from stevie.runtime.service import ServiceContext, ServiceSpec
 from stevie.services.book_maintainer import binance
 from stevie.services.book_maintainer.bars import BarBuilder
-from stevie.services.book_maintainer.core import BookSync, Out
+from stevie.services.book_maintainer.core import BookSync, Out, RejectedDiff
 from stevie.services.book_maintainer.settings import BookMaintainerSettings
 from stevie.store import connect_pool, insert_bar, insert_resync, migrate
+from stevie.store.ops import QuarantineRow
 
 _OVERFLOW = object()
-RESYNC_REASONS = ("gap", "crossed", "stale_run", "overflow", "disconnect")
+L2_GUARD_REASONS = ("far_from_mid", "size_spike", "non_finite")  # stevie.quant.quality.l2_levels
+RESYNC_REASONS = ("gap", "crossed", "stale_run", "overflow", "disconnect", *L2_GUARD_REASONS)
+MAX_QUARANTINED_LEVELS = 50
 
 
 def depth_weight(venue: str, limit: int) -> int:
@@ -97,9 +102,12 @@ class BookMaintainer:
         http: aiohttp.ClientSession,
         pool: asyncpg.Pool | None,
         kernels: Kernels,
+        flags: FlagsClient | None = None,
     ) -> None:
         self.ctx, self.s, self.http, self.pool = ctx, s, http, pool
         self.m = Metrics.create(ctx)
+        # L2 guard: data_quality_*_total{source="l2"}; strict = a quarantine row per refused diff
+        self.dq = DqRecorder(ctx.registry, pool, flags, ctx.log)
         self.root = s.subject_root
         clock = ctx.clock.now_ns
         self.streams = {
@@ -269,7 +277,12 @@ class BookMaintainer:
                 return
             st.last_msg_mono[data.s] = time.monotonic()
             was_live = sync.state.value == "LIVE"
+            checked = sync.counters.l2_checked
             await self.publish(sync.on_diff(binance.to_diff(st.venue, data, now)))
+            if sync.counters.l2_checked != checked:
+                self.dq.checked("l2", sync.counters.l2_checked - checked)
+            for rej in sync.take_rejected():
+                await self.record_rejected(rej)
             if was_live and sync.state.value == "LIVE":
                 self.m.applied.labels(st.venue, data.s).inc()
             self.maybe_fetch(st)
@@ -280,6 +293,35 @@ class BookMaintainer:
             for bar in builder.on_trade(trade) if builder else []:
                 await self.ctx.bus.publish(subjects.md_bar(self.root, st.venue, bar.symbol), encode(bar))
                 await self._persist(insert_bar, bar)
+
+    async def record_rejected(self, rej: RejectedDiff) -> None:
+        """A diff the L2 guard refused (the book already resynced): ``strict`` keeps it in the
+        quarantine table with its reason, ``relaxed`` only counts it. Either way it is never
+        applied — a wrong book is never served as LIVE."""
+        d = rej.diff
+        if not self.dq.strict:
+            self.dq.counted("l2", rej.reason)
+            return
+        await self.dq.quarantine(
+            QuarantineRow(
+                source="l2",
+                venue=d.venue,
+                symbol=d.symbol,
+                item_ts_ms=d.ts_event_ns // 1_000_000,
+                reason=rej.reason,
+                detail=(
+                    f"diff U={d.first_update_id} u={d.final_update_id}: a level vs mid {rej.mid:.8g} and "
+                    f"visible top-20 size {rej.visible_size:.8g}; not applied, book resynced from a REST snapshot"
+                ),
+                item={
+                    "U": d.first_update_id,
+                    "u": d.final_update_id,
+                    "b": d.bids[:MAX_QUARANTINED_LEVELS],
+                    "a": d.asks[:MAX_QUARANTINED_LEVELS],
+                },
+                replaced=False,
+            )
+        )
 
     async def ticker(self) -> None:
         """Every 100 ms: flush coalesced books, mark idle books STALE."""
@@ -312,7 +354,9 @@ async def main(ctx: ServiceContext) -> None:
     async with aiohttp.ClientSession(timeout=timeout) as http:
         kernels = load_kernels(s.kernels)
         ctx.backend = kernels.BACKEND
-        bm = BookMaintainer(ctx, s, http, pool, kernels)
+        flags = FlagsClient(ctx)
+        await flags.start()
+        bm = BookMaintainer(ctx, s, http, pool, kernels, flags)
         ctx.streams = lambda: [st.status() for st in bm.streams.values()]
         try:
             await bm.run()
