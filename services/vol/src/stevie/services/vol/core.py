@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from stevie.contracts.rpc import ChainPoint, PortfolioResult, Smile, TenorSmileView, VolForecast
-from stevie.quant import options, portfolio, vol
+from stevie.quant import options, portfolio, quality, vol
 from stevie.quant.errors import NotFitted, QuantInputError
 
 
@@ -199,3 +199,167 @@ def allocate(
         bars=len(ts),
         status=a.status,
     )
+
+
+# -- data quality of the 1-minute history (stevie.quant.quality guards) -------------------
+
+
+@dataclass(frozen=True)
+class Candle:
+    """One 1-minute kline: ``open_ms`` (ms since epoch), prices in quote units, ``volume`` in
+    base units."""
+
+    open_ms: int
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+
+
+@dataclass(frozen=True)
+class BadCandle:
+    """A candle a guard rejected: its ``index`` in the screened series, the ``reason``
+    (``ohlcv_schema``'s reasons or ``spike``) and a human ``detail`` (for the quarantine row)."""
+
+    index: int
+    candle: Candle
+    reason: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class GuardSettings:
+    """Spike rule parameters (``stevie.quant.quality.spike_guard``): trailing ``window``
+    returns, robust-z ``z_cap``, share of the jump the next close must undo (``min_revert``)."""
+
+    window: int = 240
+    z_cap: float = 25.0
+    min_revert: float = 0.8
+
+
+def screen_candles(candles: list[Candle], g: GuardSettings = GuardSettings()) -> list[BadCandle]:
+    """Every bad candle of a series (oldest first): schema first (``ohlcv_schema``), then the
+    two-sided spike rule on the closes of the schema-clean candles. Indices refer to
+    ``candles``. An empty series has no bad candle."""
+    if not candles:
+        return []
+    schema = quality.ohlcv_schema(
+        [c.open_ms for c in candles],
+        [c.open for c in candles],
+        [c.high for c in candles],
+        [c.low for c in candles],
+        [c.close for c in candles],
+        [c.volume for c in candles],
+    )
+    bad = [
+        BadCandle(i, c, why, f"ohlcv schema: {why} (o={c.open} h={c.high} l={c.low} c={c.close} v={c.volume})")
+        for i, (c, why) in enumerate(zip(candles, schema, strict=True))
+        if why
+    ]
+    clean = [i for i, why in enumerate(schema) if not why]
+    if len(clean) > g.window + 2:
+        closes = np.array([candles[i].close for i in clean])
+        verdict = quality.spike_guard(closes, g.window, g.z_cap, g.min_revert)
+        for j in np.flatnonzero(verdict.spike):
+            i = clean[int(j)]
+            bad.append(BadCandle(i, candles[i], "spike", _spike_detail(closes, int(j), float(verdict.z_in[j]), g)))
+    return sorted(bad, key=lambda b: b.index)
+
+
+def _spike_detail(closes: np.ndarray, j: int, z_in: float, g: GuardSettings) -> str:
+    """Why candle ``j`` of ``closes`` is a spike: its closes, the robust z in and out (against
+    the window that judged its way in) and how much of the jump the next close undid."""
+    r = np.diff(np.log(closes))
+    w = r[j - 1 - g.window : j - 1]
+    med = float(np.median(w))
+    mad = float(np.median(np.abs(w - med))) * quality.MAD_TO_SIGMA
+    z_out = (float(r[j]) - med) / mad if mad > 0 else math.nan
+    undone = 100 * (1 - abs(r[j - 1] + r[j]) / abs(r[j - 1]))
+    return (
+        f"close {closes[j]:.8g} after {closes[j - 1]:.8g} and before {closes[j + 1]:.8g}: robust z of the return "
+        f"in {z_in:+.1f}, out {z_out:+.1f} vs the trailing {g.window}-return MAD (cap {g.z_cap:g}); "
+        f"the next close undid {undone:.0f} % of the jump"
+    )
+
+
+def accept_replacement(
+    candles: list[Candle],
+    bad: BadCandle,
+    replacement: Candle | None,
+    g: GuardSettings = GuardSettings(),
+) -> bool:
+    """Is ``replacement`` (re-fetched from the venue) a good stand-in for ``bad``? Same open
+    time, schema-clean on its own and, put in place of the bad candle, no longer a spike
+    (judged with the same trailing window and the next close)."""
+    if replacement is None or replacement.open_ms != bad.candle.open_ms:
+        return False
+    if screen_candles([replacement], g):
+        return False
+    lo, hi = max(0, bad.index - g.window - 2), min(len(candles), bad.index + 2)
+    seg = [replacement if i == bad.index else candles[i] for i in range(lo, hi)]
+    return not any(b.index == bad.index - lo for b in screen_candles(seg, g))
+
+
+def repair(candles: list[Candle], replaced: dict[int, Candle], dropped: set[int]) -> list[Candle]:
+    """The series with quarantined candles replaced (index → replacement) or left out."""
+    return [replaced.get(i, c) for i, c in enumerate(candles) if i not in dropped]
+
+
+class LiveBarGuard:
+    """Screens 1-minute bars as they arrive, against the closes already accepted (``history``,
+    oldest first). A bar whose return in is within the cap is released at once. A candidate
+    spike (|z| of its return in above the cap) is held until the next bar shows whether the
+    price came back (the two-sided rule needs the next close); ``on_bar`` then returns
+    ``(bar, reason_or_empty)`` for the held bar and judges the new one. Schema-bad bars are
+    returned at once with their reason. Pure; no clock."""
+
+    def __init__(self, g: GuardSettings = GuardSettings()) -> None:
+        self.g = g
+        self.held: Candle | None = None
+
+    def on_bar(self, history: list[float], bar: Candle) -> list[tuple[Candle, str, str]]:
+        """(candle, reason, detail) in the order to apply them; reason '' = good."""
+        prev_ms = None if self.held is None else self.held.open_ms
+        schema = screen_candles([bar], self.g)
+        if schema or (prev_ms is not None and bar.open_ms <= prev_ms):
+            why = schema[0].reason if schema else "non_increasing_time"
+            return [(bar, why, schema[0].detail if schema else f"open {bar.open_ms} not after the held bar")]
+        out: list[tuple[Candle, str, str]] = []
+        g = self.g
+        if self.held is not None:
+            held, self.held = self.held, None
+            closes = np.array([*history[-(g.window + 1) :], held.close, bar.close])
+            reason, detail = "", ""
+            if len(closes) == g.window + 3:
+                v = quality.spike_guard(closes, g.window, g.z_cap, g.min_revert)
+                if v.spike[-2]:
+                    reason, detail = "spike", _spike_detail(closes, len(closes) - 2, float(v.z_in[-2]), g)
+            out.append((held, reason, detail))
+            if not reason:
+                history = [*history, held.close]
+        if len(history) > g.window + 1 and self._z_in(history, bar.close) > g.z_cap:
+            self.held = bar
+            return out
+        out.append((bar, "", ""))
+        return out
+
+    def _z_in(self, history: list[float], close: float) -> float:
+        c = np.array([*history[-(self.g.window + 1) :], close])
+        r = np.diff(np.log(c))
+        w = r[:-1]
+        med = float(np.median(w))
+        mad = float(np.median(np.abs(w - med))) * quality.MAD_TO_SIGMA
+        return abs(float(r[-1]) - med) / mad if mad > 0 else 0.0
+
+
+def accept_live_replacement(
+    history: list[float], bad: Candle, replacement: Candle | None, g: GuardSettings = GuardSettings()
+) -> bool:
+    """A re-fetched live bar stands in for ``bad`` when it has the same open time, is
+    schema-clean and its return from the last accepted close is within the cap."""
+    if replacement is None or replacement.open_ms != bad.open_ms or screen_candles([replacement], g):
+        return False
+    if len(history) <= g.window + 1:
+        return True
+    return LiveBarGuard(g)._z_in(history, replacement.close) <= g.z_cap
