@@ -10,6 +10,7 @@ import numpy as np
 
 from stevie.contracts.rpc import REGIMES, Choice, PosteriorSummary, RouterContext, RouterSnapshot
 from stevie.quant.bandit import LinearTS
+from stevie.quant.errors import QuantInputError
 from stevie.quant.policies import POLICIES
 from stevie.services.router import baseline
 
@@ -57,13 +58,24 @@ def features(c: RouterContext) -> np.ndarray:
 
 
 class Router:
-    def __init__(self, seed: int, lam: float, v: float, mc: int, arms: Sequence[str] = tuple(POLICIES)) -> None:
+    def __init__(
+        self,
+        seed: int,
+        lam: float,
+        v: float,
+        mc: int,
+        arms: Sequence[str] = tuple(POLICIES),
+        max_abs_reward: float = 10_000.0,
+    ) -> None:
         """``arms``: the policy ids to choose between (default every policy; ``stevie backtest``
-        routes over ``BAR_POLICIES`` or ``L2_POLICIES``). Raises KeyError for an unknown id."""
+        routes over ``BAR_POLICIES`` or ``L2_POLICIES``). Raises KeyError for an unknown id.
+        ``max_abs_reward``: the largest |reward| ``update`` accepts (bps of the horizon return,
+        the unit execution reports; one huge reward would otherwise own the posterior mean)."""
         unknown = [a for a in arms if a not in POLICIES]
         if unknown:
             raise KeyError(f"unknown policies {unknown}; known: {', '.join(POLICIES)}")
         self.ts = LinearTS(list(arms), len(FEATURES), lam, v, mc)
+        self.max_abs_reward = max_abs_reward
         self.rng = np.random.default_rng(seed)
         self.last: Choice | None = None
         self.decisions = 0
@@ -95,7 +107,11 @@ class Router:
         """Raises KeyError (naming the known policies) for an unknown policy, QuantInputError
         for a bad reward."""
         if policy_id not in self.ts.posteriors:
-            raise KeyError(f"unknown policy {policy_id!r}; known: {', '.join(self.ts.arms)}")
+            raise KeyError(f"unknown policy {policy_id[:60]!r}; known: {', '.join(self.ts.arms)}")
+        if not abs(reward) <= self.max_abs_reward:  # also NaN
+            raise QuantInputError(
+                f"reward must be a finite number of bps with |reward| <= {self.max_abs_reward:g}, got {reward:.6g}"
+            )
         p = self.ts.update(policy_id, reward, features(ctx))
         return PosteriorSummary(policy_id, p.n, p.mean.tolist(), self.updates())
 

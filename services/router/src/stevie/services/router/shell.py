@@ -23,7 +23,7 @@ from stevie.services.router.settings import RouterSettings
 async def main(ctx: ServiceContext) -> None:
     s = ctx.settings
     assert isinstance(s, RouterSettings)
-    router = Router(s.seed, s.prior_precision, s.exploration, s.mc_draws)
+    router = Router(s.seed, s.prior_precision, s.exploration, s.mc_draws, max_abs_reward=s.max_abs_reward_bps)
     sync = ModelSync(ctx, router, s.checkpoint_every)
     await sync.start()
     decisions = Counter(

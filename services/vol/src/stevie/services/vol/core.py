@@ -100,10 +100,29 @@ class SymbolVol:
         )
 
 
+MAX_IV = 5.0  # decimal implied vol (500 %): above it a quote is junk, not a market
+MAX_MONEYNESS = 20.0  # K/F and 1/(K/F) at most this (strikes from 5 % to 2000 % of the forward)
+MAX_CHAIN_POINTS = 5000
+
+
+def _check_point(iv: float | None, k: float | None) -> None:
+    """IV in (0, MAX_IV] (decimal) and moneyness K/F in [1/MAX_MONEYNESS, MAX_MONEYNESS];
+    raises QuantInputError naming the bound."""
+    if iv is not None and not 0 < iv <= MAX_IV:
+        raise QuantInputError(f"iv must be a decimal in (0, {MAX_IV:g}], got {iv:.6g}")
+    if k is not None and not 1 / MAX_MONEYNESS <= k <= MAX_MONEYNESS:
+        raise QuantInputError(f"moneyness k = K/F must be in [{1 / MAX_MONEYNESS:g}, {MAX_MONEYNESS:g}], got {k:.6g}")
+
+
 def to_quotes(chain: list[ChainPoint]) -> list[options.OptionQuote]:
-    """Chain points (moneyness or full form, not mixed) → quotes. Raises QuantInputError."""
+    """Chain points (moneyness or full form, not mixed) → quotes. Bounds: at most
+    ``MAX_CHAIN_POINTS`` points, IV in (0, 5] (decimal; ``markIv`` in percent, (0, 500]),
+    moneyness K/F (given, or strike / underlying) in [0.05, 20], strike and underlying > 0.
+    Raises QuantInputError."""
     if not chain:
         raise QuantInputError("chain is empty")
+    if len(chain) > MAX_CHAIN_POINTS:
+        raise QuantInputError(f"chain has {len(chain)} points; at most {MAX_CHAIN_POINTS}")
     full = [p for p in chain if p.strike is not None]
     if full and len(full) != len(chain):
         raise QuantInputError("mix of moneyness and full-chain points")
@@ -112,6 +131,7 @@ def to_quotes(chain: list[ChainPoint]) -> list[options.OptionQuote]:
         for p in chain:
             if p.k is None or p.tenor is None or p.iv is None:
                 raise QuantInputError("moneyness points need k, tenor, type and iv")
+            _check_point(p.iv, p.k)
             out.append(options.quote(p.k, p.tenor, p.type, p.iv))
         return out
     rows = []
@@ -122,6 +142,11 @@ def to_quotes(chain: list[ChainPoint]) -> list[options.OptionQuote]:
         if iv_pct is None or not iv_pct > 0:
             raise QuantInputError(f"iv must be > 0, got {iv_pct}")
         assert p.strike is not None and p.expiryMs is not None and p.tsMs is not None and p.underlying is not None
+        if not (p.strike > 0 and p.underlying > 0 and math.isfinite(p.strike) and math.isfinite(p.underlying)):
+            raise QuantInputError(
+                f"strike and underlying must be finite and > 0, got {p.strike:.6g}, {p.underlying:.6g}"
+            )
+        _check_point(iv_pct / 100, p.strike / p.underlying)
         if p.expiryMs <= p.tsMs:
             raise QuantInputError("expiryMs must be after tsMs")
         rows.append(options.ChainRow(p.strike, p.expiryMs, p.tsMs, p.type, iv_pct, p.underlying))

@@ -59,6 +59,14 @@ _klines = msgspec.json.Decoder(list[KlineRow])
 MAX_REFETCH_PER_LOAD = 50  # replacement fetches per history load (beyond: quarantined, left out)
 
 
+def base_asset(symbol: str) -> str:
+    """BTCUSDT → BTC (quote assets USDT, USDC, BUSD, FDUSD); other names unchanged."""
+    for quote in ("FDUSD", "USDT", "USDC", "BUSD"):
+        if symbol.endswith(quote) and len(symbol) > len(quote):
+            return symbol[: -len(quote)]
+    return symbol
+
+
 def to_candle(r: KlineRow) -> Candle:
     return Candle(r[0], float(r[1]), float(r[2]), float(r[3]), float(r[4]), float(r[5]))
 
@@ -80,6 +88,7 @@ class Vol:
         self.dq = DqRecorder(ctx.registry, pool, flags, ctx.log)
         self.guard = GuardSettings(s.spike_window, s.spike_z_cap)
         self.live_guards = {sym: LiveBarGuard(self.guard) for sym in s.symbols}
+        self.options_universe = frozenset(s.symbols) | {base_asset(sym) for sym in s.symbols}
         self.books = {
             sym: SymbolVol(sym, s.minutes_per_period, s.garch_window, s.refit_every_bars) for sym in s.symbols
         }
@@ -230,13 +239,24 @@ class Vol:
     def forecast(self, req: VolForecastRequest) -> VolForecast:
         if not 1 <= req.h <= self.s.max_horizon_mins:
             raise QuantInputError(f"h must be an integer number of minutes in [1, {self.s.max_horizon_mins}]")
-        return self.books[req.symbol.upper()].forecast(req.h)
+        sym = req.symbol.upper()
+        if sym not in self.books:
+            raise KeyError(f"unknown symbol {sym[:40]!r}; known: {', '.join(self.books)}")
+        return self.books[sym].forecast(req.h)
 
     def store_chain(self, req: OptionsChainRequest) -> Smile:
-        return self.desk.store(req.symbol.upper(), req.chain)
+        """Only symbols of the configured universe (``symbols`` and their base assets, e.g.
+        BTCUSDT and BTC): the desk never grows with junk names. Unknown → KeyError (404)."""
+        sym = req.symbol.upper()
+        if sym not in self.options_universe:
+            raise KeyError(f"unknown options symbol {sym[:40]!r}; known: {', '.join(sorted(self.options_universe))}")
+        return self.desk.store(sym, req.chain)
 
     def smile(self, req: SmileRequest) -> Smile:
-        return self.desk.smile(req.symbol.upper())
+        sym = req.symbol.upper()
+        if sym not in self.desk.chains:
+            raise KeyError(f"no options chain stored for {sym[:40]!r}; POST /api/options/chain/{{symbol}} first")
+        return self.desk.smile(sym)
 
     def portfolio(self, req: PortfolioRequest) -> PortfolioResult:
         return allocate(self.books, [s.upper() for s in req.symbols], req.cvarBudget, req.volTarget, req.alpha)
