@@ -430,7 +430,8 @@ def json_response(body: object, status: int = 200) -> web.Response:
 
 
 def error(status: int, err: str, detail: str) -> web.Response:
-    return json_response(api.ErrorBody(err, detail), status)
+    """A JSON error; ``detail`` capped at 500 characters (never echoes a huge input back)."""
+    return json_response(api.ErrorBody(err, detail[:500]), status)
 
 
 @web.middleware
