@@ -74,7 +74,11 @@ class RouterHealth(msgspec.Struct, frozen=True):
 
 
 class ExecHealth(msgspec.Struct, frozen=True):
+    """``routerEnabled``: the ``ExecutionRouter`` flag as last pushed to the gateway (false =
+    execution takes no new decisions, positions held; null before the gateway knows)."""
+
     blockedLastMin: int | None
+    routerEnabled: bool | None = None
 
 
 class HealthResponse(msgspec.Struct, frozen=True):

@@ -145,6 +145,7 @@ def health(
     decisions_last_min: int | None = None,
     blocked_last_min: int | None = None,
     last_ohlcv_ms: int | None = None,
+    execution_router: bool | None = None,
 ) -> HealthResponse:
     """Overall status: ``ok`` when every service is up, NATS is connected and (if a database
     is configured) it answered; else ``degraded``."""
@@ -156,6 +157,6 @@ def health(
         NatsHealth(nats_connected),
         WsHealth(ws_clients),
         RouterHealth(decisions_last_min),
-        ExecHealth(blocked_last_min),
+        ExecHealth(blocked_last_min, execution_router),
         last_ohlcv_ms,
     )

@@ -72,6 +72,7 @@ from stevie.contracts.venues import (
     VenueScore,
     VenueScoreRequest,
 )
+from stevie.runtime.flags import FlagsClient
 from stevie.runtime.metrics import MergedTextCollector, new_registry
 from stevie.runtime.service import ServiceContext, ServiceSpec
 from stevie.services.gateway import api, dashboard, operations, resilience, security
@@ -457,6 +458,7 @@ class Gateway:
         self.view = View(known, int(s.book_stale_s * 1e9), int(s.liveness_s * 1e9))
         self.pool: asyncpg.Pool | None = None
         self.probe: resilience.HealthProbe | None = None
+        self.flags: FlagsClient | None = None  # set in main: ExecutionRouter in /api/health
         self.requests = Counter("gateway_requests_total", "HTTP requests", ["route", "status"], registry=ctx.registry)
         self.dlq = Counter("gateway_dlq_total", "Undecodable bus messages", ["type"], registry=ctx.registry)
         self._rpc_reply = msgspec.json.Decoder(RpcError)
@@ -656,6 +658,7 @@ class Gateway:
             p.decisions_last_min,
             p.blocked_last_min,
             int(ohlcv * 1000) if ohlcv else None,
+            None if self.flags is None else self.flags.enabled("ExecutionRouter"),
         )
         return json_response(body, 200 if body.status == "ok" else 503)
 
@@ -679,6 +682,8 @@ async def main(ctx: ServiceContext) -> None:
     s = ctx.settings
     assert isinstance(s, GatewaySettings)
     gw = Gateway(ctx, s)
+    gw.flags = FlagsClient(ctx)
+    await gw.flags.start()
     await gw.subscribe()
     runner = web.AppRunner(gw.app(), access_log=None)
     await runner.setup()
