@@ -36,6 +36,7 @@ def test_json_depth_ignores_brackets_in_strings():
     assert check_body(deep)[0] == "too_deep"
     assert check_body(b"[" * MAX_JSON_DEPTH + b"]" * MAX_JSON_DEPTH) is None
     assert check_body(b'{"x": "\xff"}')[0] == "bad_encoding"
+    assert check_body(b'{"symbol": "BTC\\u0000"}')[0] == "bad_character"
 
 
 def test_bad_number_finds_the_place():

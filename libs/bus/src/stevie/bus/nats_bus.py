@@ -205,17 +205,18 @@ class NatsBus:
     async def close(self, timeout_s: float = 0.5) -> None:
         """Stop the micro services and drain, within ``timeout_s`` (then close outright): a
         stop never waits on a NATS that is away."""
-        try:
-            async with asyncio.timeout(timeout_s):
-                for svc in self._services.values():
-                    await svc.stop()
-                if not self.nc.is_closed and self.nc.is_connected:
-                    await self.nc.drain()
-        except (TimeoutError, NatsError):
-            pass
+        if self.nc.is_connected:  # away: nothing to drain or unregister, just close
+            try:
+                async with asyncio.timeout(timeout_s):
+                    for svc in self._services.values():
+                        await svc.stop()
+                    if not self.nc.is_closed:
+                        await self.nc.drain()
+            except (TimeoutError, NatsError):
+                pass
         if not self.nc.is_closed:
             try:
-                async with asyncio.timeout(0.2):
+                async with asyncio.timeout(0.1):
                     await self.nc.close()
             except (TimeoutError, NatsError):
                 pass

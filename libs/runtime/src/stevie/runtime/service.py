@@ -42,9 +42,9 @@ from stevie.runtime.settings import CommonSettings, describe, load_settings
 T = TypeVar("T")
 #: seconds; fine at the low end for in-process and loopback latencies (tick → decision, RPCs)
 LATENCY_BUCKETS_S = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
-STOP_MAIN_S = 0.5
-STOP_BUS_S = 0.3
-STOP_DEADLINE_S = 0.95
+STOP_MAIN_S = 0.4
+STOP_BUS_S = 0.25
+STOP_DEADLINE_S = 0.85
 
 
 @dataclass

@@ -5,9 +5,11 @@ durable JetStream stream (``Nats-Msg-Id`` = event id) for the reporter."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import asyncpg
@@ -58,6 +60,8 @@ R = TypeVar("R")
 STREAM = "STEVIE_EVENTS"
 #: base units; far beyond any book's depth, small enough that no size reaches float overflow
 MAX_ORDER_SIZE = 1e9
+#: seconds a decision waits for the very first vol forecast / smile of a symbol
+FIRST_FETCH_S = 0.25
 
 
 class Execution:
@@ -72,6 +76,7 @@ class Execution:
         self.locks: dict[Key, asyncio.Lock] = {k: asyncio.Lock() for k in self.core.slots}
         self.vol_cache: dict[str, tuple[float, VolForecast | None]] = {}
         self.smile_cache: dict[str, tuple[float, float]] = {}
+        self._refreshing: dict[tuple[str, str], asyncio.Future[None]] = {}
         self.blocked_times: deque[float] = deque()
         # adaptive context (issue 12): regime label per symbol, gated-off features, alpha blend
         self.regimes: dict[str, str] = {}
@@ -99,36 +104,60 @@ class Execution:
             raise RuntimeError(f"{service}.{method}: {out.status} {out.error}: {out.detail}")
         return out
 
+    async def _refreshed(self, key: tuple[str, str], fetch: Callable[[], Awaitable[None]], first: bool) -> None:
+        """Run ``fetch`` (which refreshes a cache) in the background, once at a time per
+        ``key``: a decision does not wait on the vol service (tick → decision latency), except
+        ≤ ``FIRST_FETCH_S`` for the very first value of a symbol."""
+        task = self._refreshing.get(key)
+        if task is None or task.done():
+            task = asyncio.ensure_future(fetch())
+            self._refreshing[key] = task
+        if first:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(task), FIRST_FETCH_S)
+
     async def sigma(self, symbol: str) -> tuple[float, float, str]:
         """(σ GARCH, σ HAR, source) of the return over the horizon from the vol service
-        (cached 60 s, a missing forecast only 5 s); zeros when the vol service has no answer."""
+        (refreshed in the background every 60 s, a missing forecast every 5 s); zeros when
+        the vol service has no answer (yet)."""
         at, fc = self.vol_cache.get(symbol, (0.0, None))
         if time.monotonic() - at > (60 if fc else 5):
-            h = max(1, math.ceil(self.s.horizon_s / 60))
-            try:
-                fc = await self.call("vol", "forecast", VolForecastRequest(symbol, h), VolForecast)
-            except (TimeoutError, RuntimeError):
-                fc = None
-            self.vol_cache[symbol] = (time.monotonic(), fc)
+
+            async def fetch() -> None:
+                h = max(1, math.ceil(self.s.horizon_s / 60))
+                try:
+                    got = await self.call("vol", "forecast", VolForecastRequest(symbol, h), VolForecast)
+                except (TimeoutError, RuntimeError, msgspec.ValidationError):
+                    got = None
+                self.vol_cache[symbol] = (time.monotonic(), got)
+
+            await self._refreshed(("sigma", symbol), fetch, first=symbol not in self.vol_cache)
+            at, fc = self.vol_cache.get(symbol, (0.0, None))
         if fc is None:
             return 0.0, 0.0, "none"
         return fc.sigmaGARCH, fc.sigmaHAR, f"garch h={fc.h}m"
 
     async def rr25(self, symbol: str) -> float:
         """Headline 25-delta risk reversal of the stored option chain (``SYMBOL`` or its base
-        asset, e.g. ``BTC``); 0 (neutral) when no chain defines it. Cached 60 s."""
+        asset, e.g. ``BTC``); 0 (neutral) when no chain defines it. Refreshed in the
+        background every 60 s."""
         at, value = self.smile_cache.get(symbol, (0.0, 0.0))
         if time.monotonic() - at > 60:
-            value = 0.0
-            for name in (symbol, symbol.removesuffix("USDT")):
-                try:
-                    smile = await self.call("vol", "options_smile", SmileRequest(name), Smile)
-                except (TimeoutError, RuntimeError):
-                    continue
-                if smile.rr25 is not None:
-                    value = smile.rr25
-                    break
-            self.smile_cache[symbol] = (time.monotonic(), value)
+
+            async def fetch() -> None:
+                got = 0.0
+                for name in (symbol, symbol.removesuffix("USDT")):
+                    try:
+                        smile = await self.call("vol", "options_smile", SmileRequest(name), Smile)
+                    except (TimeoutError, RuntimeError, msgspec.ValidationError):
+                        continue
+                    if smile.rr25 is not None:
+                        got = smile.rr25
+                        break
+                self.smile_cache[symbol] = (time.monotonic(), got)
+
+            await self._refreshed(("rr25", symbol), fetch, first=symbol not in self.smile_cache)
+            value = self.smile_cache.get(symbol, (0.0, 0.0))[1]
         return value
 
     async def decide(self, key: Key, choice: Choice | None = None) -> ExecutionRecord:

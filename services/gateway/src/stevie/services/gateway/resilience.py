@@ -1,8 +1,9 @@
 """gateway resilience: input limits checked before decoding, request timing by route, and a
 cached health probe.
 
-- ``check_body`` (run by ``observe`` on every body, before any handler): a JSON body must be
-  UTF-8 and nest at most ``MAX_JSON_DEPTH`` arrays/objects
+- ``check_body`` / ``check_url`` (run by ``observe`` on every request, before any handler): a
+  JSON body must be UTF-8, hold no NUL character (nor may the path or query) and nest at most
+  ``MAX_JSON_DEPTH`` arrays/objects
   (checked on the raw bytes, before any decoder recurses), and its numbers must be finite and
   within ``MAX_ABS_NUMBER`` (checked after decoding, before any service does maths with them):
   errors are 400s.
@@ -74,6 +75,16 @@ def check_body(raw: bytes) -> tuple[str, str] | None:
         return "bad_encoding", f"the body is not UTF-8: byte {exc.start} ({exc.reason})"
     if json_depth(raw) > MAX_JSON_DEPTH:
         return "too_deep", f"JSON nested deeper than {MAX_JSON_DEPTH} levels"
+    if b"\x00" in raw or b"\\u0000" in raw:
+        return "bad_character", "NUL characters are not accepted (no Stevie input contains one)"
+    return None
+
+
+def check_url(request: web.Request) -> tuple[str, str] | None:
+    """(error, detail) when the path or a query parameter holds a NUL character (it reaches
+    no service: PostgreSQL text cannot hold one, no symbol or venue has one)."""
+    if "\x00" in request.path or any("\x00" in k or "\x00" in v for k, v in request.query.items()):
+        return "bad_character", "NUL characters are not accepted in the path or the query"
     return None
 
 
@@ -129,8 +140,8 @@ def observe(registry: CollectorRegistry, log: FilteringBoundLogger) -> Any:
         t0 = time.perf_counter()
         route = _route(request)
         try:
-            bad = None
-            if request.can_read_body and request.method in ("POST", "PUT", "PATCH"):
+            bad = check_url(request)
+            if bad is None and request.can_read_body and request.method in ("POST", "PUT", "PATCH"):
                 bad = check_body(await request.read())  # cached: the handler reads it again
             resp = await handler(request) if bad is None else _json(400, *bad)
         except web.HTTPException as exc:
