@@ -204,3 +204,36 @@ def test_histogram_quantiles_from_two_scrapes():
     q, n = quantile(before, after, 0.5)  # 100 new samples: 90 in (1 ms, 10 ms], 10 above
     assert n == 100 and q == pytest.approx(0.001 + 0.009 * 50 / 90)
     assert quantile(after, after, 0.99) == (pytest.approx(float("nan"), nan_ok=True), 0)
+
+
+@pytest.mark.integration
+def test_postgres_leftovers_are_found_and_only_them(pg_server):
+    from stevie.runtime.infra import leftovers
+
+    procs = leftovers(pg_server.pgdata)
+    assert pg_server.proc.pid in procs and len(procs) >= 3  # postmaster + its background processes
+    assert leftovers(pg_server.pgdata, b"nats-server") == []
+    assert leftovers(pg_server.data_dir) == []  # another directory: none
+
+
+@pytest.mark.integration
+async def test_postgres_killed_with_a_client_restarts_on_the_same_port_and_data(tmp_path):
+    import asyncpg
+
+    from stevie.runtime.infra import PostgresServer, leftovers
+
+    pg = PostgresServer.start(tmp_path / "pg")
+    try:
+        conn = await asyncpg.connect(pg.url)
+        await conn.execute("CREATE TABLE t (x int); INSERT INTO t VALUES (42)")
+        port, old = pg.port, pg.proc.pid
+        os.kill(old, signal.SIGKILL)
+        pg.proc.wait()
+        await asyncio.to_thread(pg.restart)  # orphaned backends killed, stale postmaster.pid removed
+        assert pg.port == port and pg.proc.pid != old and old not in leftovers(pg.pgdata)
+        conn2 = await asyncpg.connect(pg.url)
+        assert await conn2.fetchval("SELECT x FROM t") == 42
+        await conn2.close()
+        conn.terminate()
+    finally:
+        pg.stop()

@@ -53,12 +53,6 @@ def pdeathsig(sig: int = signal.SIGTERM, parent_pid: int | None = None) -> Calla
     return preexec
 
 
-def _pdeathsig() -> None:  # pragma: no cover - runs in the child before exec
-    """Linux: the child gets SIGTERM if its parent dies, so nothing is orphaned."""
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that is free right now."""
     with socket.socket() as s:
@@ -99,17 +93,38 @@ def stop_process(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeo
         proc.wait(5)
 
 
-def kill_group_leftovers(pgid: int, timeout_s: float = 5.0) -> None:
-    """SIGKILL whatever is left in process group ``pgid`` (a server's own group, e.g. the
-    backends of a killed postmaster) and wait until the group is empty."""
+def leftovers(workdir: Path, program: bytes = b"postgres") -> list[int]:
+    """Live processes of ``program`` whose working directory is ``workdir``: the processes of
+    a server that runs in that directory (PostgreSQL's postmaster and backends all chdir to
+    their data directory; each backend has its own session, so no process group holds them)."""
+    target = str(workdir.resolve())
+    out = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            state = (d / "stat").read_text().rpartition(")")[2].split()[0]
+            cmd = (d / "cmdline").read_bytes().split(b"\0")[0]
+            cwd = os.readlink(d / "cwd")
+        except OSError:
+            continue
+        if state not in ("Z", "X") and cwd == target and cmd.split(b":")[0].strip().endswith(program):
+            out.append(int(d.name))
+    return out
+
+
+def kill_leftovers(workdir: Path, timeout_s: float = 5.0, program: bytes = b"postgres") -> None:
+    """SIGKILL what is left of a killed server in ``workdir`` (the backends of a killed
+    postmaster, still attached to its shared memory) and wait until none is left. Only that
+    program in that directory is touched, so a reused PID never costs a stranger."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        try:
-            os.killpg(pgid, signal.SIGKILL)
-        except ProcessLookupError:
+        left = leftovers(workdir, program)
+        if not left:
             return
-        except PermissionError:
-            return
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
         time.sleep(0.02)
 
 
@@ -196,7 +211,6 @@ class NatsServer:
         """Start a dead server again: same port, same monitor port, same store."""
         if self.alive():
             return
-        kill_group_leftovers(self.proc.pid, 1.0)
         self.proc = self._popen(self.store_dir, self.port, self.monitor_port, self.extra_args)
         self.restarts += 1
 
@@ -449,10 +463,11 @@ class PostgresServer:
 
     def respawn(self) -> None:
         """Start a dead postmaster again: same port, same data directory. Its orphaned
-        backends (same process group) are killed first, so the old shared memory is free."""
+        backends (postgres processes in that directory) are killed first, so the old shared
+        memory is free."""
         if self.alive():
             return
-        kill_group_leftovers(self.proc.pid)
+        kill_leftovers(self.pgdata)
         clear_stale_pidfile(self.pgdata)
         self.proc = self._popen(self.data_dir, self.port)
         self.restarts += 1
@@ -464,7 +479,7 @@ class PostgresServer:
     def stop(self) -> None:
         """Fast shutdown (SIGINT): aborts sessions, checkpoints, removes postmaster.pid."""
         stop_process(self.proc, signal.SIGINT, timeout_s=20)
-        kill_group_leftovers(self.proc.pid, 1.0)
+        kill_leftovers(self.pgdata, 1.0)
 
 
 def _alive(pid: int) -> bool:

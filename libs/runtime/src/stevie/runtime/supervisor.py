@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from stevie.runtime.infra import InfraError, NatsServer, PostgresServer, free_port, kill_group_leftovers, pdeathsig
+from stevie.runtime.infra import InfraError, NatsServer, PostgresServer, free_port, kill_leftovers, pdeathsig
 from stevie.runtime.logs import get_logger
 from stevie.store import migrate
 
@@ -203,7 +203,8 @@ class ServerKeeper:
                 return
             backoff = min(backoff * 2, 5.0)
             try:
-                await asyncio.to_thread(kill_group_leftovers, self.server.proc.pid)
+                if isinstance(self.server, PostgresServer):  # its orphaned backends
+                    await asyncio.to_thread(kill_leftovers, self.server.pgdata)
                 self.server.respawn()  # forked from the main thread: the parent-death signal holds
                 await asyncio.to_thread(self.server.wait_ready)
             except (InfraError, OSError) as exc:
