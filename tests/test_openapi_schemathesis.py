@@ -60,8 +60,11 @@ def _runner(
 ):
     def run(case: schemathesis.Case) -> None:
         calls[label] = calls.get(label, 0) + 1
+        # /api/health answers 503 (its documented document) whenever the stack is degraded:
+        # that is its contract, not a server error
+        checks = CHECKS[1:] if label == "GET /api/health" else CHECKS
         try:
-            resp = case.call_and_validate(base_url=base_url, headers=headers, checks=CHECKS, timeout=30)
+            resp = case.call_and_validate(base_url=base_url, headers=headers, checks=checks, timeout=30)
         except (Exception, BaseExceptionGroup) as exc:  # a FailureGroup names every failed check; go on
             failures.append(f"{label}: {str(exc)[:600]}")
             return

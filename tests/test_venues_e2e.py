@@ -20,12 +20,17 @@ def test_registry_score_routing_audit_report_and_metric(e2e_stack):
     def measured():
         status, rows = s.get("/api/venues/registry")
         ok = status == 200 and isinstance(rows, list) and len(rows) == 4
-        return rows if ok and all(r["latencyMs"] is not None and r["state"] == "LIVE" for r in rows) else None
+        live = ok and {r["symbol"] for r in rows if r["state"] == "LIVE"} == {"BTCUSDT", "ETHUSDT"}
+        return rows if live and all(r["latencyMs"] is not None for r in rows) else None
 
-    rows = wait_for(measured, 90, "every venue × symbol LIVE with a measured round trip")
+    # (the recorded USD-M captures end before the spot ones: late in each replay pass the perp
+    # books are STALE, so only one LIVE venue per symbol is required)
+    rows = wait_for(measured, 90, "a LIVE venue per symbol and a measured round trip to every venue")
     assert all(set(r) >= FIELDS for r in rows) and {r["venue"] for r in rows} == {"binance", "binance-usdm"}
     assert {r["feeBps"] for r in rows} == {10.0, 5.0}  # Binance VIP 0 taker: spot 0.10 %, USD-M 0.05 %
-    assert all(0 <= r["reliabilityScore"] <= 1 and r["topDepth"] > 0 and r["rateRemaining"] > 0 for r in rows)
+    assert all(0 <= r["reliabilityScore"] <= 1 and r["rateRemaining"] > 0 for r in rows)
+    assert all(r["topDepth"] > 0 and r["spread_bps"] >= 0 for r in rows if r["state"] == "LIVE")
+    assert all(r["topDepth"] is None and r["spread_bps"] is None for r in rows if r["state"] != "LIVE")
     assert all(0 < r["latencyMs"] < 1000 for r in rows)  # loopback round trips
     status, one = s.get("/api/venues/registry?symbol=ETHUSDT")
     assert status == 200 and {r["symbol"] for r in one} == {"ETHUSDT"}
@@ -34,7 +39,10 @@ def test_registry_score_routing_audit_report_and_metric(e2e_stack):
     assert status == 200, sc
     assert sc["venue"] in {"binance", "binance-usdm"} and sc["score"] > 0 and sc["reasons"]
     assert sc["score"] == min(a["score"] for a in sc["alternatives"] if a["eligible"])
-    assert any("basis binance-usdm" in r for r in sc["reasons"])
+    live = {a["venue"] for a in sc["alternatives"] if a["eligible"]}
+    assert all(a["score"] is None for a in sc["alternatives"] if not a["eligible"])
+    if live == {"binance", "binance-usdm"}:
+        assert any("basis binance-usdm" in r for r in sc["reasons"])
     for body, code in (({"symbol": "DOGEUSDT", "size": 1}, 404), ({"symbol": "BTCUSDT", "size": -1}, 400)):
         assert s.post("/api/venues/score", body)[0] == code
 

@@ -121,7 +121,8 @@ class Route(msgspec.Struct, frozen=True):
     parameters (GET) become, minus the path parameters; ``params``: query parameters of
     gateway-own routes; ``operator``: needs the bearer token; ``content_type``: a non-JSON
     200 (``text/plain``, ``text/html``), ``response`` then ignored; ``path_schemas``: schemas
-    of path parameters that are not request fields (default: string)."""
+    of path parameters that are not request fields (default: string); ``unavailable``: the
+    503 body type when it is not ``ErrorBody`` (``/api/health`` answers its document)."""
 
     method: str
     path: str
@@ -134,6 +135,7 @@ class Route(msgspec.Struct, frozen=True):
     params: tuple[Param, ...] = ()
     content_type: str = "application/json"
     path_schemas: tuple[tuple[str, dict[str, object]], ...] = ()
+    unavailable: type | None = None
 
 
 _STR: dict[str, object] = {"type": "string"}
@@ -153,7 +155,13 @@ class _Text(msgspec.Struct, frozen=True):
 
 
 ROUTES: list[Route] = [
-    Route("get", "/api/health", "Liveness of every service, database latency, NATS connection", HealthResponse),
+    Route(
+        "get",
+        "/api/health",
+        "Liveness of every service, database latency, NATS connection (503 with the same document when degraded)",
+        HealthResponse,
+        unavailable=HealthResponse,
+    ),
     Route(
         "get",
         "/api/l2/{venue}/{symbol}",
@@ -253,6 +261,7 @@ def openapi(extra: list[Route] | None = None) -> dict[str, object]:
     routes = ROUTES + list(extra or [])
     types = [r.response for r in routes if r.content_type == "application/json"] + [ErrorBody]
     types += [r.request for r in routes if r.request is not None]
+    types += [r.unavailable for r in routes if r.unavailable is not None]
     _, components = msgspec.json.schema_components(
         list(dict.fromkeys(types)), ref_template="#/components/schemas/{name}"
     )
@@ -296,6 +305,7 @@ def openapi(extra: list[Route] | None = None) -> dict[str, object]:
                     "description": f"the {r.unwrap!r} list of {r.response.__name__}",
                 }
             ok = {"description": "OK", "content": {"application/json": {"schema": schema}}}
+        unavail = _ERR if r.unavailable is None else {"$ref": f"#/components/schemas/{r.unavailable.__name__}"}
         responses: dict[str, object] = {
             "200": ok,
             "4XX": {
@@ -303,8 +313,8 @@ def openapi(extra: list[Route] | None = None) -> dict[str, object]:
                 "content": {"application/json": {"schema": _ERR}},
             },
             "503": {
-                "description": "A service did not answer in time",
-                "content": {"application/json": {"schema": _ERR}},
+                "description": "A service did not answer in time" if r.unavailable is None else "Degraded",
+                "content": {"application/json": {"schema": unavail}},
             },
         }
         if r.operator:

@@ -164,7 +164,13 @@
       const out = [kv(b)];
       for (const [k, v] of Object.entries(b)) {
         if (Array.isArray(v) && v.length && typeof v[0] === "object") out.push(el("h3", {}, k), table(v));
-        else if (v && typeof v === "object" && !Array.isArray(v)) out.push(el("h3", {}, k), el("pre", {}, JSON.stringify(v).slice(0, 400)));
+        else if (v && typeof v === "object" && !Array.isArray(v)) {
+          const vals = Object.values(v);
+          if (vals.length && vals.every((x) => x && typeof x === "object" && !Array.isArray(x)))  // {key: {...}} → rows
+            out.push(el("h3", {}, k), table(Object.entries(v).map(([key, x]) => ({ [k]: key, ...x }))));
+          else if (vals.every(isScalar)) out.push(el("h3", {}, k), kv(v, Object.keys(v)));
+          else out.push(el("h3", {}, k), el("pre", {}, JSON.stringify(v).slice(0, 400)));
+        }
       }
       return out;
     }
