@@ -169,6 +169,11 @@ class ServiceSpec:
 
 @stamina.retry(on=(NoServersError, OSError, TimeoutError), attempts=30, timeout=30.0)
 async def _connect(url: str, name: str) -> NatsBus:
+    """With ``STEVIE_NATS_PASSWORD`` set the service logs in as the NATS user named like it
+    (``deploy/nats-cluster/accounts.conf``: per-service subject permissions); else anonymous."""
+    password = os.environ.get("STEVIE_NATS_PASSWORD", "")
+    if password:
+        return await NatsBus.connect(url, name=name, user=name, password=password)
     return await NatsBus.connect(url, name=name)
 
 
