@@ -189,3 +189,36 @@ def test_donchian_equals_the_sliding_window_definition():
             elif now[j] < win[j].min():
                 want = -1
         assert P.donchian_breakout(P.PolicyInputs(closes=c), p) == want
+
+
+def test_batch_signals_equal_the_live_policies():
+    """The backtest evaluates the bar policies in batch (``stevie.backtest.signals``); at every
+    decision of a symbol's recorded history they give the live function's signal exactly
+    (including tick-bound stretches where SMA/z ties are decided by the summation order)."""
+    from stevie.backtest.bars import decision_index
+    from stevie.backtest.data import discover, load_funding, load_klines
+    from stevie.backtest.signals import batch_signals
+
+    files = discover(KLINES)
+    fund = load_funding(FUNDING)
+    for sym in ("BTCUSDT", "DOGEUSDT"):
+        k = load_klines(files, [sym], None, None)[sym]
+        idx = decision_index(k, 5)[:2000]  # the first week
+        upto = idx + 1
+        ft, fr = fund.of(sym)
+        fi = np.searchsorted(ft, k.open_time_ms[idx] + 60_000, side="right") - 1
+        f = np.where(fi >= 0, fr[np.maximum(fi, 0)], 0.0) if fr.size else np.zeros(idx.size)
+        for pid in P.BAR_POLICIES:
+            got = batch_signals(pid, k.close, upto, f, 240)
+            want = [
+                P.POLICIES[pid](P.PolicyInputs(closes=k.close[max(0, u - 240) : u], funding=float(fu)))
+                for u, fu in zip(upto.tolist(), f.tolist(), strict=True)
+            ]
+            assert got.tolist() == want, pid
+            assert pid in ("p_flat", "p_funding_carry") or len(set(want)) == 3  # all signs occur
+    # a flat (tick-bound) stretch and the very start of the history
+    c = np.r_[np.full(300, 0.1234), np.linspace(0.1234, 0.2, 100)]
+    upto = np.arange(1, c.size + 1)
+    for pid in P.BAR_POLICIES:
+        want = [P.POLICIES[pid](P.PolicyInputs(closes=c[max(0, u - 240) : u])) for u in upto.tolist()]
+        assert batch_signals(pid, c, upto, np.zeros(c.size), 240).tolist() == want, pid

@@ -5,21 +5,25 @@ Event order (one global event-time loop, symbols in name order at equal times):
 1. At every funding settlement F of a symbol (``funding_rate_8h``), the position held at F
    pays ``size · price(F) · rate`` (longs pay when the rate is positive, Binance USD-M).
 2. Every ``decision_interval`` minutes T (on the UTC clock grid) per symbol whose bar closing
-   at T exists: the vol core (``stevie.services.vol.core.SymbolVol``, HAR-RV + GARCH(1,1),
-   online GARCH recursion between walk-forward refits) is fed the bars closed by T; rewards
-   whose horizon ended are sent to the router core (``Router.update``); the context (σ from the
-   vol core, last settled funding) goes to ``Router.choose`` (Thompson sampling over
-   ``BAR_POLICIES``); every policy's signal is computed on the closes up to T (shadows, the
-   chosen one trades); ``size_decision`` (the execution core's sizing) gives the target; the
-   order is checked by the risk-guards core (``RiskGuards.check``) and, when allowed, filled at
-   the **open of the next bar** moved by the cost model ``k·size^α + spread/2`` (impact in the
-   square-root law form, k = Y·σ₁ₘ/√V₁ₘ, α = ½, Tóth et al. 2011 / Almgren et al. 2005, σ₁ₘ and
-   V₁ₘ trailing 60-bar volatility (bps) and volume) plus the taker fee.
+   at T exists: rewards whose horizon ended are sent to the router core (the bandit update of
+   ``Router.update`` on the features of the decision's context); the context (σ HAR / σ GARCH
+   from the live vol core ``SymbolVol`` — HAR-RV + GARCH(1,1), online GARCH recursion between
+   walk-forward refits — the BOCPD regime label and the last settled funding) goes to
+   ``Router.choose`` (Thompson sampling over ``BAR_POLICIES``); the chosen policy's signal
+   (every policy's is kept as ``shadow_*``) and ``size_decision`` (the execution core's sizing)
+   give the target; the order is checked by the risk-guards core (``RiskGuards.check``) and,
+   when allowed, filled at the **open of the next bar** moved by the cost model
+   ``k·size^α + spread/2`` (impact in the square-root law form, k = Y·σ₁ₘ/√V₁ₘ, α = ½, Tóth et
+   al. 2011 / Almgren et al. 2005, σ₁ₘ and V₁ₘ trailing 60-bar volatility (bps) and volume)
+   plus the taker fee.
 3. The reward of a decision is the live one: signal·(price(T+H) − price(T))/price(T) in bps,
    H = the decision interval, sent when T+H is reached.
 
-Decision-free per-bar work (parsing, validation, trailing σ and volume, funding alignment,
-the decision grid, the vol refits) is vectorised or done ahead; the decision path is the cores.
+Decision-free work — parsing, validation, trailing σ and volume, funding alignment, the
+decision grid, and per symbol the vol refits, the vol core's forecasts, the policies' signals
+and the regime labels (``stevie.backtest.prepare``, one worker process per symbol) — is
+vectorised or done ahead; the replay loop runs only what depends on decisions (router, sizing,
+guards, fills, funding payments), on preconverted Python lists.
 Nothing reads data after T: ``tests/test_backtest_lookahead.py`` perturbs every later input.
 """
 
@@ -34,16 +38,16 @@ import msgspec
 import numpy as np
 
 from stevie.backtest.data import MINUTE_MS, BacktestInputError, Funding, Klines
-from stevie.backtest.fits import PrecomputedFitter, fit_all, min_train_bars, schedule
+from stevie.backtest.fits import min_train_bars
+from stevie.backtest.prepare import Prepared, PrepareJob, prepare_all
 from stevie.contracts.rpc import OrderCheck, RouterContext
 from stevie.quant.impact import ImpactModel
-from stevie.quant.policies import BAR_POLICIES, POLICIES, PolicyInputs
+from stevie.quant.policies import BAR_POLICIES
 from stevie.services.execution.core import Position, size_decision
 from stevie.services.execution.settings import ExecutionSettings
 from stevie.services.risk_guards.core import RiskGuards
 from stevie.services.risk_guards.settings import RiskGuardsSettings
 from stevie.services.router.core import Router
-from stevie.services.vol.core import SymbolVol
 
 VENUE = "binance-usdm"
 CTX_FIELDS = ("sigmaHAR", "sigmaGARCH", "funding")
@@ -70,6 +74,7 @@ class BarSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     garch_window: int = 20_000
     refit_every_bars: int = 10_080
     lookback_bars: int = 240
+    regime_max_run: int = 288
     policies: list[str] = msgspec.field(default_factory=lambda: list(BAR_POLICIES))
     mc_draws: int = 500
     prior_precision: float = 1.0
@@ -151,13 +156,13 @@ def trailing_mean(x: np.ndarray, w: int) -> np.ndarray:
 @dataclass
 class _Sym:
     k: Klines
-    vol: SymbolVol
-    fed: int
-    boundaries: list[int]
+    prep: Prepared
+    idx: np.ndarray  # bar index of each decision
     impact_k: np.ndarray  # per bar: Y·σ₁ₘ(bps)/√V₁ₘ, known at the bar's close
     funding_t: np.ndarray
     funding_r: np.ndarray
-    pending: deque[tuple[int, str, RouterContext, int, float, int]] = field(default_factory=deque)
+    # (reward due ms, policy, router features x at the decision, signal, price, row)
+    pending: deque[tuple[int, str, list[float], int, float, int]] = field(default_factory=deque)
 
 
 def decision_index(k: Klines, interval_min: int) -> np.ndarray:
@@ -183,8 +188,8 @@ def run_bars(
     ex = s.execution()
     router = Router(s.seed, s.prior_precision, s.exploration, s.mc_draws, arms=s.policies)
     guards = RiskGuards(s.guards)
-    policies = [(pid, POLICIES[pid]) for pid in s.policies]
-    mpp, step, interval = s.minutes_per_period, s.refit_every_bars, s.decision_interval_min
+    policies = list(s.policies)
+    mpp, interval = s.minutes_per_period, s.decision_interval_min
     first = min_train_bars(mpp)
     for sym, k in klines.items():
         if k.n <= first + 1:
@@ -192,28 +197,52 @@ def run_bars(
                 f"{sym}: {k.n} bars in the window; the vol models need more than {first + 1} "
                 f"({first // 60} h of warm-up at minutes_per_period={mpp})"
             )
-    points = {sym: schedule(k.open_time_ms, mpp, step) for sym, k in klines.items()}
-    fits = fit_all({sym: k.close for sym, k in klines.items()}, points, mpp, s.garch_window, workers)
+    names = sorted(klines)
+    didx = {sym: decision_index(klines[sym], interval) for sym in names}
+    jobs = []
+    for sym in names:
+        k = klines[sym]
+        ft, fr = funding.of(sym)
+        jobs.append(
+            PrepareJob(
+                sym,
+                k.open_time_ms,
+                k.close,
+                ft,
+                fr,
+                didx[sym],
+                mpp,
+                s.garch_window,
+                s.refit_every_bars,
+                interval,
+                s.lookback_bars,
+                tuple(policies),
+                s.regime_max_run,
+            )
+        )
+    if progress is not None:
+        progress(0)
+    prepared = prepare_all(jobs, workers)
 
     syms: dict[str, _Sym] = {}
-    for sym, k in sorted(klines.items()):
+    for sym in names:
+        k = klines[sym]
         r = np.concatenate([[0.0], np.diff(np.log(k.close))])
         sigma_bps = np.sqrt(np.maximum(trailing_mean(r * r, s.cost_window_bars), 0.0)) * 1e4
         vol_1m = np.maximum(trailing_mean(k.volume, s.cost_window_bars), 1e-12)
         ft, fr = funding.of(sym)
-        sv = SymbolVol(sym, mpp, s.garch_window, step, fitter=PrecomputedFitter(sym, fits, first))
-        syms[sym] = _Sym(k, sv, 0, points[sym], s.impact_y * sigma_bps / np.sqrt(vol_1m), ft, fr)
+        syms[sym] = _Sym(k, prepared[sym], didx[sym], s.impact_y * sigma_bps / np.sqrt(vol_1m), ft, fr)
 
-    # one global event list: (time ms, kind 0 = funding / 1 = decision, symbol order, bar index)
-    names = sorted(syms)
+    # one global event list: (time ms, kind 0 = funding / 1 = decision, symbol order, index);
+    # index = the decision's number for decisions, the settlement's for funding
     ev_t, ev_kind, ev_sym, ev_i = [], [], [], []
     for j, sym in enumerate(names):
         st = syms[sym]
-        idx = decision_index(st.k, interval)
+        idx = st.idx
         ev_t.append(st.k.open_time_ms[idx] + MINUTE_MS)
         ev_kind.append(np.ones(idx.size, dtype=np.int64))
         ev_sym.append(np.full(idx.size, j))
-        ev_i.append(idx)
+        ev_i.append(np.arange(idx.size))
         t = st.k.open_time_ms
         inside = (st.funding_t > t[0]) & (st.funding_t <= t[-1] + MINUTE_MS)
         ft = st.funding_t[inside]
@@ -251,7 +280,7 @@ def run_bars(
             "equity_quote",
             "ctx_regime",
             *[f"ctx_{c}" for c in CTX_FIELDS],
-            *[f"shadow_{pid}" for pid, _ in policies],
+            *[f"shadow_{pid}" for pid in policies],
         ]
     )
     d = cols.data
@@ -267,122 +296,114 @@ def run_bars(
     bars_total = sum(k.n for k in klines.values())
     bars_seen = dict.fromkeys(names, 0)
     n_funding = 0
-    lookback = s.lookback_bars
+    pol_index = {p: n for n, p in enumerate(policies)}
+    shadow_cols = [d[f"shadow_{p}"] for p in policies]
+    # per-symbol views as Python lists (no numpy scalar boxing inside the loop)
+    close_l = {sym: st.k.close.tolist() for sym, st in syms.items()}
+    open_l = {sym: st.k.open.tolist() for sym, st in syms.items()}
+    idx_l = {sym: st.idx.tolist() for sym, st in syms.items()}
+    impact_l = {sym: st.impact_k.tolist() for sym, st in syms.items()}
+    ready_l = {sym: st.prep.ready.tolist() for sym, st in syms.items()}
+    har_l = {sym: st.prep.sigma_har.tolist() for sym, st in syms.items()}
+    garch_l = {sym: st.prep.sigma_garch.tolist() for sym, st in syms.items()}
+    fund_l = {sym: st.prep.funding.tolist() for sym, st in syms.items()}
+    shadows_l = {sym: st.prep.shadows.tolist() for sym, st in syms.items()}
+    fr_l = {sym: st.funding_r.tolist() for sym, st in syms.items()}
+    source = f"garch h={h}m"
+    spread, fee_bps, min_order = s.spread_bps, s.fee_bps, s.min_order_quote
+    col_names = [
+        "ts_event_ns", "symbol", "policy_id", "propensity", "score", "width", "signal", "target_size",
+        "order_size", "fill_price", "cost_bps", "fee_quote", "funding_quote", "reward", "blocked", "reason",
+        "position_after", "price", "equity_quote", "ctx_regime", "ctx_sigmaHAR", "ctx_sigmaGARCH", "ctx_funding",
+    ]  # fmt: skip
+    appenders = [d[n].append for n in col_names]
+    rewards = d["reward"]
 
     def equity() -> float:
         return cash + sum(p.size * last_price[n] for n, p in positions.items())
 
+    def gross() -> float:
+        return sum(abs(p.size) * last_price[n] for n, p in positions.items())
+
     prev_t = -1
-    for n_ev, (t_ms, kind, j, i) in enumerate(zip(T, K, J, Ix, strict=True)):
+    for n_ev, (t_ms, kind, j, q) in enumerate(zip(T, K, J, Ix, strict=True)):
         if t_ms != prev_t and prev_t >= 0:
             eq_t.append(prev_t * 1_000_000)
             eq_v.append(equity())
-            eq_g.append(sum(abs(p.size) * last_price[n] for n, p in positions.items()))
+            eq_g.append(gross())
         prev_t = t_ms
         sym = names[j]
         st = syms[sym]
         pos = positions[sym]
         if kind == 0:  # funding settlement at t_ms, before any fill at t_ms
-            rate = float(st.funding_r[i])
+            rate = fr_l[sym][q]
             if pos.size != 0.0:
                 paid = pos.size * last_price[sym] * rate
                 cash -= paid
                 funding_due[sym] += paid
                 n_funding += 1
             continue
-        c = st.k.close
-        price = float(c[i])
+        i = idx_l[sym][q]
+        price = close_l[sym][i]
         last_price[sym] = price
         bars_seen[sym] = i + 1
-        # feed the vol core the bars closed by t_ms, cut at the walk-forward fold starts
-        upto = i + 1
-        sv = st.vol
-        while st.fed < upto:
-            nxt = upto
-            for b in st.boundaries:
-                if st.fed < b <= upto:
-                    nxt = b
-                    break
-            if sv.garch is None and nxt < first:
-                break  # still warming up: fed in one piece at the first fit
-            lo = 0 if sv.garch is None else st.fed
-            sv.add_bars(st.k.open_time_ms[lo:nxt].tolist(), c[lo:nxt].tolist())
-            st.fed = nxt
         now_ns = t_ms * 1_000_000
-        # rewards whose horizon has passed (live: signal · Δmid/mid in bps)
+        # rewards whose horizon has passed (live: signal · Δmid/mid in bps), to the router core
         while st.pending and st.pending[0][0] <= t_ms:
-            _, pid, pctx, psig, pprice, row = st.pending.popleft()
+            _, pid, px, psig, pprice, row = st.pending.popleft()
             reward = psig * (price - pprice) / pprice * 1e4
-            router.update(pid, reward, pctx)
-            d["reward"][row] = reward
-        if sv.garch is None:
+            router.ts.update(pid, reward, px)  # = Router.update(pid, reward, ctx) on features(ctx)
+            rewards[row] = reward
+        if not ready_l[sym][q]:
             continue
-        fc = sv.forecast(h)
-        fi = int(np.searchsorted(st.funding_t, t_ms, side="right")) - 1
-        fund = float(st.funding_r[fi]) if fi >= 0 else 0.0
-        ctx = RouterContext(symbol=sym, venue=VENUE, sigmaHAR=fc.sigmaHAR, sigmaGARCH=fc.sigmaGARCH, funding=fund)
+        s_har, s_garch, fund = har_l[sym][q], garch_l[sym][q], fund_l[sym][q]
+        regime = st.prep.regime[q]
+        ctx = RouterContext(symbol=sym, venue=VENUE, regime=regime, sigmaHAR=s_har, sigmaGARCH=s_garch, funding=fund)
         choice = router.choose(ctx, now_ns)
-        inputs = PolicyInputs(closes=c[max(0, upto - lookback) : upto], funding=fund)
-        shadows = [fn(inputs) for _, fn in policies]
-        signal = shadows[s.policies.index(choice.policyId)]
-        snap = size_decision(ex, sym, choice.width, fc.sigmaGARCH, f"garch h={h}m", signal, price, now_ns)
+        shadows = shadows_l[sym][q]
+        signal = shadows[pol_index[choice.policyId]]
+        snap = size_decision(ex, sym, choice.width, s_garch, source, signal, price, now_ns)
         order = snap.target_size - pos.size
         side, qty = (1 if order > 0 else -1), abs(order)
         fill_price = cost = fee = math.nan
         blocked, reason = False, "no_order"
-        if qty * price >= s.min_order_quote:
-            cost = ImpactModel(float(st.impact_k[i]), 0.5).cost_bps(qty, s.spread_bps)
+        eq_now = equity()
+        if qty * price >= min_order:
+            cost = ImpactModel(impact_l[sym][i], 0.5).cost_bps(qty, spread)
             est = price * (1 + side * cost / 1e4)
             pos_after = (pos.size + side * qty) * price
-            gross = sum(abs(p.size) * last_price[n] for n, p in positions.items() if n != sym) + abs(pos_after)
-            check = OrderCheck(VENUE, sym, side, qty, est, price, "LIVE", 0.0, pos_after, gross, equity(), now_ns)
+            gross_after = sum(abs(p.size) * last_price[n] for n, p in positions.items() if n != sym) + abs(pos_after)
+            check = OrderCheck(VENUE, sym, side, qty, est, price, "LIVE", 0.0, pos_after, gross_after, eq_now, now_ns)
             g = guards.check(check)
             blocked, reason = g.blocked, g.reason
             if not g.blocked:
-                fill_price = float(st.k.open[i + 1]) * (1 + side * cost / 1e4)
-                fee = qty * fill_price * s.fee_bps / 1e4
+                fill_price = open_l[sym][i + 1] * (1 + side * cost / 1e4)
+                fee = qty * fill_price * fee_bps / 1e4
                 pos.apply(side, qty, fill_price)
                 cash -= side * qty * fill_price + fee
+                eq_now = equity()
             else:
                 cost = math.nan
-        row = len(cols)
+        row = len(rewards)
         if not blocked:
-            st.pending.append((t_ms + horizon_ms, choice.policyId, ctx, signal, price, row))
-        for name, v in (
-            ("ts_event_ns", now_ns),
-            ("symbol", sym),
-            ("policy_id", choice.policyId),
-            ("propensity", choice.propensity),
-            ("score", choice.score),
-            ("width", choice.width),
-            ("signal", signal),
-            ("target_size", snap.target_size),
-            ("order_size", side * qty if not (blocked or math.isnan(fill_price)) else 0.0),
-            ("fill_price", fill_price),
-            ("cost_bps", cost),
-            ("fee_quote", 0.0 if math.isnan(fee) else fee),
-            ("funding_quote", funding_due[sym]),
-            ("reward", math.nan),
-            ("blocked", blocked),
-            ("reason", reason),
-            ("position_after", pos.size),
-            ("price", price),
-            ("equity_quote", equity()),
-            ("ctx_regime", ctx.regime),
-            ("ctx_sigmaHAR", fc.sigmaHAR),
-            ("ctx_sigmaGARCH", fc.sigmaGARCH),
-            ("ctx_funding", fund),
-        ):
-            d[name].append(v)
-        for (pid, _), sig in zip(policies, shadows, strict=True):
-            d[f"shadow_{pid}"].append(sig)
+            st.pending.append((t_ms + horizon_ms, choice.policyId, choice.features, signal, price, row))
+        traded = not (blocked or math.isnan(fill_price))
+        values = (
+            now_ns, sym, choice.policyId, choice.propensity, choice.score, choice.width, signal, snap.target_size,
+            side * qty if traded else 0.0, fill_price, cost, 0.0 if math.isnan(fee) else fee, funding_due[sym],
+            math.nan, blocked, reason, pos.size, price, eq_now, regime, s_har, s_garch, fund,
+        )  # fmt: skip
+        for app, v in zip(appenders, values, strict=True):
+            app(v)
+        for col, sig in zip(shadow_cols, shadows, strict=True):
+            col.append(sig)
         funding_due[sym] = 0.0
-        if progress is not None and n_ev % 2048 == 0:
+        if progress is not None and n_ev % 4096 == 0:
             progress(sum(bars_seen.values()))
     if prev_t >= 0:
         eq_t.append(prev_t * 1_000_000)
         eq_v.append(equity())
-        eq_g.append(sum(abs(p.size) * last_price[n] for n, p in positions.items()))
+        eq_g.append(gross())
     if progress is not None:
         progress(bars_total)
     return BarResult(
@@ -392,7 +413,7 @@ def run_bars(
         gross_quote=eq_g,
         bars=bars_total,
         warmup_bars=first,
-        fits=len(fits),
+        fits=sum(p.fits for p in prepared.values()),
         funding_events=n_funding,
         cash_quote=cash,
         blocked=dict(guards.blocked),
