@@ -152,3 +152,51 @@ async def test_the_runtime_logs_in_as_its_service(auth_server, nats_server, monk
         await plain.nc.close()
     finally:
         await ex.close()
+
+
+def test_write_config_fills_the_password_and_is_private(tmp_path):
+    from stevie.runtime import nats_auth
+
+    conf, pw = nats_auth.write_config(tmp_path)
+    accounts = (tmp_path / "auth-accounts.conf").read_text()
+    assert len(pw) == 32 and f'password: "{pw}"' in accounts and "$STEVIE_NATS_PASSWORD" not in accounts
+    assert "include ./auth-permissions.conf" in accounts
+    for f in ("auth.conf", "auth-accounts.conf", "auth-permissions.conf"):
+        assert (tmp_path / f).stat().st_mode & 0o777 == 0o600
+    res = subprocess.run([nats_server_binary(), "-t", "-c", str(conf)], capture_output=True, cwd=tmp_path, check=False)
+    assert res.returncode == 0, res.stderr.decode()
+    assert nats_auth.enabled({"STEVIE_NATS_AUTH": "1"}) and not nats_auth.enabled({})
+
+
+@pytest.mark.e2e
+async def test_stevie_up_with_nats_auth(tmp_path):
+    """``STEVIE_NATS_AUTH=1 stevie up``: the stack is healthy and trades on paper through the
+    gateway, while a local process without the password cannot call execution over the bus."""
+    import asyncio
+    import re
+
+    from tests.helpers import stack as st
+
+    s = st.start(tmp_path, env_extra={"STEVIE_NATS_AUTH": "1"})
+    try:
+        await asyncio.to_thread(st.wait_healthy, s, 240)
+        status, pos = await asyncio.to_thread(s.get, "/api/trading/positions")
+        assert status == 200, pos  # gateway → execution over the bus, as the gateway user
+        url = s.nats_url()
+        assert await _ask_subject(url, "stevie.rpc.execution.positions") is None  # anonymous
+        pw = re.search(r'user: gateway,\s+password: "(\w+)"', (tmp_path / "nats" / "auth-accounts.conf").read_text())
+        assert pw is not None
+        reply = await _ask_subject(url, "stevie.rpc.execution.positions", user="gateway", password=pw.group(1))
+        assert reply is not None and b"positions" in reply
+    finally:
+        await asyncio.to_thread(st.stop, s)
+
+
+async def _ask_subject(url: str, subject: str, **creds) -> bytes | None:
+    nc = await nats.connect(url, max_reconnect_attempts=0, **creds)
+    try:
+        return (await nc.request(subject, b'{"type": "PositionsRequest"}', timeout=3.0)).data
+    except (TimeoutError, NoRespondersError):
+        return None
+    finally:
+        await nc.close()

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from stevie.runtime import nats_auth
 from stevie.runtime.infra import InfraError, NatsServer, PostgresServer, free_port, kill_leftovers, pdeathsig
 from stevie.runtime.logs import get_logger
 from stevie.store import migrate
@@ -240,7 +241,11 @@ async def _start_servers(state_dir: Path, env: dict[str, str]) -> tuple[NatsServ
     waits = []
     try:
         if not env.get("STEVIE_NATS_URL"):
-            nats = NatsServer.spawn(state_dir / "nats")
+            extra: tuple[str, ...] = ()
+            if nats_auth.enabled(env):  # per-service NATS users (deploy/nats-cluster accounts)
+                conf, env["STEVIE_NATS_PASSWORD"] = nats_auth.write_config(state_dir / "nats")
+                extra = ("-c", str(conf))
+            nats = NatsServer.spawn(state_dir / "nats", extra_args=extra)
             env["STEVIE_NATS_URL"] = nats.url
             waits.append(asyncio.to_thread(nats.wait_ready))
         if not env.get("STEVIE_DATABASE_URL"):
