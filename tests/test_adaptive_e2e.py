@@ -29,7 +29,7 @@ def test_regime_state_and_label_in_every_audit(e2e_stack: Stack) -> None:
         assert v["bars"] >= 1000  # seeded with the kline history, not only the live bars
 
     def labelled() -> list[dict[str, Any]] | None:
-        code, audits = e2e_stack.get("/api/audit/latest?limit=20")
+        code, audits = e2e_stack.get("/api/audit/latest?limit=6")
         btc = [a for a in audits if a["symbol"] == "BTCUSDT"] if code == 200 else []
         return btc if btc and all(a["context"]["regime"] != "unknown" for a in btc) else None
 
