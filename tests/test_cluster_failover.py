@@ -18,7 +18,7 @@ import pytest
 
 from stevie.runtime.infra import start_nats_cluster
 from tests.helpers import stack as st
-from tests.test_resilience_faults import audit_count, pg_rows, stream_audit_ids
+from tests.test_resilience_faults import ONLY, audit_count, pg_rows, stream_audit_ids
 
 pytestmark = pytest.mark.e2e
 
@@ -49,7 +49,7 @@ def test_stack_survives_losing_the_node_execution_uses(tmp_path):
     nodes = start_nats_cluster(tmp_path / "nats")
     url = ",".join(n.url for n in nodes)
     (tmp_path / "stack").mkdir()
-    s = st.start(tmp_path / "stack", env_extra={"STEVIE_NATS_URL": url}, args=("--speed", "4", "--no-loop"))
+    s = st.start(tmp_path / "stack", env_extra={"STEVIE_NATS_URL": url}, args=("--speed", "4", "--no-loop", *ONLY))
     try:
         st.wait_healthy(s, 150)
         db = s.database_url()

@@ -34,6 +34,9 @@ from stevie.runtime.infra import _alive
 from tests.helpers import stack as st
 
 pytestmark = pytest.mark.e2e
+#: the decision path (plus control, for the flags): a lighter stack boots faster on a busy machine
+PATH = ("budgeter", "venue-replay", "book-maintainer", "features", "router", "risk-guards", "execution")
+ONLY = tuple(a for name in (*PATH, "reporter", "control", "gateway") for a in ("--only", name))
 
 
 def stack_json(s: st.Stack) -> dict:
@@ -100,7 +103,7 @@ def pids_of(s: st.Stack) -> list[int]:
 
 
 def test_servers_die_and_state_survives(tmp_path):
-    s = st.start(tmp_path, args=("--speed", "4", "--no-loop"))
+    s = st.start(tmp_path, args=("--speed", "4", "--no-loop", *ONLY))
     try:
         st.wait_healthy(s, 150)
         db = s.database_url()

@@ -1,7 +1,7 @@
 """gateway resilience: input limits checked before decoding, request timing by route, and a
 cached health probe.
 
-- ``check_body`` / ``check_url`` (run by ``observe`` on every request, before any handler): a
+- ``check_body`` / ``check_url`` (run by ``input_checks`` on every request, before any handler): a
   JSON body must be UTF-8, hold no NUL character (nor may the path or query) and nest at most
   ``MAX_JSON_DEPTH`` arrays/objects
   (checked on the raw bytes, before any decoder recurses), and its numbers must be finite and
@@ -140,10 +140,7 @@ def observe(registry: CollectorRegistry, log: FilteringBoundLogger) -> Any:
         t0 = time.perf_counter()
         route = _route(request)
         try:
-            bad = check_url(request)
-            if bad is None and request.can_read_body and request.method in ("POST", "PUT", "PATCH"):
-                bad = check_body(await request.read())  # cached: the handler reads it again
-            resp = await handler(request) if bad is None else _json(400, *bad)
+            resp = await handler(request)
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
@@ -165,6 +162,20 @@ def observe(registry: CollectorRegistry, log: FilteringBoundLogger) -> Any:
         hist.labels(route, request.method).observe(time.perf_counter() - t0)
         count.labels(route, str(resp.status)).inc()
         return resp
+
+    return middleware
+
+
+def input_checks() -> Any:
+    """The middleware running ``check_url`` / ``check_body`` before the handler. Put it after
+    the security middleware (its body cap answers first; the body is read once, cached)."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        bad = check_url(request)
+        if bad is None and request.can_read_body and request.method in ("POST", "PUT", "PATCH"):
+            bad = check_body(await request.read())  # cached: the handler reads it again
+        return await handler(request) if bad is None else _json(400, *bad)
 
     return middleware
 

@@ -482,7 +482,12 @@ class Gateway:
         forwards = [f for f in FORWARDS if not f.dev or self.s.env == "dev"]
         policy = security.policy_for(self.s, [(f.method, f.path, f.operator) for f in forwards])
         app = web.Application(
-            middlewares=[json_errors, resilience.observe(self.ctx.registry, self.ctx.log), security.middleware(policy)],
+            middlewares=[
+                json_errors,
+                resilience.observe(self.ctx.registry, self.ctx.log),
+                security.middleware(policy),
+                resilience.input_checks(),
+            ],
             client_max_size=self.s.max_body_bytes,
         )
         app.router.add_get("/api/health", self.health)
