@@ -12,6 +12,9 @@ the policies' closes were changed from ``c[max(0, upto - lookback) : upto]`` to
 shadow signals of p_sma, p_breakout and p_mean_reversion flipped with the +3 % jump). Feeding the
 vol core one bar more (``upto = i + 2``) failed the same way at t (ctx_sigmaGARCH 0.00129 →
 0.01335, propensity 0.975 → 0.84). Both edits reverted; the test passes on the real code.
+Re-checked after the decision-free work moved to ``stevie.backtest.prepare`` (2026-12-01): the
+batch signals fed one close more (``upto_all = idx + 2``) and the regime detector fed the next
+bar's close (``c[idx[k] + 1]``) each made the test fail at t; both reverted.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import pytest
 
 from stevie.backtest.bars import BarSettings, run_bars
 from stevie.backtest.data import MINUTE_MS, Funding, discover, load_funding, load_klines
@@ -74,9 +78,15 @@ def rows(res, upto_ns: int | None = None):
     return [tuple(d[c][i] for c in cols) for i in keep]
 
 
-def test_bar_decisions_do_not_see_the_future():
+@pytest.fixture(scope="module")
+def base_run():
+    """One unperturbed run shared by the tests of this module (CI time)."""
     k, f = inputs()
-    base = run_bars(k, f, settings(), workers=1)
+    return k, f, run_bars(k, f, settings(), workers=1)
+
+
+def test_bar_decisions_do_not_see_the_future(base_run):
+    k, f, base = base_run
     ts = sorted(set(base.decisions["ts_event_ns"]))
     assert len(ts) > 200
     rng = np.random.default_rng(0)
@@ -88,9 +98,8 @@ def test_bar_decisions_do_not_see_the_future():
         assert rows(base)[len(before) :] != rows(alt)[len(after) :]  # later decisions did change
 
 
-def test_funding_after_t_never_reaches_the_context():
-    k, f = inputs()
-    base = run_bars(k, f, settings(), workers=1)
+def test_funding_after_t_never_reaches_the_context(base_run):
+    _, f, base = base_run
     d = base.decisions
     for i in range(0, len(d["symbol"]), 37):
         sym, t_ms = d["symbol"][i], d["ts_event_ns"][i] // 1_000_000
