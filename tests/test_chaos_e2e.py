@@ -45,7 +45,7 @@ class Sampler:
 
     s: st.Stack
     live: dict[tuple[str, str], list[tuple[int, list, list]]] = field(default_factory=dict)
-    states: dict[tuple[str, str], list[str]] = field(default_factory=dict)
+    states: dict[tuple[str, str], list[tuple[float, str]]] = field(default_factory=dict)  # (monotonic s, state)
     stop: threading.Event = field(default_factory=threading.Event)
 
     def run(self) -> None:
@@ -57,7 +57,7 @@ class Sampler:
                     continue
                 if status != 200 or not isinstance(body, dict):
                     continue
-                self.states.setdefault((venue, symbol), []).append(body["state"])
+                self.states.setdefault((venue, symbol), []).append((time.monotonic(), body["state"]))
                 if body["state"] == "LIVE":
                     self.live.setdefault((venue, symbol), []).append(
                         (body["seq"], [tuple(x) for x in body["bids"]], [tuple(x) for x in body["asks"]])
@@ -177,11 +177,29 @@ def _run_fault(s: st.Stack, sampler: Sampler, kind: str, seen) -> dict:
         st.wait_for(lambda v=v, sym=sym, m=m: book_equals_rebuild(s, v, sym, m, final=True), 10, "final check")
     checked = sum(check_live_samples(live.get((v, sym), []), m, sym) for v, sym, m in BOOKS)
     return {
-        "seen_s": t_seen - t0,
-        "recovered_after_end_s": t_rec - t_end,
+        "seen_s": round(t_seen - t0, 2),
+        "outage_s": round(max(outage(v, t0) for v in states.values()), 2),
+        "live_again_after_end_s": round(max(live_again(v, t_end) for v in states.values()), 2),
+        "verified_after_s": round(t_rec - t_end, 2),
         "live_samples": checked,
-        "non_live_samples": sum(x != "LIVE" for v in states.values() for x in v),
+        "non_live_samples": sum(x != "LIVE" for v in states.values() for _, x in v),
     }
+
+
+def outage(samples: list[tuple[float, str]], t0: float) -> float:
+    """Seconds between the first non-LIVE sample after ``t0`` and the next LIVE one (0 if none)."""
+    start = next((t for t, x in samples if t >= t0 and x != "LIVE"), None)
+    if start is None:
+        return 0.0
+    back = next((t for t, x in samples if t > start and x == "LIVE"), samples[-1][0])
+    return back - start
+
+
+def live_again(samples: list[tuple[float, str]], t_end: float) -> float:
+    """Seconds from the fault's end (wall time) to the first LIVE sample that stays LIVE after it."""
+    last_bad = max((t for t, x in samples if x != "LIVE"), default=t_end)
+    back = next((t for t, x in samples if t > max(last_bad, t_end) and x == "LIVE"), None)
+    return 0.0 if back is None else max(0.0, back - t_end)
 
 
 class WsFlap:
