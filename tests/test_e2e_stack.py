@@ -280,7 +280,10 @@ def check_decision_loop(port: int, state) -> None:
         "router restarted",
     )
     wait_for(lambda: get(port, "/api/router/snapshot")[1]["decisions"] > 0, 60, "decisions after the restart")
-    health = get(port, "/api/health")[1]
+    # /api/health's router figure comes from a background probe (every 0.25 s): poll briefly
+    health = wait_for(
+        lambda: (h := get(port, "/api/health")[1])["router"]["decisionsLastMin"] is not None and h, 10, "health probe"
+    )
     assert health["router"]["decisionsLastMin"] is not None and health["lastOHLCVSync"] is not None
     metrics = text(port, "/metrics")
     assert "router_decisions_total" in metrics and "exec_blocked_total" in metrics

@@ -13,7 +13,8 @@ cached health probe.
   ``Allow`` header of a 405 and turns an unexpected handler exception into a 503 JSON
   (logged) — never a 500 text page.
 - ``HealthProbe``: the figures ``/api/health`` needs from the outside (database round trip,
-  router decisions, execution blocks) refreshed in the background every ``interval_s``, so a
+  router decisions, execution blocks) refreshed in the background every ``interval_s`` (the
+  three probes run concurrently, each bounded by 0.5 s), so a
   health request costs no I/O (p99 in microseconds, not the ~90 ms of a probe per request).
 """
 
@@ -192,7 +193,7 @@ class ProbeResult:
 class HealthProbe:
     """Refreshes ``result`` every ``interval_s`` with ``probe()`` (which does the I/O)."""
 
-    def __init__(self, probe: Callable[[], Awaitable[ProbeResult]], interval_s: float = 0.5) -> None:
+    def __init__(self, probe: Callable[[], Awaitable[ProbeResult]], interval_s: float = 0.25) -> None:
         self.probe, self.interval_s = probe, interval_s
         self.result = ProbeResult()
         self._task: asyncio.Task[None] | None = None

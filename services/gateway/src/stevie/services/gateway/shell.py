@@ -636,9 +636,11 @@ class Gateway:
 
     async def _probe(self) -> resilience.ProbeResult:
         """The I/O behind ``/api/health``, run by the background ``HealthProbe``."""
-        latency, err = await self._db_latency()
-        snap = await self._ask("router", "snapshot", SnapshotRequest(), RouterSnapshot)
-        pos = await self._ask("execution", "positions", PositionsRequest(), Positions)
+        (latency, err), snap, pos = await asyncio.gather(  # concurrently: one probe ≤ 0.5 s
+            self._db_latency(),
+            self._ask("router", "snapshot", SnapshotRequest(), RouterSnapshot),
+            self._ask("execution", "positions", PositionsRequest(), Positions),
+        )
         return resilience.ProbeResult(
             latency, err, snap.decisionsLastMin if snap else None, pos.blockedLastMin if pos else None, time.monotonic()
         )
