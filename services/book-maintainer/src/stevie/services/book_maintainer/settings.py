@@ -15,7 +15,9 @@ class BookMaintainerSettings(CommonSettings, frozen=True, kw_only=True, forbid_u
     stream; on overflow every book of that stream resyncs (never silent loss).
     stale_after_s: a LIVE book with no update for this long (wall time) is STALE.
     snapshot_limit: REST depth levels requested. buffer_size: diffs buffered per book
-    while waiting for a snapshot (overflow → the snapshot is re-requested)."""
+    while waiting for a snapshot (overflow → the snapshot is re-requested).
+    snapshot_timeout_s: one REST depth request gives up after this long and is retried (a
+    hanging venue — chaos ``api_timeout`` — delays a resync by at most about this much)."""
 
     venues: list[str] = msgspec.field(default_factory=lambda: ["binance", "binance-usdm"])
     symbols: list[str] = msgspec.field(default_factory=lambda: ["BTCUSDT", "ETHUSDT"])
@@ -29,6 +31,7 @@ class BookMaintainerSettings(CommonSettings, frozen=True, kw_only=True, forbid_u
     buffer_size: int = 5_000
     stale_after_s: float = 5.0
     snapshot_limit: int = 1000
+    snapshot_timeout_s: float = 3.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -37,6 +40,8 @@ class BookMaintainerSettings(CommonSettings, frozen=True, kw_only=True, forbid_u
             raise SettingsError(f"STEVIE_BOOK_MAINTAINER_VENUES: unknown venue(s) {bad}")
         if not 1 <= self.top_k <= 1000:
             raise SettingsError("STEVIE_BOOK_MAINTAINER_TOP_K must be in [1, 1000]")
+        if not 0.1 <= self.snapshot_timeout_s <= 60:
+            raise SettingsError("STEVIE_BOOK_MAINTAINER_SNAPSHOT_TIMEOUT_S must be in [0.1, 60]")
         if self.queue_size < 10 or self.buffer_size < 10:
             raise SettingsError("queue_size and buffer_size must be >= 10")
 

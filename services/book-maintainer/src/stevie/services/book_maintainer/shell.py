@@ -187,7 +187,9 @@ class BookMaintainer:
     async def _get_depth(self, venue: str, symbol: str) -> bytes:
         path = "/fapi/v1/depth" if venue == "binance-usdm" else "/api/v3/depth"
         url = f"{self.s.rest_url(venue)}{path}"
-        async with self.http.get(url, params={"symbol": symbol, "limit": str(self.s.snapshot_limit)}) as r:
+        params = {"symbol": symbol, "limit": str(self.s.snapshot_limit)}
+        timeout = aiohttp.ClientTimeout(total=self.s.snapshot_timeout_s)
+        async with self.http.get(url, params=params, timeout=timeout) as r:
             if r.status >= 500 or r.status in (418, 429):
                 raise VenueUnavailable(f"{url} answered {r.status}")
             r.raise_for_status()
