@@ -23,6 +23,7 @@ import asyncio
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -239,6 +240,8 @@ def run(seconds: float = 60.0, speed: float = 4.0, load_rps: float = 2000.0, win
                 proc.kill()
                 proc.wait()
         res.stop_s = time.monotonic() - t_stop
+        if proc.returncode == 0:
+            shutil.rmtree(state, ignore_errors=True)  # kept (with its logs) when the stack failed
     return res
 
 
