@@ -82,3 +82,28 @@ def test_allocate_uses_common_bars(btc):
         allocate({"A": a}, ["A", "Z"], 0.05, None, 0.95)
     with pytest.raises(QuantInputError):
         allocate({"A": a}, ["A", "A"], 0.05, None, 0.95)
+
+
+def test_a_garch_fit_that_does_not_converge_never_crashes_and_keeps_the_last_fit(btc):
+    """vol used to die (and be restarted) when GARCH did not converge on a refit."""
+    from stevie.services.vol.core import fit_models
+
+    c, t = btc
+    windows: list[int] = []
+
+    def failing(closes, mpp, window):
+        windows.append(window)
+        raise RuntimeError("GARCH optimisation did not converge")
+
+    b = SymbolVol("BTCUSDT", 240, 4000, refit_every_bars=1000, fitter=failing)
+    b.add_bars(t[:-2000], list(c[:-2000]))  # first fit: the window is halved twice, then unfitted
+    assert windows == [4000, 2000, 1000] and b.garch is None and b.failed_fits == 1
+    with pytest.raises(NotFitted):
+        b.forecast(60)
+    b.fitter = fit_models
+    b.add_bars(t[-2000:-1000], list(c[-2000:-1000]))  # the next refit succeeds
+    fitted = b.garch
+    assert fitted is not None
+    b.fitter = failing
+    b.add_bars(t[-1000:], list(c[-1000:]))  # a failing refit keeps the previous fit
+    assert b.garch is fitted and b.failed_fits == 2 and b.forecast(60).sigmaGARCH > 0

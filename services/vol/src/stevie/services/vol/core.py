@@ -59,6 +59,7 @@ class SymbolVol:
     state: vol.GarchState | None = None
     since_fit: int = 0
     fitter: Fitter = field(default=fit_models, repr=False)
+    failed_fits: int = 0
 
     def add_bars(self, times_ms: list[int], closes: list[float]) -> int:
         """Append bars newer than the last one (older or duplicate bars are ignored); returns
@@ -78,8 +79,21 @@ class SymbolVol:
         return added
 
     def refit(self) -> None:
-        """Fit HAR-RV on per-period RV and GARCH on the last ``garch_window`` returns."""
-        self.install(self.fitter(self.closes, self.minutes_per_period, self.garch_window))
+        """Fit HAR-RV on per-period RV and GARCH on the last ``garch_window`` returns.
+
+        A GARCH optimisation that does not converge (``RuntimeError``) never takes the service
+        down: a refit keeps the previous fit; before the first fit the window is halved up to
+        twice, and if that fails too the models stay unfitted (forecasts answer "not fitted")
+        until the next refit is due. Each such failure is counted in ``failed_fits``."""
+        window = self.garch_window
+        for _ in range(1 if self.garch is not None else 3):
+            try:
+                self.install(self.fitter(self.closes, self.minutes_per_period, window))
+                return
+            except RuntimeError:
+                window //= 2
+        self.failed_fits += 1
+        self.since_fit = 0
 
     def install(self, fit: VolFit) -> None:
         """Use ``fit`` from now on (the GARCH state continues online from ``fit.state``)."""
