@@ -58,7 +58,9 @@ def backtest(
     funding: Annotated[
         Path | None, typer.Option(help="Funding file (symbol,funding_time_ms,funding_rate); default with default data.")
     ] = None,
-    l2: Annotated[bool, typer.Option("--l2", help="Run the six L2 captures instead of bars.")] = False,
+    l2: Annotated[
+        bool, typer.Option("--l2", help="Run the six L2 captures instead of bars (--data: the data/samples folder).")
+    ] = False,
     seed: Annotated[int, typer.Option(help="Router RNG seed.")] = 0,
     out: Annotated[Path | None, typer.Option(help="Output folder; default .stevie/backtests/<run-id>/.")] = None,
     database_url: Annotated[
@@ -75,7 +77,10 @@ def backtest(
     db = database_url if database_url is not None else os.environ.get("STEVIE_DATABASE_URL", "")
     try:
         if l2:
-            raise BacktestInputError("--l2: the L2 backtest over the captures is not built yet (bars only for now)")
+            from stevie.backtest.l2 import L2Command, run_l2_command
+
+            syms = [s.strip().upper() for item in (symbols or []) for s in item.split(",") if s.strip()]
+            result = run_l2_command(L2Command(data or Path("data/samples"), syms, [], seed, out, db), console)
         else:
             from stevie.backtest.run import BarCommand, run_bar_command
 

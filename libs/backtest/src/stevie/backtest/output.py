@@ -54,7 +54,7 @@ def table(columns: dict[str, list[object]]) -> pa.Table:
     for name, values in columns.items():
         if name == "ts_event_ns":
             arrays[name] = pa.array(values, type=pa.int64())
-        elif name in ("symbol", "policy_id", "reason", "ctx_regime"):
+        elif name in ("symbol", "venue", "policy_id", "reason", "ctx_regime"):
             arrays[name] = pa.array(values, type=pa.string())
         elif name == "blocked":
             arrays[name] = pa.array(values, type=pa.bool_())

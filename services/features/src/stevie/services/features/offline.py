@@ -80,7 +80,8 @@ def run_features(core: Features, events: Iterable[Event]) -> Iterator[tuple[Micr
 @dataclass
 class CaptureData:
     """One capture decoded as the book-maintainer decodes the replay's wire messages.
-    diffs: (U, u, pu, bids, asks) in replay order; trades: Trade in replay order."""
+    diffs: (U, u, pu, bids, asks) in replay order; trades: Trade in replay order;
+    diff_ts_ns: each diff's event time (ns), for the L2 backtest's event stream."""
 
     venue: str
     symbol: str
@@ -90,6 +91,7 @@ class CaptureData:
     diffs: list[tuple[int, int, int | None, _LEVELS, _LEVELS]]
     trades: list[Trade]
     trade_index: dict[int, int] = field(default_factory=dict)
+    diff_ts_ns: list[int] = field(default_factory=list)  # event time E of each diff (ns), same order
 
 
 class _WireDiff(msgspec.Struct):
@@ -148,6 +150,7 @@ def load(venue: str, symbol: str, folder: Path) -> CaptureData:
     trades = [t for _, t in rows]
     data = CaptureData(venue, symbol, usdm, folder.name, (snap.bids, snap.asks, snap.lastUpdateId), diffs, trades)
     data.trade_index = {t.trade_id: i for i, t in enumerate(trades)}
+    data.diff_ts_ns = [d.E * MS for d in raw]
     return data
 
 

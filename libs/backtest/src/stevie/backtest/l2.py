@@ -1,0 +1,509 @@
+"""The L2 backtest: the recorded depth captures through the live cores, book → features →
+router → execution, with paper fills walking the book.
+
+Path (every step is the live service's own core, in one process, on event time):
+
+1. **Decode** each capture with ``stevie.services.features.offline.load`` (the features
+   service's parity path): the snapshot, the diffs in replay order (event time ``E``, then the
+   recorder's sequence) and the trades (event time = trade time ``T``).
+2. **Book** (decision-free, per capture): the book-maintainer core ``BookSync`` (Binance sync
+   procedure, L2 level guard, 100 ms event-time coalescing, the Rust ``OrderBook`` from
+   ``stevie.quant.kernels``) gets the snapshot, then every diff; what it publishes
+   (``BookTopK`` / ``BookStatus``) is merged with the capture's trades into one stream in
+   event time (a trade before a book at equal times, as the replay sends it first).
+   The live shell's wall-clock ``flush`` of a coalesced book is not replayed (there is no wall
+   clock): a book is published by the first diff ≥ 100 ms after the last publication.
+3. Captures recorded at the same time (the four of 2024-08-08) are merged by event time; the
+   groups run one after another (older first). The router and the risk guards carry on from
+   group to group; the execution core starts each group flat with the equity the previous
+   group ended with (its open positions marked at their last mid, no exit cost), and rewards
+   still pending at a group's end are dropped (their horizon would span the gap).
+4. **Features**: ``run_features(core, events)`` — the features service's ``step`` — gives every
+   ``MicroFeatures`` vector; books and vectors go to ``ExecutionCore.on_book/on_features``.
+5. **Decision** when ``on_features`` says one is due (every ``decision_interval_s`` of event
+   time per book): rewards whose horizon passed (``due_rewards``) → ``Router.update``; then
+   ``context`` → ``Router.choose`` (Thompson sampling over ``L2_POLICIES``) → ``size`` →
+   order = target − position held on every venue of the symbol → ``order_check`` →
+   ``RiskGuards.check`` → ``fill`` (walks the LIVE top-k book, taker fee) → ``record``.
+   σ (HAR/GARCH) is 0 in the context: the vol service is not run on ten-minute captures, so
+   sizing has no vol cap (``size_decision``: σ ≤ 0 → uncertainty size only). Orders fill on
+   the decision's own book (no cross-venue routing).
+
+Deterministic: no wall clock, no unseeded randomness (the router's RNG is seeded), inputs in a
+fixed order. Nothing after a decision's event time can reach it: the stream is consumed in
+order and each core only sees what came before (``tests/test_backtest_lookahead.py``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import msgspec
+from rich.console import Console
+
+from stevie.backtest.bars import Columns
+from stevie.backtest.data import BacktestInputError
+from stevie.contracts import BookStatus, BookTopK, DepthDiff, DepthSnapshot
+from stevie.contracts.rpc import GuardDecision
+from stevie.quant.kernels import Kernels
+from stevie.quant.kernels import load as load_kernels
+from stevie.quant.policies import L2_POLICIES
+from stevie.services.book_maintainer.core import BookSync
+from stevie.services.execution.core import ExecutionCore, NotTradable
+from stevie.services.execution.settings import ExecutionSettings
+from stevie.services.features.core import Event, Features
+from stevie.services.features.offline import CaptureData, capture_start_ns, load, run_features
+from stevie.services.risk_guards.core import RiskGuards
+from stevie.services.risk_guards.settings import RiskGuardsSettings
+from stevie.services.router.core import Router
+from stevie.services.venue_replay.captures import VENUE_DIRS
+
+L2_CTX_FIELDS = ("obi", "ti", "spread_bps", "micro_vol", "cancel_rate", "micro_dev_bps")
+"""Context numbers the L2 mode fills (in the mission's units: spread and micro-vol in bps)."""
+
+
+class L2Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Everything that decides an L2 backtest's result (hashed into the run id).
+    decision_interval_s / horizon_s: event-time seconds between decisions per book and of the
+    reward horizon (the live execution defaults). top_k, coalesce_ms: book-maintainer
+    publication (levels per side, ms). obi_levels, window_s: features (OBI depth, event-time
+    window of TI / micro-vol / cancel rate). mc_draws / prior_precision / exploration: router.
+    capital_quote … min_order_quote: execution sizing (quote units); fee_bps: taker fee."""
+
+    captures: list[str]
+    seed: int = 0
+    decision_interval_s: float = 10.0
+    horizon_s: float = 30.0
+    top_k: int = 20
+    coalesce_ms: int = 100
+    obi_levels: int = 5
+    window_s: float = 5.0
+    policies: list[str] = msgspec.field(default_factory=lambda: list(L2_POLICIES))
+    mc_draws: int = 500
+    prior_precision: float = 1.0
+    exploration: float = 0.5
+    capital_quote: float = 100_000.0
+    s_max_quote: float = 20_000.0
+    w_star: float = 0.5
+    sigma_target_bps: float = 10.0
+    fee_bps: float = 5.0
+    min_order_quote: float = 10.0
+    guards: RiskGuardsSettings = msgspec.field(
+        default_factory=lambda: RiskGuardsSettings(
+            global_notional_cap_quote=500_000.0,
+            symbol_notional_cap_quote=50_000.0,
+            max_order_notional_quote=50_000.0,
+            orders_per_min=30,
+            collar_bps=100.0,
+            max_drawdown_quote=10_000.0,
+            breaker_reset_s=3_600.0,
+            stale_book_ms=2_000.0,
+        )
+    )
+
+    def execution(self, books: list[str]) -> ExecutionSettings:
+        return ExecutionSettings(
+            books=books,
+            decision_interval_s=self.decision_interval_s,
+            horizon_s=self.horizon_s,
+            s_max_quote=self.s_max_quote,
+            w_star=self.w_star,
+            sigma_target_bps=self.sigma_target_bps,
+            capital_quote=self.capital_quote,
+            fee_bps=self.fee_bps,
+            min_order_quote=self.min_order_quote,
+            venue_routing=False,
+        )
+
+
+@dataclass(frozen=True)
+class CaptureRef:
+    """One capture folder: venue (``binance`` spot / ``binance-usdm``), symbol, start (ns)."""
+
+    venue: str
+    symbol: str
+    folder: Path
+    start_ns: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.venue}:{self.symbol}:{self.folder.name}"
+
+
+def discover_captures(
+    data_dir: Path, symbols: list[str] | None = None, venues: list[str] | None = None
+) -> list[CaptureRef]:
+    """Every ``<data_dir>/binance/<spot|usdm>/<symbol>/l2_*`` capture, oldest first (then venue,
+    symbol), optionally only the given symbols / venues. Raises BacktestInputError when none."""
+    out = []
+    for venue, sub in VENUE_DIRS.items():
+        if venues and venue not in venues:
+            continue
+        for d in sorted((data_dir / "binance" / sub).glob("*/l2_*")):
+            start = capture_start_ns(d)
+            sym = d.parent.name.upper()
+            if start is None or (symbols and sym not in symbols):
+                continue
+            out.append(CaptureRef(venue, sym, d, start))
+    if not out:
+        raise BacktestInputError(
+            f"no L2 capture under {data_dir}/binance/{{spot,usdm}}/<symbol>/l2_*"
+            + (f" for symbols {symbols}" if symbols else "")
+            + (f" on venues {venues}" if venues else "")
+        )
+    return sorted(out, key=lambda c: (c.start_ns, c.venue, c.symbol))
+
+
+def book_stream(cap: CaptureData, s: L2Settings, kernels: Kernels) -> list[tuple[int, int, Event]]:
+    """What the book-maintainer core publishes for ``cap``, merged with its trades in event
+    time: (ts_event_ns, order key, message); trades sort before books at equal times."""
+    sync = BookSync(
+        cap.venue,
+        cap.symbol,
+        cap.usdm,
+        book=kernels.OrderBook(usdm=cap.usdm),
+        top_k=s.top_k,
+        coalesce_ns=s.coalesce_ms * 1_000_000,
+    )
+    ts = cap.diff_ts_ns
+    if not ts:
+        raise BacktestInputError(f"capture {cap.name} of {cap.venue}/{cap.symbol} has no depth updates")
+    out: list[tuple[int, int, Event]] = []
+    bids, asks, last = cap.snapshot
+    snap_ns = ts[0]
+    snap = DepthSnapshot(
+        venue=cap.venue,
+        symbol=cap.symbol,
+        last_update_id=last,
+        bids=bids,
+        asks=asks,
+        ts_event_ns=snap_ns,
+        ts_init_ns=snap_ns,
+    )
+    for m in sync.on_snapshot(snap):
+        out.append((m.ts_event_ns, 1, m))
+    venue, sym = cap.venue, cap.symbol
+    for (first, final, prev, b, a), t in zip(cap.diffs, ts, strict=True):
+        d = DepthDiff(
+            venue=venue,
+            symbol=sym,
+            first_update_id=first,
+            final_update_id=final,
+            prev_final_update_id=prev,
+            bids=b,
+            asks=a,
+            ts_event_ns=t,
+            ts_init_ns=t,
+        )
+        for m in sync.on_diff(d):
+            out.append((m.ts_event_ns, 1, m))
+    merged: list[tuple[int, int, Event]] = [(tr.ts_event_ns, 0, tr) for tr in cap.trades]
+    merged = list(heapq.merge(merged, out, key=lambda e: (e[0], e[1])))
+    return merged
+
+
+def merge_streams(streams: list[list[tuple[int, int, Event]]]) -> Iterator[Event]:
+    """Several captures' streams in event time (stable: capture order at equal keys)."""
+    keyed = [[(t, k, i, n, m) for n, (t, k, m) in enumerate(st)] for i, st in enumerate(streams)]
+    for _, _, _, _, m in heapq.merge(*keyed, key=lambda e: (e[0], e[1], e[2], e[3])):
+        yield m
+
+
+@dataclass
+class L2Result:
+    decisions: dict[str, list[object]]
+    equity_ts_ns: list[int]
+    equity_quote: list[float]
+    depth_messages: int
+    trades: int
+    books_published: int
+    feature_vectors: int
+    updates: int
+    run_s: float
+    blocked: dict[str, int] = field(default_factory=dict)
+
+
+def columns(policies: list[str]) -> Columns:
+    return Columns(
+        [
+            "ts_event_ns",
+            "venue",
+            "symbol",
+            "policy_id",
+            "propensity",
+            "score",
+            "width",
+            "signal",
+            "target_size",
+            "order_size",
+            "fill_price",
+            "filled_size",
+            "cost_bps",
+            "fee_quote",
+            "funding_quote",
+            "reward",
+            "blocked",
+            "reason",
+            "position_after",
+            "price",
+            "book_best_bid",
+            "book_best_ask",
+            "book_last_level",
+            "equity_quote",
+            "ctx_regime",
+            *[f"ctx_{c}" for c in L2_CTX_FIELDS],
+            *[f"shadow_{pid}" for pid in policies],
+        ]
+    )
+
+
+def run_l2(
+    captures: list[CaptureRef],
+    s: L2Settings,
+    kernels: Kernels | None = None,
+    loader: Callable[[str, str, Path], CaptureData] = load,
+    progress: Callable[[int, int], None] | None = None,
+    transform: Callable[[CaptureData], CaptureData] | None = None,
+) -> L2Result:
+    """Run the L2 backtest over ``captures`` (module doc). ``transform`` edits a decoded
+    capture before the run (the look-ahead test perturbs later inputs with it).
+    ``progress(depth messages done, total)`` is called per capture group.
+    Raises BacktestInputError for a capture without diffs; FileNotFoundError / ValueError /
+    msgspec.DecodeError for a broken capture file."""
+    kern = kernels or load_kernels()
+    decoded = [loader(c.venue, c.symbol, c.folder) for c in captures]
+    if transform is not None:
+        decoded = [transform(d) for d in decoded]
+    total = sum(len(x.diffs) for x in decoded)
+    if progress is not None:
+        progress(0, total)
+    t0 = time.perf_counter()
+    books = sorted({f"{c.venue}:{c.symbol}" for c in captures})
+    ex = ExecutionCore(s.execution(books))
+    equity = s.capital_quote
+    router = Router(s.seed, s.prior_precision, s.exploration, s.mc_draws, arms=s.policies)
+    guards = RiskGuards(s.guards)
+    window_ns = int(s.window_s * 1e9)
+    feats = Features(s.obi_levels, window_ns, lambda: 0, kern, run_id="backtest")
+    cols = columns(s.policies)
+    d = cols.data
+    eq_t: list[int] = []
+    eq_v: list[float] = []
+    rows: dict[tuple[str, str], deque[int]] = {}
+    n_updates = 0
+    n_books = 0
+    n_vec = 0
+    n_depth = 0
+    groups: dict[int, list[int]] = {}
+    for i, c in enumerate(captures):
+        groups.setdefault(c.start_ns, []).append(i)
+
+    def on_book_passthrough(stream: Iterator[Event]) -> Iterator[Event]:
+        nonlocal n_books
+        for m in stream:
+            if isinstance(m, BookTopK):
+                ex.on_book(m)
+                n_books += 1
+            elif isinstance(m, BookStatus) and (m.venue, m.symbol) in ex.slots and m.state.value != "LIVE":
+                ex.slots[(m.venue, m.symbol)].top = None  # as the live shell's status handler
+            yield m
+
+    for start in sorted(groups):
+        idx = groups[start]
+        # each group starts flat with the equity the previous one ended with (its positions
+        # marked at their last mid); rewards still pending at a group's end are dropped
+        ex = ExecutionCore(msgspec.structs.replace(s.execution(books), capital_quote=equity))
+        rows.clear()
+        streams = [book_stream(decoded[i], s, kern) for i in idx]
+        for f, _sample in run_features(feats, on_book_passthrough(merge_streams(streams))):
+            n_vec += 1
+            key = (f.venue, f.symbol)
+            due = ex.on_features(f)
+            pend = rows.setdefault(key, deque())
+            slot = ex.slots[key]
+            if pend and not slot.pending:  # session restart cleared the pending rewards
+                pend.clear()
+            for policy, reward, ctx in ex.due_rewards(key):
+                d["reward"][pend.popleft()] = reward
+                router.update(policy, reward, ctx)
+                n_updates += 1
+            if not due:
+                continue
+            try:
+                _decide(ex, router, guards, key, d, pend)
+            except NotTradable:
+                continue
+            eq_t.append(f.ts_event_ns)
+            eq_v.append(ex.equity())
+        equity = ex.equity()
+        n_depth += sum(len(decoded[i].diffs) for i in idx)
+        if progress is not None:
+            progress(n_depth, total)
+    return L2Result(
+        d,
+        eq_t,
+        eq_v,
+        n_depth,
+        sum(len(x.trades) for x in decoded),
+        n_books,
+        n_vec,
+        n_updates,
+        time.perf_counter() - t0,
+        dict(sorted(guards.blocked.items())),
+    )
+
+
+def _decide(
+    ex: ExecutionCore,
+    router: Router,
+    guards: RiskGuards,
+    key: tuple[str, str],
+    d: dict[str, list[object]],
+    pend: deque[int],
+) -> None:
+    """One decision, as the execution shell's ``decide``/``execute`` (no routing, σ = 0)."""
+    slot = ex.slot(key)
+    now = slot.features[-1].ts_event_ns
+    ctx = ex.context(key, 0.0, 0.0)
+    window = ex.feature_window(key)
+    choice = router.choose(ctx, now)
+    sizing = ex.size(key, choice, ctx, 0.0, "none (L2 backtest)", now)
+    held = sum(p.size for k, p in ex.positions.items() if k[1] == key[1])
+    order = sizing.target_size - held
+    side, qty = (1 if order > 0 else -1), abs(order)
+    mid = ex.mid(key)
+    top = slot.top
+    assert top is not None
+    levels = top.asks if side > 0 else top.bids
+    fill = None
+    if qty * mid < ex.s.min_order_quote:
+        guard = GuardDecision(False, "no_order")
+    else:
+        guard = guards.check(ex.order_check(key, side, qty, now))
+        if not guard.blocked:
+            fill = ex.fill(key, side, qty)
+    audit, _rec = ex.record(key, ex.next_id(key, now), choice, sizing, guard, fill, ctx, window, now, now, side * qty)
+    filled = fill is not None and fill.filled > 0
+    if not guard.blocked:
+        pend.append(len(d["ts_event_ns"]))
+    row: dict[str, object] = {
+        "ts_event_ns": now,
+        "venue": key[0],
+        "symbol": key[1],
+        "policy_id": choice.policyId,
+        "propensity": choice.propensity,
+        "score": choice.score,
+        "width": choice.width,
+        "signal": sizing.signal,
+        "target_size": sizing.target_size,
+        "order_size": (side * fill.filled) if fill is not None else 0.0,
+        "fill_price": fill.avg_price if fill is not None and filled else float("nan"),
+        "filled_size": fill.filled if fill is not None else 0.0,
+        "cost_bps": (side * (fill.avg_price - mid) / mid * 1e4) if fill is not None and filled else float("nan"),
+        "fee_quote": fill.fee_quote if fill is not None else 0.0,
+        "funding_quote": 0.0,
+        "reward": float("nan"),
+        "blocked": guard.blocked,
+        "reason": guard.reason,
+        "position_after": audit.position_after,
+        "price": mid,
+        "book_best_bid": top.bids[0][0],
+        "book_best_ask": top.asks[0][0],
+        "book_last_level": levels[-1][0],
+        "equity_quote": ex.equity(),
+        "ctx_regime": ctx.regime,
+    }
+    for c in L2_CTX_FIELDS:
+        row[f"ctx_{c}"] = ctx.value(c)
+    for pid, sig in (audit.shadow or {}).items():
+        name = f"shadow_{pid}"
+        if name in d:
+            row[name] = sig
+    for name, col in d.items():
+        col.append(row.get(name, 0))
+
+
+@dataclass(frozen=True)
+class L2Command:
+    data_dir: Path
+    symbols: list[str]
+    venues: list[str]
+    seed: int
+    out: Path | None
+    database_url: str
+    decision_interval_s: float = 10.0
+
+
+def run_l2_command(cmd: L2Command, console: Console) -> str:
+    """Discover, run, write (``report.html``, ``decisions.parquet``, ``summary.json`` through
+    ``stevie.backtest.run.finish``; the database when configured). Raises BacktestInputError."""
+    from stevie.backtest import output, report
+    from stevie.backtest.run import finish, progress_bar
+
+    t0 = time.perf_counter()
+    caps = discover_captures(cmd.data_dir, cmd.symbols or None, cmd.venues or None)
+    settings = L2Settings(captures=[c.label for c in caps], seed=cmd.seed, decision_interval_s=cmd.decision_interval_s)
+    data_desc: dict[str, object] = {
+        "captures": {c.label: {"sha256": _capture_sha(c.folder)} for c in caps},
+    }
+    rid = output.run_id("l2", data_desc, settings)
+    with progress_bar(console, "msgs") as bar:
+        task = bar.add_task(f"backtest {rid}", total=0)
+        res = run_l2(caps, settings, progress=lambda n, total: bar.update(task, completed=n, total=total))
+    m = output.metrics(
+        res.decisions,
+        res.equity_ts_ns,
+        res.equity_quote,
+        settings.capital_quote,
+        settings.decision_interval_s / 60.0,
+        settings.policies,
+        {
+            "depth_messages": res.depth_messages,
+            "trades": res.trades,
+            "books_published": res.books_published,
+            "feature_vectors": res.feature_vectors,
+            "router_updates": res.updates,
+        },
+    )
+    summary: dict[str, object] = {
+        "runId": rid,
+        "mode": "l2",
+        "gitRevision": output.git_revision(),
+        "seed": cmd.seed,
+        "settings": msgspec.to_builtins(settings),
+        "data": data_desc,
+        "metrics": m,
+    }
+    figs = report.figures(res.decisions, res.equity_ts_ns, res.equity_quote, settings.policies)
+    elapsed = time.perf_counter() - t0
+    summary["timing"] = {
+        "run_s": round(res.run_s, 3),
+        "total_s": round(elapsed, 3),
+        "depth_messages_per_s": round(res.depth_messages / res.run_s, 1) if res.run_s > 0 else None,
+        "depth_messages_per_s_with_decode": round(res.depth_messages / elapsed, 1),
+    }
+    out_dir = cmd.out or Path(".stevie/backtests") / rid
+    if cmd.database_url:
+        from stevie.backtest.store import save_run
+
+        save_run(cmd.database_url, rid, summary, res.decisions)
+    finish(out_dir, rid, summary, res.decisions, figs)
+    return (
+        f"run {rid}: {len(caps)} captures, {res.depth_messages:,} depth messages, {m['decisions']:,} decisions "
+        f"in {elapsed:.1f} s ({res.depth_messages / res.run_s:,.0f} depth msgs/s after decoding); "
+        f"return {m['total_return']} → {out_dir}"
+    )
+
+
+def _capture_sha(folder: Path) -> str:
+    h = hashlib.sha256()
+    for name in ("depth_snapshot.json", "depth_updates.jsonl.gz", "trades.csv.gz"):
+        h.update(name.encode())
+        h.update(hashlib.sha256((folder / name).read_bytes()).digest())
+    return h.hexdigest()
