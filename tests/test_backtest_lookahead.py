@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import msgspec
 import numpy as np
 import pytest
 
@@ -106,3 +107,76 @@ def test_funding_after_t_never_reaches_the_context(base_run):
         times, rates = f.of(sym)
         known = rates[times <= t_ms]
         assert d["ctx_funding"][i] == (known[-1] if known.size else 0.0)
+
+
+# -- L2 backtest -------------------------------------------------------------------------------
+
+L2_COLS = ["ts_event_ns", "venue", "symbol", "policy_id", "propensity", "score", "width", "signal"]
+L2_COLS += ["target_size", "order_size", "fill_price", "blocked", "reason", "price", "book_best_bid"]
+L2_COLS += ["book_best_ask", "ctx_obi", "ctx_ti", "ctx_spread_bps", "ctx_micro_vol", "ctx_cancel_rate"]
+L2_COLS += ["ctx_micro_dev_bps", "shadow_p_obi_momentum", "shadow_p_micro_reversion"]
+
+
+def l2_run(transform=None):
+    from stevie.backtest.l2 import L2Settings, discover_captures, run_l2
+
+    caps = discover_captures(SAMPLES, ["BTCUSDT"], ["binance"])
+    s = L2Settings(captures=[c.label for c in caps], seed=3, decision_interval_s=5.0, mc_draws=200)
+    return run_l2(caps, s, transform=transform)
+
+
+def l2_rows(res, upto_ns: int | None = None):
+    d = res.decisions
+    keep = [i for i, t in enumerate(d["ts_event_ns"]) if upto_ns is None or t <= upto_ns]
+    return [tuple(repr(d[c][i]) for c in L2_COLS) for i in keep]  # repr: NaN == NaN
+
+
+def l2_perturb(t_ns: int, seed: int):
+    """Every trade after ``t_ns`` (price ± up to 5 bps, size × U(0.1, 5), side flipped at random)
+    and every depth diff after it (each level's size × U(0.3, 3); deletions stay deletions)."""
+
+    def transform(cap):
+        rng = np.random.default_rng(seed)
+        trades = [
+            msgspec.structs.replace(
+                t,
+                price=t.price * (1 + rng.uniform(-5e-4, 5e-4)),
+                size=t.size * rng.uniform(0.1, 5.0),
+                aggressor=str(rng.choice(["buy", "sell"])),
+            )
+            if t.ts_event_ns > t_ns
+            else t
+            for t in cap.trades
+        ]
+        diffs = []
+        for (first, final, prev, bids, asks), e in zip(cap.diffs, cap.diff_ts_ns, strict=True):
+            if e > t_ns:
+                bids = [(p, q * rng.uniform(0.3, 3.0) if q > 0 else 0.0) for p, q in bids]
+                asks = [(p, q * rng.uniform(0.3, 3.0) if q > 0 else 0.0) for p, q in asks]
+            diffs.append((first, final, prev, bids, asks))
+        return dataclasses.replace(cap, trades=trades, diffs=diffs)
+
+    return transform
+
+
+def test_l2_decisions_do_not_see_later_trades_or_book_diffs():
+    """L2 backtest (spot BTCUSDT capture): perturb every trade and every book diff after t;
+    every decision at or before t — router choice, propensity, signal, size, the fill on the
+    book at t, the context — is unchanged, and later decisions do change.
+
+    How it was checked to fail when a feature reads ahead (2026-12-01): in
+    ``stevie.backtest.l2.book_stream`` the trades were merged into the stream keyed one second
+    early (``tr.ts_event_ns - 1_000_000_000``: the features' TI at a book then includes the
+    trades of the next second). The test then failed at the decision at t (row 43 of 44:
+    ``ctx_ti`` 0.452 → 0.354, propensity 0.485 → 0.495). Edit reverted; the test passes on the
+    real cores. (Not caught: stamping each diff with the previous diff's event time — the book
+    one diff ahead — left every decision at or before t unchanged on this capture, since the
+    perturbation only rescales sizes of the levels a diff touches.)"""
+    base = l2_run()
+    ts = sorted(set(base.decisions["ts_event_ns"]))
+    assert len(ts) > 50
+    for k, t_ns in enumerate((ts[len(ts) // 3], ts[2 * len(ts) // 3])):
+        alt = l2_run(l2_perturb(t_ns, k))
+        before, after = l2_rows(base, t_ns), l2_rows(alt, t_ns)
+        assert len(before) > 10 and before == after
+        assert l2_rows(base)[len(before) :] != l2_rows(alt)[len(after) :]  # the perturbation was real
