@@ -507,3 +507,18 @@ def _capture_sha(folder: Path) -> str:
         h.update(name.encode())
         h.update(hashlib.sha256((folder / name).read_bytes()).digest())
     return h.hexdigest()
+
+
+def bench(data_dir: Path, rounds: int = 1) -> tuple[int, float, float]:
+    """(depth messages, best seconds of the run after decoding, best seconds with decoding) of
+    the L2 backtest over every capture under ``data_dir`` (the ``stevie bench`` row)."""
+    caps = discover_captures(data_dir)
+    s = L2Settings(captures=[c.label for c in caps])
+    best_run = best_total = float("inf")
+    n = 0
+    for _ in range(max(1, rounds)):
+        t0 = time.perf_counter()
+        r = run_l2(caps, s)
+        best_total = min(best_total, time.perf_counter() - t0)
+        best_run, n = min(best_run, r.run_s), r.depth_messages
+    return n, best_run, best_total
