@@ -59,3 +59,14 @@ def test_l2_one_capture_decides_fills_in_the_book_and_is_deterministic(tmp_path)
     # rewards were fed back to the router (the bandit learned from the run)
     assert s1["metrics"]["router_updates"] > 0
     assert sum(1 for r in t["reward"] if r is not None and math.isfinite(r)) == s1["metrics"]["router_updates"]
+
+
+def test_l2_cli_bad_selection_is_one_line_exit_2(tmp_path):
+    from typer.testing import CliRunner
+
+    from stevie.runtime.cli import app
+
+    r = CliRunner().invoke(app, ["backtest", "--l2", "--symbols", "NOPEUSDT", "--out", str(tmp_path / "x")])
+    assert r.exit_code == 2, r.output
+    assert "no L2 capture" in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "x").exists()
