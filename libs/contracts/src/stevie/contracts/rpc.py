@@ -10,6 +10,7 @@ from __future__ import annotations
 import msgspec
 
 from stevie.contracts.adaptive import AlphaSignal
+from stevie.contracts.venues import VenueRoute
 
 
 class RpcError(msgspec.Struct, frozen=True, tag=True):
@@ -382,6 +383,8 @@ class Audit(msgspec.Struct, frozen=True, tag=True):
     alphas: list[AlphaSignal] = []
     """Every registered alpha's signal and blend weight at this decision
     (``stevie.quant.alpha``; attribution in ``/api/alpha/attribution``)."""
+    route: VenueRoute | None = None
+    """Smart order routing of the order: chosen and filled venue, expected cost, reasons."""
 
 
 class ProvenanceInput(msgspec.Struct, frozen=True):
