@@ -54,6 +54,22 @@ CTX_FIELDS = ("sigmaHAR", "sigmaGARCH", "funding")
 """Context numbers the bar mode fills (the others are unknown from klines and stay neutral)."""
 
 
+def backtest_guards(stale_book_ms: float) -> RiskGuardsSettings:
+    """The risk-guard limits of a backtest account (100,000 quote of paper capital): caps in
+    quote units, 30 orders/min, a 100 bps collar, a 10,000 quote drawdown breaker reset after
+    an hour; ``stale_book_ms``: how old the priced book may be (a bar, or an L2 book)."""
+    return RiskGuardsSettings(
+        global_notional_cap_quote=500_000.0,
+        symbol_notional_cap_quote=50_000.0,
+        max_order_notional_quote=50_000.0,
+        orders_per_min=30,
+        collar_bps=100.0,
+        max_drawdown_quote=10_000.0,
+        breaker_reset_s=3_600.0,
+        stale_book_ms=stale_book_ms,
+    )
+
+
 class BarSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Everything that decides a bar backtest's result (hashed into the run id).
 
@@ -88,18 +104,7 @@ class BarSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     spread_bps: float = 1.0
     impact_y: float = 1.0
     cost_window_bars: int = 60
-    guards: RiskGuardsSettings = msgspec.field(
-        default_factory=lambda: RiskGuardsSettings(
-            global_notional_cap_quote=500_000.0,
-            symbol_notional_cap_quote=50_000.0,
-            max_order_notional_quote=50_000.0,
-            orders_per_min=30,
-            collar_bps=100.0,
-            max_drawdown_quote=10_000.0,
-            breaker_reset_s=3_600.0,
-            stale_book_ms=120_000.0,
-        )
-    )
+    guards: RiskGuardsSettings = msgspec.field(default_factory=lambda: backtest_guards(stale_book_ms=120_000.0))
 
     def execution(self) -> ExecutionSettings:
         return ExecutionSettings(

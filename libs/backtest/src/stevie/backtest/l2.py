@@ -47,7 +47,7 @@ from pathlib import Path
 import msgspec
 from rich.console import Console
 
-from stevie.backtest.bars import Columns
+from stevie.backtest.bars import Columns, backtest_guards
 from stevie.backtest.data import BacktestInputError
 from stevie.contracts import BookStatus, BookTopK, DepthDiff, DepthSnapshot
 from stevie.contracts.rpc import GuardDecision
@@ -94,18 +94,7 @@ class L2Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     sigma_target_bps: float = 10.0
     fee_bps: float = 5.0
     min_order_quote: float = 10.0
-    guards: RiskGuardsSettings = msgspec.field(
-        default_factory=lambda: RiskGuardsSettings(
-            global_notional_cap_quote=500_000.0,
-            symbol_notional_cap_quote=50_000.0,
-            max_order_notional_quote=50_000.0,
-            orders_per_min=30,
-            collar_bps=100.0,
-            max_drawdown_quote=10_000.0,
-            breaker_reset_s=3_600.0,
-            stale_book_ms=2_000.0,
-        )
-    )
+    guards: RiskGuardsSettings = msgspec.field(default_factory=lambda: backtest_guards(stale_book_ms=2_000.0))
 
     def execution(self, books: list[str]) -> ExecutionSettings:
         return ExecutionSettings(
