@@ -95,11 +95,22 @@ class Execution:
             registry=r,
             buckets=LATENCY_BUCKETS_S,
         )
+        self.m_stage = Histogram(
+            "exec_decision_stage_seconds",
+            "Wall time of one step of the decision path: edge (book at the venue edge → features "
+            "at execution), rpc:SERVICE.METHOD (a request/reply call, as execution waits for it), "
+            "store (audit and record on JetStream)",
+            ["stage"],
+            registry=r,
+            buckets=LATENCY_BUCKETS_S,
+        )
 
     async def call(self, service: str, method: str, req: msgspec.Struct, tp: type[R]) -> R:
         """Request/reply; raises TimeoutError (no answer) or RuntimeError (an RpcError)."""
+        t0 = time.perf_counter()
         msg = await self.ctx.bus.request(subjects.rpc(self.root, service, method), encode(req), self.s.rpc_timeout_s)
         out = msgspec.json.decode(msg.data, type=tp | RpcError)
+        self.m_stage.labels(f"rpc:{service}.{method}").observe(time.perf_counter() - t0)
         if isinstance(out, RpcError):
             raise RuntimeError(f"{service}.{method}: {out.status} {out.error}: {out.detail}")
         return out
@@ -227,10 +238,12 @@ class Execution:
             pos = self.core.positions[fill_key].size
             audit = msgspec.structs.replace(audit, venue=fill_key[0], position_after=pos, route=route)
             rec = msgspec.structs.replace(rec, venue=fill_key[0], position=pos)
+        t0 = time.perf_counter()
         await asyncio.gather(  # both stored on JetStream (independent, idempotent by id): one round trip
             self.ctx.bus.publish_durable(subjects.audit(self.root, *fill_key), encode(audit), event_id),
             self.ctx.bus.publish_durable(subjects.exec_record(self.root, *fill_key), encode(rec), event_id + ":rec"),
         )
+        self.m_stage.labels("store").observe(time.perf_counter() - t0)
         self.m_decisions.labels(*key).inc()
         return rec
 
@@ -320,6 +333,8 @@ class Execution:
         due = self.core.on_features(f)
         if key not in self.locks:
             return
+        if due and key in self.clock_keys:
+            self.m_stage.labels("edge").observe(max(0, time.time_ns() - f.ts_init_ns) / 1e9)
         await self.rewards(key)
         if due and key in self.clock_keys and self.flags.enabled("ExecutionRouter") and not self.locks[key].locked():
             try:
