@@ -167,6 +167,58 @@ class DeployStatus(msgspec.Struct, frozen=True, tag=True):
     healthySinceMs: int | None
     windowS: float
     transitions: list[Transition]
+    stacks: dict[str, RouterStack] = {}
+    """The router stacks as they announce themselves (colour → model, process)."""
+
+
+class DeployAction(msgspec.Struct, frozen=True, tag=True, forbid_unknown_fields=True):
+    """Operator action on the cutover: ``start`` (candidate → canary) or ``rollback``."""
+
+    action: str
+    reason: str = ""
+    actor: str = ""
+
+
+class DeployShare(msgspec.Struct, frozen=True, tag=True):
+    """The cutover's share of decisions for green, published by control every second and on
+    each transition (``subjects.deploy_share``); execution splits its decisions by it."""
+
+    state: str
+    greenShare: float
+    green: str | None
+    ts_ns: int
+
+
+class RouterStack(msgspec.Struct, frozen=True, tag=True):
+    """A router stack announcing itself (``subjects.deploy_stack``, every 2 s): its colour, the
+    registry model it serves (``modelId``; '' = the prior), the model it started from
+    (``loadedFrom``), and whether it is a candidate (green serving a model that is not current)."""
+
+    colour: str
+    modelId: str
+    loadedFrom: str
+    candidate: bool
+    pid: int
+    ts_ns: int
+
+
+class SloSample(msgspec.Struct, frozen=True, array_like=True):
+    """One measurement on a router stack by its caller: a ``decide`` call (``latencyMs``,
+    ``error``) or, once the horizon passed, the realised reward of that decision next to its
+    predicted score (``latencyMs`` None). Scores and rewards in bps."""
+
+    ts_ns: int
+    latencyMs: float | None
+    error: bool
+    predicted: float | None = None
+    realised: float | None = None
+
+
+class StackSlo(msgspec.Struct, frozen=True, tag=True):
+    """A batch of ``SloSample`` of one stack (``colour``) from execution (``subjects.deploy_slo``)."""
+
+    colour: str
+    samples: list[SloSample]
 
 
 class CanaryGate(msgspec.Struct, frozen=True):

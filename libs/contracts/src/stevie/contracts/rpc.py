@@ -282,6 +282,8 @@ class Choice(msgspec.Struct, frozen=True, tag=True):
     """Non-empty when the baseline-challenger guard replaced the sampled policy by ``p_flat``
     (which one, and the evidence: its DR lower bound vs the baseline's); ``propensity`` is then
     the baseline's under that rule."""
+    stack: str = ""
+    """The router stack (``blue`` or ``green``) that made the choice ('' = not a deployment stack)."""
 
 
 class UpdateRequest(msgspec.Struct, frozen=True, tag=True, forbid_unknown_fields=True):

@@ -118,6 +118,21 @@ def baseline_guard(root: str) -> str:
     return _join(root, "evidence", "baseline")
 
 
+def deploy_share(root: str) -> str:
+    """Blue/green cutover: green's share of decisions, from control (DeployShare)."""
+    return _join(root, "deploy", "share")
+
+
+def deploy_stack(root: str, colour: str) -> str:
+    """Blue/green cutover: a router stack announcing its model (RouterStack)."""
+    return _join(root, "deploy", "stack", colour)
+
+
+def deploy_slo(root: str, colour: str) -> str:
+    """Blue/green cutover: SLO samples of a router stack measured by its caller (StackSlo)."""
+    return _join(root, "deploy", "slo", colour)
+
+
 def all_subjects(root: str) -> dict[str, str]:
     """Every subject pattern, for ``stevie subjects``."""
     return {
@@ -138,4 +153,7 @@ def all_subjects(root: str) -> dict[str, str]:
         "event context": events_context(root, ANY),
         "regime state": regime(root, ANY, ANY),
         "feature gating": gating(root),
+        "deploy share": deploy_share(root),
+        "router stacks": deploy_stack(root, ANY),
+        "router stack SLOs": deploy_slo(root, ANY),
     }
