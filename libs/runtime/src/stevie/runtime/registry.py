@@ -13,6 +13,7 @@ SERVICES: tuple[str, ...] = (
     "features",
     "vol",
     "router",
+    "green-router",
     "risk-guards",
     "execution",
     "reporter",

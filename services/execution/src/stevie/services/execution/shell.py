@@ -22,9 +22,9 @@ from stevie.contracts import BookStatus, BookTopK, MicroFeatures, encode, subjec
 from stevie.contracts.adaptive import AlphaSignal, GatingState, RegimeState
 from stevie.contracts.events import EventContext
 from stevie.contracts.evidence import NudgesApplied
+from stevie.contracts.ops import DeployShare
 from stevie.contracts.rpc import (
     Choice,
-    ChooseRequest,
     ExecutionRecord,
     FillView,
     GuardDecision,
@@ -53,6 +53,7 @@ from stevie.runtime.flags import FlagsClient
 from stevie.runtime.service import LATENCY_BUCKETS_S, ServiceContext, ServiceSpec
 from stevie.services.execution.core import BookSlot, ExecutionCore, Key, NotTradable, Position
 from stevie.services.execution.settings import ExecutionSettings
+from stevie.services.execution.split import StackSplit, publish_slo
 from stevie.store import connect_pool
 from stevie.store.state import audit_count, filled_trades
 
@@ -69,6 +70,8 @@ class Execution:
         self.ctx, self.s, self.root = ctx, s, s.subject_root
         self.core = ExecutionCore(s)
         self.flags = FlagsClient(ctx)  # ExecutionRouter off: no new decisions; StrategyRouter off: p_flat
+        self.split = StackSplit(ctx.clock.now_ns, time.perf_counter)  # blue/green router stacks (issue 13)
+        self.slo_task: asyncio.Future[None] | None = None  # publish_slo, started in main
         for k in s.route_pairs():  # books a routed order may fill on (no decision clock on them)
             self.core.slots.setdefault(k, BookSlot())
             self.core.positions.setdefault(k, Position())
@@ -185,7 +188,7 @@ class Execution:
             if choice is None and not self.flags.enabled("StrategyRouter"):
                 choice = Choice("p_flat", 0.0, 0.0, 1.0, 0.0, {}, [])
             if choice is None:
-                choice = await self.call("router", "decide", ChooseRequest(ctx), Choice)
+                choice = await self.split.decide(self.call, ctx, key[0], key[1], now)
             sizing = self.core.size(key, choice, ctx, sigma, source, now)
             held = sum(p.size for k, p in self.core.positions.items() if k[1] == key[1])  # every venue
             order = sizing.target_size - held
@@ -323,7 +326,9 @@ class Execution:
     async def rewards(self, key: Key) -> None:
         for policy, reward, ctx in self.core.due_rewards(key):
             try:
-                await self.call("router", "update", UpdateRequest(policy, reward, ctx), PosteriorSummary)
+                await self.call(
+                    self.split.reward_to(ctx, reward), "update", UpdateRequest(policy, reward, ctx), PosteriorSummary
+                )
                 self.m_rewards.labels(policy).inc()
             except (TimeoutError, RuntimeError, msgspec.ValidationError) as exc:
                 self.ctx.log.warning("reward_not_sent", policy=policy, error=str(exc)[:200])
@@ -469,6 +474,8 @@ async def main(ctx: ServiceContext) -> None:
             ctx.log.info("sizing_cap_nudged", delta=n.sizingCapDelta, s_max_quote=s_max)
 
     await ctx.subscribe_typed(subjects.nudges(root), NudgesApplied, on_nudges, dlq.labels("nudges"))
+    await ctx.subscribe_typed(subjects.deploy_share(root), DeployShare, ex.split.on_share, dlq.labels("deploy"))
+    ex.slo_task = asyncio.ensure_future(publish_slo(ex.split, ctx.bus, root))  # per-stack SLO samples → control
     await ctx.serve_rpc("plan_and_execute", PlanRequest, ex.plan_and_execute)
     await ctx.serve_rpc("paper_order", PaperOrder, ex.paper_order)
     await ctx.serve_rpc("simulate", SimulateRequest, ex.simulate)

@@ -1,9 +1,15 @@
-"""router shell: ``router.choose``, ``router.update``, ``router.snapshot`` over request/reply."""
+"""router shell: ``router.choose``, ``router.update``, ``router.snapshot`` over request/reply.
+
+The same code runs as the blue (``router``) and the green (``green-router``) stack; every
+choice carries the stack's colour (``Choice.stack``). ``fault_*`` settings slow down or fail a
+share of ``decide`` calls (the rollback proof)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
+import msgspec
 from prometheus_client import Counter
 
 from stevie.contracts.rpc import (
@@ -18,6 +24,7 @@ from stevie.runtime.service import ServiceContext, ServiceSpec
 from stevie.services.router.core import Router
 from stevie.services.router.models import ModelSync
 from stevie.services.router.settings import RouterSettings
+from stevie.services.router.stack import FaultPlan
 
 
 async def main(ctx: ServiceContext) -> None:
@@ -33,16 +40,23 @@ async def main(ctx: ServiceContext) -> None:
         registry=ctx.registry,
     )
     updates = Counter("router_updates_total", "Posterior updates", ["policy"], registry=ctx.registry)
+    faults = FaultPlan(s.fault_delay_ms, s.fault_error_rate)
+    if faults.active:
+        ctx.log.warning("fault_injection", delay_ms=s.fault_delay_ms, error_rate=s.fault_error_rate)
 
     def choose(req: ChooseRequest) -> Choice:  # POST /api/router/choose: not a decision
         c = router.choose(req.context, ctx.clock.now_ns(), decision=False)
         decisions.labels(c.policyId, "api").inc()
-        return c
+        return msgspec.structs.replace(c, stack=s.colour)
 
-    def decide(req: ChooseRequest) -> Choice:  # execution's decision clock
+    async def decide(req: ChooseRequest) -> Choice:  # execution's decision clock
+        if faults.delay_s:
+            await asyncio.sleep(faults.delay_s)
+        if faults.next_fails():
+            raise RuntimeError(f"fault injection: {s.colour} fails {s.fault_error_rate:.0%} of decide calls")
         c = router.choose(req.context, ctx.clock.now_ns())
         decisions.labels(c.policyId, "execution").inc()
-        return c
+        return msgspec.structs.replace(c, stack=s.colour)
 
     def update(req: UpdateRequest) -> PosteriorSummary:
         out = router.update(req.policyId, req.reward, req.context)
@@ -57,9 +71,13 @@ async def main(ctx: ServiceContext) -> None:
     await ctx.serve_rpc("decide", ChooseRequest, decide)
     await ctx.serve_rpc("update", UpdateRequest, update)
     await ctx.serve_rpc("snapshot", SnapshotRequest, snapshot)
+    announcing = asyncio.ensure_future(sync.announce())
     try:
         await asyncio.Event().wait()
     finally:
+        announcing.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await announcing
         await sync.stop()  # SIGTERM: last checkpoint
 
 
