@@ -80,6 +80,9 @@ class Execution:
         self.vol_cache: dict[str, tuple[float, VolForecast | None]] = {}
         self.smile_cache: dict[str, tuple[float, float]] = {}
         self._refreshing: dict[tuple[str, str], asyncio.Future[None]] = {}
+        self._inbox: dict[Key, deque[MicroFeatures]] = {}  # features not yet handled, per book
+        self._workers: dict[Key, asyncio.Future[None]] = {}
+        self._prefetching: set[asyncio.Future[object]] = set()
         self.blocked_times: deque[float] = deque()
         # adaptive context (issue 12): regime label per symbol, gated-off features, alpha blend
         self.regimes: dict[str, str] = {}
@@ -129,6 +132,15 @@ class Execution:
         if first:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(task), FIRST_FETCH_S)
+
+    def prefetch(self, symbol: str) -> None:
+        """Start fetching ``symbol``'s first vol forecast and smile now (one of its books just
+        went LIVE), so its first decision finds them instead of waiting ≤ ``FIRST_FETCH_S``."""
+        for fetch, cache in ((self.sigma, self.vol_cache), (self.rr25, self.smile_cache)):
+            if symbol not in cache:
+                task = asyncio.ensure_future(fetch(symbol))
+                self._prefetching.add(task)
+                task.add_done_callback(self._prefetching.discard)
 
     async def sigma(self, symbol: str) -> tuple[float, float, str]:
         """(σ GARCH, σ HAR, source) of the return over the horizon from the vol service
@@ -333,7 +345,29 @@ class Execution:
             except (TimeoutError, RuntimeError, msgspec.ValidationError) as exc:
                 self.ctx.log.warning("reward_not_sent", policy=policy, error=str(exc)[:200])
 
-    async def on_features(self, f: MicroFeatures) -> None:
+    def on_features(self, f: MicroFeatures) -> None:
+        """Queue ``f`` for its book's worker. Each book's features are handled in arrival
+        order (recorded, due rewards sent, then the decision if one is due: ``step``), the
+        books independently, so one book's decision never delays another book's."""
+        key = (f.venue, f.symbol)
+        self._inbox.setdefault(key, deque()).append(f)
+        worker = self._workers.get(key)
+        if worker is None or worker.done():
+            self._workers[key] = asyncio.ensure_future(self._drain(key))
+
+    async def _drain(self, key: Key) -> None:
+        inbox = self._inbox[key]
+        while inbox:
+            f = inbox.popleft()
+            try:
+                await self.step(f)
+            except Exception:  # a bug must not stop the book's clock: logged with its traceback
+                self.ctx.log.exception("features_step_failed", venue=key[0], symbol=key[1])
+
+    async def step(self, f: MicroFeatures) -> None:
+        """One features vector of a book: recorded; the book's due rewards sent (awaited: the
+        router learns them before it decides, as in ``stevie backtest``); a decision when one
+        is due on the decision clock."""
         key = (f.venue, f.symbol)
         due = self.core.on_features(f)
         if key not in self.locks:
@@ -456,6 +490,8 @@ async def main(ctx: ServiceContext) -> None:
             slot = ex.core.slots.get((st.venue, st.symbol))
             if slot is not None:
                 slot.top = None
+        elif (st.venue, st.symbol) in ex.clock_keys:
+            ex.prefetch(st.symbol)
 
     await ctx.subscribe_typed(subjects.md_book(root, "*", "*"), BookTopK, ex.core.on_book, dlq.labels("book"))
     await ctx.subscribe_typed(subjects.md_status(root, "*", "*"), BookStatus, status, dlq.labels("status"))
