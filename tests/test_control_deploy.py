@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stevie.contracts.ops import SloView
+from stevie.contracts.ops import RouterStack, SloView
 from stevie.services.control.deploy import (
     Call,
     CanaryLadder,
@@ -17,6 +17,7 @@ from stevie.services.control.deploy import (
     SloThresholds,
     SloWindow,
     cvar_of_changes,
+    drive,
 )
 
 S = 1_000_000_000
@@ -125,6 +126,67 @@ def test_too_few_samples_never_advance():
 def test_cutover_config_is_validated():
     with pytest.raises(ValueError):
         CutoverConfig(canary_share=0.5, partial_shares=(0.1,))
+
+
+def test_qos_gap_from_late_rewards_needs_enough_pairs():
+    """Latency samples and the later (predicted, realised) pairs arrive separately; a gap over
+    the cap is a breach only once ``min_samples`` pairs back it."""
+    w = SloWindow(60, T)
+    for i in range(30):
+        w.add(Call(i * S // 10, 5.0, False))
+    w.add(Call(3 * S, None, False, 4.0, -6.0))  # one noisy reward: gap 10 bps, no verdict yet
+    v = w.view(4 * S)
+    assert (v.samples, v.qosGap, v.healthy) == (30, 10.0, True)
+    for _ in range(25):
+        w.add(Call(4 * S, None, False, 1.0, 0.0))
+    v = w.view(5 * S)
+    assert v.samples == 30 and v.qosGap == pytest.approx(abs((4 + 25) / 26 - (-6 / 26))) and not v.healthy
+
+
+def stack(model: str, ts_ns: int, candidate: bool = True) -> RouterStack:
+    return RouterStack("green", model, model, candidate, 1, ts_ns)
+
+
+GOOD = SloView(5.0, 0.0, 0.0, 50, True)
+BAD = SloView(900.0, 0.5, 0.0, 50, False)
+
+
+def test_drive_proposes_starts_advances_and_never_reproposes_a_rolled_back_model():
+    cfg = CutoverConfig(window_s=10, breach_evals=2, thresholds=T)
+    c, done = Cutover("m1", cfg), set[str]()
+    assert drive(c, None, GOOD, 0, done, True, 10) == [] and c.state == "active"
+    assert drive(c, stack("m1", 0, candidate=False), GOOD, 0, done, True, 10) == []  # no candidate
+    tr = drive(c, stack("m2", 0), GOOD, S, done, True, 10)
+    assert [x.toState for x in tr] == ["candidate", "canary"] and c.green_share == 0.01
+    moves = []
+    for sec in range(2, 60):
+        moves += drive(c, stack("m2", sec * S), GOOD, sec * S, done, True, 10)
+    assert [x.toState for x in moves] == ["partial", "partial", "active"] and c.blue == "m2" and "m2" in done
+    assert drive(c, stack("m2", 61 * S), GOOD, 61 * S, done, True, 10) == []  # m2 is done: not again
+    tr = drive(c, stack("m3", 62 * S), GOOD, 62 * S, done, True, 10)
+    assert [x.toState for x in tr] == ["candidate", "canary"]
+    tr = drive(c, stack("m3", 63 * S), BAD, 63 * S, done, True, 10) + drive(
+        c, stack("m3", 64 * S), BAD, 64 * S, done, True, 10
+    )
+    assert [x.toState for x in tr] == ["rolled_back"] and "m3" in done
+    for sec in range(65, 200):  # healthy again, still announced: stays rolled back (no flapping)
+        assert drive(c, stack("m3", sec * S), GOOD, sec * S, done, True, 10) == []
+    assert c.state == "rolled_back"
+
+
+def test_drive_rolls_back_when_green_is_gone_or_changes_model_and_waits_without_auto_start():
+    c, done = Cutover("m1", CFG), set[str]()
+    drive(c, stack("m2", 0), GOOD, 0, done, True, 10)
+    assert drive(c, stack("m2", 0), GOOD, 5 * S, done, True, 10) == []  # 5 s silent: still fresh
+    tr = drive(c, stack("m2", 0), GOOD, 11 * S, done, True, 10)
+    assert [x.toState for x in tr] == ["rolled_back"] and "gone" in tr[0].reason
+    tr = drive(c, stack("m4", 12 * S), GOOD, 12 * S, done, True, 10)
+    tr = drive(c, stack("m5", 13 * S), GOOD, 13 * S, done, True, 10)
+    assert c.state == "rolled_back" and "now serves m5" in tr[0].reason
+    c2 = Cutover("m1", CFG)
+    tr = drive(c2, stack("m2", 0), GOOD, 0, set(), False, 10)
+    assert [x.toState for x in tr] == ["candidate"] and c2.green_share == 0.0
+    assert drive(c2, stack("m2", S), GOOD, S, set(), False, 10) == []  # waits for an operator start
 
 
 # -- canary ladder -------------------------------------------------------------------------

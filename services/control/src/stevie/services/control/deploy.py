@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from stevie.contracts.ops import CanaryGate, SloView, Transition
+from stevie.contracts.ops import CanaryGate, RouterStack, SloView, Transition
 from stevie.quant.errors import QuantInputError
 
 S = 1_000_000_000
@@ -45,11 +45,12 @@ MS = 1_000_000
 # -- SLO window ----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Call:
-    """One ``choose`` call on a stack: event time, latency (ms), failed?, predicted score and
-    the realised reward once known (None before)."""
+    """One measurement on a stack: a ``decide`` call (time, latency in ms, failed?) or — with
+    ``latency_ms`` None — a decision's predicted score next to its realised reward (bps), which
+    is known only a horizon later (``SloSample`` from execution)."""
 
     ts_ns: int
-    latency_ms: float
+    latency_ms: float | None
     error: bool
     predicted: float | None = None
     realised: float | None = None
@@ -64,8 +65,10 @@ class SloThresholds:
 
 
 class SloWindow:
-    """Calls within the last ``window_s`` of event time → ``SloView``. p95 is numpy's linear
-    percentile of the latencies; QoS gap over the calls that have both predicted and realised."""
+    """Calls within the last ``window_s`` → ``SloView``. ``samples`` = calls with a latency; p95
+    is numpy's linear percentile of their latencies, the error rate their failed share; the QoS
+    gap |mean predicted − mean realised| is over the measurements that have both, and only
+    counts (for health) once there are ``min_samples`` of them (one noisy reward is no verdict)."""
 
     def __init__(self, window_s: float, thresholds: SloThresholds) -> None:
         self.window_ns = int(window_s * S)
@@ -78,18 +81,19 @@ class SloWindow:
     def view(self, now_ns: int) -> SloView:
         while self.calls and self.calls[0].ts_ns <= now_ns - self.window_ns:
             self.calls.popleft()
-        n = len(self.calls)
-        if n == 0:
-            return SloView(None, None, None, 0, False)
-        p95 = float(np.percentile([c.latency_ms for c in self.calls], 95))
-        err = sum(c.error for c in self.calls) / n
+        timed = [c for c in self.calls if c.latency_ms is not None]
+        n = len(timed)
         pairs = [(c.predicted, c.realised) for c in self.calls if c.predicted is not None and c.realised is not None]
         gap = abs(float(np.mean([p for p, _ in pairs])) - float(np.mean([r for _, r in pairs]))) if pairs else None
+        if n == 0:
+            return SloView(None, None, None if gap is None else round(gap, 6), 0, False)
+        p95 = float(np.percentile([c.latency_ms for c in timed], 95))
+        err = sum(c.error for c in timed) / n
         healthy = (
             n >= self.t.min_samples
             and p95 <= self.t.max_p95_ms
             and err <= self.t.max_error_rate
-            and (gap is None or gap <= self.t.max_qos_gap)
+            and (gap is None or len(pairs) < self.t.min_samples or gap <= self.t.max_qos_gap)
         )
         return SloView(round(p95, 3), round(err, 6), None if gap is None else round(gap, 6), n, healthy)
 
@@ -193,6 +197,48 @@ class Cutover:
         out = [self._go("active", now_ns, f"healthy for {self.cfg.window_s:g} s: {self.green} is now blue")]
         self.blue, self.green = self.green or self.blue, None
         return out
+
+
+def drive(
+    c: Cutover,
+    green: RouterStack | None,
+    green_slo: SloView,
+    now_ns: int,
+    done: set[str],
+    auto_start: bool,
+    stale_s: float,
+) -> list[Transition]:
+    """One evaluation of the running system (control calls it every ``cutover_eval_s``):
+
+    - a cutover in progress (canary/partial) rolls back when the green stack is gone (no
+      announcement within ``stale_s``) or serves another model than the one being cut over;
+      else green's SLO view is observed (advance after a healthy window, rollback on a breach);
+    - otherwise a green stack announcing a candidate model not seen before (not in ``done``:
+      models already rolled back or made active never come back by themselves — no flapping)
+      is proposed, and its canary started when ``auto_start``.
+
+    ``done`` is updated with the model of a rollback or of an activation. Returns the
+    transitions made (for the audit)."""
+    fresh = green is not None and now_ns - green.ts_ns <= stale_s * S
+    out: list[Transition] = []
+    if c.state in ("canary", "partial"):
+        if green is None or not fresh:
+            out = c.rollback(now_ns, f"green stack gone (no announcement for {stale_s:g} s)")
+        elif green.modelId != c.green:
+            out = c.rollback(now_ns, f"green stack now serves {green.modelId or 'the prior'}, not {c.green}")
+        else:
+            before = c.green
+            out = c.observe(green_slo, now_ns)
+            if c.state == "active" and before:
+                done.add(before)
+    elif green is not None and fresh and green.candidate and green.modelId and green.modelId not in done:
+        if not (c.state == "candidate" and c.green == green.modelId):
+            out = c.propose(green.modelId, now_ns, "auto")
+        if auto_start:
+            out += c.start(now_ns, "auto")
+    if c.state == "rolled_back" and c.green:
+        done.add(c.green)
+    return out
 
 
 # -- canary ladder -------------------------------------------------------------------------

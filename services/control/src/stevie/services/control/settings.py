@@ -12,10 +12,21 @@ class ControlSettings(CommonSettings, frozen=True, kw_only=True, forbid_unknown_
     quote units, dwell seconds) and how often paper stats are polled."""
 
     blue_model: str = "router-v1"
+    """Shown as blue until the blue stack announces the model it serves."""
     cutover_window_s: float = 300.0
+    cutover_eval_s: float = 1.0
+    """How often the green stack's SLO window is evaluated and the share published."""
+    cutover_auto_start: bool = True
+    """A candidate announced by the green stack starts its canary at once (actor ``auto``);
+    False: it waits in ``candidate`` for an operator ``start`` (``deploy_action``)."""
+    canary_share: float = 0.01
+    partial_shares: tuple[float, ...] = (0.10, 0.25)
+    stack_stale_s: float = 10.0
+    """A stack silent this long is gone: a cutover in progress whose green is gone rolls back."""
     slo_max_p95_ms: float = 50.0
     slo_max_error_rate: float = 0.02
-    slo_max_qos_gap: float = 0.05
+    slo_max_qos_gap: float = 10.0
+    """bps: |mean predicted score − mean realised reward| of green's decisions in the window."""
     slo_min_samples: int = 20
     canary_min_fills: int = 20
     canary_min_pnl_quote: float = 0.0
@@ -27,5 +38,7 @@ class ControlSettings(CommonSettings, frozen=True, kw_only=True, forbid_unknown_
         super().__post_init__()
         if self.cutover_window_s <= 0 or self.canary_poll_s <= 0 or self.canary_min_dwell_s < 0:
             raise SettingsError("cutover_window_s and canary_poll_s must be > 0, canary_min_dwell_s ≥ 0")
+        if self.cutover_eval_s <= 0 or self.stack_stale_s <= 0:
+            raise SettingsError("cutover_eval_s and stack_stale_s must be > 0")
         if not 0 <= self.slo_max_error_rate <= 1 or self.slo_min_samples < 1:
             raise SettingsError("slo_max_error_rate must be in [0, 1] and slo_min_samples ≥ 1")

@@ -2,9 +2,15 @@
 statistics, the blue/green cutover state and the canary ladder.
 
 RPCs (``stevie.rpc.control.*``): ``flags_get``, ``flags_set``, ``dq_stats``, ``deploy_status``,
-``canary_state``, ``canary_action``. Flags are re-published every ``REPUBLISH_S`` seconds and at
+``deploy_action``, ``canary_state``, ``canary_action``. Flags are re-published every ``REPUBLISH_S`` seconds and at
 once on a change (``subjects.flags``). Paper stats for the ladder are polled from execution
 (positions, equity), risk-guards (breaker) and execution's heartbeat metrics (fills).
+
+Blue/green: the router stacks announce their model (``subjects.deploy_stack``), execution
+sends per-stack SLO samples (``subjects.deploy_slo``) into the two ``SloWindow``s; every
+``cutover_eval_s`` the cutover is driven (``deploy.drive``), each transition audited
+(``ops_audit``), and green's share published (``subjects.deploy_share``). Reaching ``active``
+promotes green's model in the registry (evidence ``models_promote``), so the blue stack loads it.
 """
 
 from __future__ import annotations
@@ -19,10 +25,13 @@ import stamina
 from prometheus_client import Counter, Gauge
 
 from stevie.contracts import Heartbeat, encode, subjects
+from stevie.contracts.evidence import ModelChange, ModelIdRequest
 from stevie.contracts.ops import (
     CanaryAction,
     CanaryState,
     CanaryStateRequest,
+    DeployAction,
+    DeployShare,
     DeployStatus,
     DeployStatusRequest,
     DqExample,
@@ -32,6 +41,8 @@ from stevie.contracts.ops import (
     FlagsSetRequest,
     FlagsState,
     FlagsUpdate,
+    RouterStack,
+    StackSlo,
     Transition,
 )
 from stevie.contracts.rpc import GuardsState, GuardsStateRequest, Positions, PositionsRequest, RpcError
@@ -40,6 +51,7 @@ from stevie.runtime.service import ServiceContext, ServiceSpec
 from stevie.services.control.core import dq_sources, samples
 from stevie.services.control.deploy import (
     WEIGHTS,
+    Call,
     CanaryLadder,
     Cutover,
     CutoverConfig,
@@ -47,6 +59,7 @@ from stevie.services.control.deploy import (
     PaperStats,
     SloThresholds,
     SloWindow,
+    drive,
 )
 from stevie.services.control.settings import ControlSettings
 from stevie.store import connect_pool, migrate
@@ -61,8 +74,11 @@ class Control:
         self.book = fl.FlagBook(fl.defaults(os.environ))
         self.metrics_texts: dict[str, str] = {}
         t = SloThresholds(s.slo_max_p95_ms, s.slo_max_error_rate, s.slo_max_qos_gap, s.slo_min_samples)
-        self.cutover = Cutover(s.blue_model, CutoverConfig(window_s=s.cutover_window_s, thresholds=t))
+        cfg = CutoverConfig(s.canary_share, s.partial_shares, s.cutover_window_s, thresholds=t)
+        self.cutover = Cutover(s.blue_model, cfg)
         self.slo = {c: SloWindow(s.cutover_window_s, t) for c in ("blue", "green")}
+        self.stacks: dict[str, RouterStack] = {}
+        self.done: set[str] = set()  # models rolled back or made active: never proposed again
         self.ladder = CanaryLadder(
             LadderConfig(
                 s.canary_min_fills, s.canary_min_pnl_quote, s.canary_max_cvar_quote, 0.95, s.canary_min_dwell_s
@@ -163,6 +179,67 @@ class Control:
                     self.ctx.log.warning("transition_not_audited", error=str(exc)[:200])
         self._set_gauges()
 
+    def on_stack(self, m: RouterStack) -> None:
+        if m.colour in self.slo:
+            self.stacks[m.colour] = msgspec.structs.replace(m, ts_ns=self.ctx.clock.now_ns())  # arrival time
+
+    def on_slo(self, batch: StackSlo) -> None:
+        w = self.slo.get(batch.colour)
+        if w is None:
+            return
+        now = self.ctx.clock.now_ns()  # the window runs on control's clock (arrival time)
+        for x in batch.samples:
+            w.add(Call(now, x.latencyMs, x.error, x.predicted, x.realised))
+
+    async def drive_cutover(self) -> None:
+        """One evaluation: drive the cutover, audit, promote on ``active``, publish the share."""
+        now = self.ctx.clock.now_ns()
+        c, blue = self.cutover, self.stacks.get("blue")
+        if blue is not None and blue.modelId and c.state not in ("canary", "partial"):
+            c.blue = blue.modelId
+        green_slo = self.slo["green"].view(now)
+        trs = drive(
+            c, self.stacks.get("green"), green_slo, now, self.done, self.s.cutover_auto_start, self.s.stack_stale_s
+        )
+        await self.audit("deploy", trs)
+        if any(tr.toState == "active" for tr in trs):
+            await self.promote(c.blue)
+        await self.publish_share()
+
+    async def promote(self, model_id: str) -> None:
+        """Make ``model_id`` current in the registry (evidence), so blue loads it."""
+        got = await self._ask("evidence", "models_promote", ModelIdRequest(model_id, "control:cutover"), ModelChange)
+        self.ctx.log.info("cutover_promoted", model=model_id, ok=isinstance(got, ModelChange))
+
+    async def publish_share(self) -> None:
+        c = self.cutover
+        m = DeployShare(c.state, c.green_share, c.green, self.ctx.clock.now_ns())
+        await self.ctx.bus.publish(subjects.deploy_share(self.s.subject_root), encode(m))
+
+    async def cutover_loop(self) -> None:
+        while True:
+            try:
+                await self.drive_cutover()
+            except Exception as exc:  # one bad evaluation must not stop the cutover
+                self.ctx.log.warning("cutover_eval_failed", error=str(exc)[:200])
+            await asyncio.sleep(self.s.cutover_eval_s)
+
+    async def deploy_action(self, req: DeployAction) -> DeployStatus:
+        """Operator: ``start`` (candidate → canary) or ``rollback``. ValueError (→ 400) for
+        another action or one the state does not allow."""
+        now, actor = self.ctx.clock.now_ns(), req.actor or "anonymous"
+        if req.action == "start":
+            trs = self.cutover.start(now, actor)
+        elif req.action == "rollback":
+            trs = self.cutover.rollback(now, req.reason or "rolled back by operator", actor)
+            if self.cutover.green:
+                self.done.add(self.cutover.green)
+        else:
+            raise ValueError(f"action must be start or rollback, got {req.action[:40]!r}")
+        await self.audit("deploy", trs)
+        await self.publish_share()
+        return self.deploy_status(DeployStatusRequest())
+
     def deploy_status(self, _: DeployStatusRequest) -> DeployStatus:
         now = self.ctx.clock.now_ns()
         c = self.cutover
@@ -175,6 +252,7 @@ class Control:
             healthySinceMs=None if c.healthy_since_ns is None else c.healthy_since_ns // MS,
             windowS=c.cfg.window_s,
             transitions=c.transitions[-20:],
+            stacks=dict(self.stacks),
         )
 
     def canary_state(self, _: CanaryStateRequest | None = None) -> CanaryState:
@@ -236,12 +314,17 @@ async def main(ctx: ServiceContext) -> None:
     await ctx.serve_rpc("flags_get", FlagsGetRequest, c.flags_get)
     await ctx.serve_rpc("flags_set", FlagsSetRequest, c.flags_set)
     await ctx.serve_rpc("dq_stats", DqStatsRequest, c.dq_stats)
+    await ctx.subscribe_typed(
+        subjects.deploy_stack(s.subject_root, "*"), RouterStack, c.on_stack, dlq.labels("deploy_stack")
+    )
+    await ctx.subscribe_typed(subjects.deploy_slo(s.subject_root, "*"), StackSlo, c.on_slo, dlq.labels("deploy_slo"))
     await ctx.serve_rpc("deploy_status", DeployStatusRequest, c.deploy_status)
+    await ctx.serve_rpc("deploy_action", DeployAction, c.deploy_action)
     await ctx.serve_rpc("canary_state", CanaryStateRequest, c.canary_state)
     await ctx.serve_rpc("canary_action", CanaryAction, c.canary_action)
     ctx.log.info("control_ready", flags=c.book.values())
     try:
-        await asyncio.gather(c.republish(), c.poll_paper())
+        await asyncio.gather(c.republish(), c.poll_paper(), c.cutover_loop())
     finally:
         if pool is not None:
             with contextlib.suppress(Exception):
