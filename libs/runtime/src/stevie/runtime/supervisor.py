@@ -96,6 +96,10 @@ def stack_env(opts: UpOptions, base: dict[str, str]) -> dict[str, str]:
     env.setdefault("STEVIE_GATEWAY_PORT", str(opts.gateway_port))
     env.setdefault("STEVIE_GATEWAY_SERVICES", ",".join(opts.services))
     env["PYTHONUNBUFFERED"] = "1"
+    # at most two malloc arenas per process: glibc gives each thread that allocates its own
+    # (up to 8 per core), and the services' thread pools (asyncio.to_thread, onnxruntime,
+    # OpenBLAS) left each arena holding its own free memory
+    env.setdefault("MALLOC_ARENA_MAX", "2")
     return env
 
 

@@ -38,8 +38,10 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import overload
 
 import msgspec
+import numpy as np
 
 from stevie.contracts import BookState, BookTopK, MicroFeatures, Trade
 from stevie.contracts.featstore import (
@@ -63,6 +65,8 @@ COMPARED = (
     "event time already stored"
 )
 _LEVELS = list[tuple[float, float]]
+#: one depth update as the book applies it: (U, u, pu, bids, asks)
+Diff = tuple[int, int, int | None, _LEVELS, _LEVELS]
 _CAPTURE_NAME = re.compile(r"^l2_(\d{4}-\d{2}-\d{2}T\d{4})Z$")
 
 
@@ -88,7 +92,7 @@ class CaptureData:
     usdm: bool
     name: str
     snapshot: tuple[_LEVELS, _LEVELS, int]
-    diffs: list[tuple[int, int, int | None, _LEVELS, _LEVELS]]
+    diffs: Sequence[Diff]
     trades: list[Trade]
     trade_index: dict[int, int] = field(default_factory=dict)
     diff_ts_ns: list[int] = field(default_factory=list)  # event time E of each diff (ns), same order
@@ -113,20 +117,73 @@ class _WireSnapshot(msgspec.Struct):
     asks: _LEVELS
 
 
+class _WireOrder(msgspec.Struct):
+    """The two fields of a depthUpdate line that order the replay (the rest is skipped)."""
+
+    E: int
+    seq: int = 0
+
+
 _diff_decoder = msgspec.json.Decoder(_WireDiff, strict=False)
+_order_decoder = msgspec.json.Decoder(_WireOrder, strict=False)
+
+
+class WireDiffs(Sequence[Diff]):
+    """A capture's depth updates kept as their recorded JSON lines — one bytes blob and the
+    (start, end) byte offsets of each line, in replay order — and decoded (``_WireDiff``, the
+    book-maintainer's decoding) when read. ≈ 1.6 kB per update instead of ≈ 6–9 kB as Python
+    tuples of floats (the features service keeps every capture decoded for the parity check:
+    ≈ 40 MB for the six instead of ≈ 200 MB); a read costs one msgspec decode (≈ 10 µs).
+    Read-only; ``i`` out of range raises IndexError."""
+
+    def __init__(self, blob: bytes, starts: np.ndarray, ends: np.ndarray, usdm: bool) -> None:
+        if starts.shape != ends.shape or starts.ndim != 1:
+            raise ValueError(f"starts and ends must be 1-d of one length, got {starts.shape} and {ends.shape}")
+        self._blob, self._starts, self._ends, self._usdm = blob, starts, ends, usdm
+
+    def __len__(self) -> int:
+        return int(self._starts.size)
+
+    def _one(self, i: int) -> Diff:
+        d = _diff_decoder.decode(self._blob[int(self._starts[i]) : int(self._ends[i])])
+        return (d.U, d.u, d.pu if self._usdm else None, d.b, d.a)
+
+    @overload
+    def __getitem__(self, i: int) -> Diff: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[Diff]: ...
+    def __getitem__(self, i: int | slice) -> Diff | list[Diff]:
+        if isinstance(i, slice):
+            return [self._one(k) for k in range(*i.indices(len(self)))]
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError(f"diff {i} out of range (0..{n - 1})")
+        return self._one(i % n)
+
+    def __iter__(self) -> Iterator[Diff]:
+        return (self._one(k) for k in range(len(self)))
+
+
 _snapshot_decoder = msgspec.json.Decoder(_WireSnapshot, strict=False)
 
 
 def load(venue: str, symbol: str, folder: Path) -> CaptureData:
     """Decode one capture folder (``data/samples/binance/<spot|usdm>/<symbol>/l2_*``, format
-    ``data/samples/SOURCE_README.md`` §1). Raises FileNotFoundError / ValueError /
-    msgspec.DecodeError on a broken capture."""
+    ``data/samples/SOURCE_README.md`` §1). The depth updates stay compact (``WireDiffs``:
+    each line's JSON is checked here, its levels decoded when read). Raises
+    FileNotFoundError / ValueError / msgspec.DecodeError on a broken capture (a level of the
+    wrong type: msgspec.ValidationError when that diff is read)."""
     usdm = venue == "binance-usdm"
     snap = _snapshot_decoder.decode((folder / "depth_snapshot.json").read_bytes())
     with gzip.open(folder / "depth_updates.jsonl.gz", "rb") as f:
-        raw = [_diff_decoder.decode(line) for line in f if line.strip()]
-    raw.sort(key=lambda d: (d.E, d.seq))  # the replay's order: event time, then the recorder's sequence
-    diffs = [(d.U, d.u, d.pu if usdm else None, d.b, d.a) for d in raw]
+        lines = [line.strip() for line in f]
+    lines = [line for line in lines if line]
+    order = [_order_decoder.decode(line) for line in lines]
+    # the replay's order: event time, then the recorder's sequence
+    idx = sorted(range(len(lines)), key=lambda k: (order[k].E, order[k].seq))
+    lengths = np.fromiter((len(lines[k]) for k in idx), dtype=np.int64, count=len(idx))
+    ends = np.cumsum(lengths)
+    diffs = WireDiffs(b"".join(lines[k] for k in idx), ends - lengths, ends, usdm)
     rows: list[tuple[int, Trade]] = []
     with gzip.open(folder / "trades.csv.gz", "rt") as f:
         for r in csv.DictReader(f):
@@ -150,7 +207,7 @@ def load(venue: str, symbol: str, folder: Path) -> CaptureData:
     trades = [t for _, t in rows]
     data = CaptureData(venue, symbol, usdm, folder.name, (snap.bids, snap.asks, snap.lastUpdateId), diffs, trades)
     data.trade_index = {t.trade_id: i for i, t in enumerate(trades)}
-    data.diff_ts_ns = [d.E * MS for d in raw]
+    data.diff_ts_ns = [order[k].E * MS for k in idx]
     return data
 
 
