@@ -133,6 +133,11 @@ def deploy_slo(root: str, colour: str) -> str:
     return _join(root, "deploy", "slo", colour)
 
 
+def venue_scoring(root: str) -> str:
+    """The venues service's scoring inputs besides the books (VenueScoring), every tick."""
+    return _join(root, "venues", "scoring")
+
+
 def all_subjects(root: str) -> dict[str, str]:
     """Every subject pattern, for ``stevie subjects``."""
     return {
@@ -156,4 +161,5 @@ def all_subjects(root: str) -> dict[str, str]:
         "deploy share": deploy_share(root),
         "router stacks": deploy_stack(root, ANY),
         "router stack SLOs": deploy_slo(root, ANY),
+        "venue scoring inputs": venue_scoring(root),
     }

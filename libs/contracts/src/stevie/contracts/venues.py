@@ -159,3 +159,37 @@ class VenueReport(msgspec.Struct, frozen=True, tag=True):
     windowEnd: int
     markoutS: float
     venues: list[VenueReportRow]
+
+
+class VenueHealth(msgspec.Struct, frozen=True):
+    """One venue's inputs to the score besides its books: ``kind`` spot|perp, taker / maker
+    fee (bps), ``latencyMs`` (EWMA of the measured REST and WebSocket round trips, ms; null
+    before the first), ``reliabilityScore`` in [0, 1], ``rateRemaining`` (REST weight left;
+    null when unknown)."""
+
+    venue: str
+    kind: str
+    feeBps: float
+    makerFeeBps: float
+    latencyMs: float | None
+    reliabilityScore: float
+    rateRemaining: int | None
+
+
+class VenueScoring(msgspec.Struct, frozen=True, tag=True):
+    """Published by the venues service every ``tickS`` on ``{root}.venues.scoring``: what its
+    score needs besides the books and features every subscriber sees on the bus, so a
+    subscriber scores with the same pure core (``stevie.services.venues.core.Registry``).
+    ``symbols``: the symbols scored; ``staleMs``: a LIVE book without an update for this long is
+    not eligible; ``topDepthBps``, ``failureCostBps``, ``shortfallPenaltyBps``, ``microWindowS``:
+    the cost parameters; ``ts_ns``: wall time of the publication."""
+
+    venues: list[VenueHealth]
+    symbols: list[str]
+    staleMs: float
+    topDepthBps: float
+    failureCostBps: float
+    shortfallPenaltyBps: float
+    microWindowS: float
+    tickS: float
+    ts_ns: int
