@@ -31,6 +31,8 @@ class RouterSettings(CommonSettings, frozen=True, kw_only=True, forbid_unknown_f
     """Fault injection: delay every ``decide``/``choose`` by this (to prove the rollback)."""
     fault_error_rate: float = 0.0
     """Fault injection: the share of ``decide`` calls that fail (evenly spread, deterministic)."""
+    fault_model: str = ""
+    """Fault injection applies only while this registry model is served ('' = always)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -42,7 +42,7 @@ async def main(ctx: ServiceContext) -> None:
     updates = Counter("router_updates_total", "Posterior updates", ["policy"], registry=ctx.registry)
     faults = FaultPlan(s.fault_delay_ms, s.fault_error_rate)
     if faults.active:
-        ctx.log.warning("fault_injection", delay_ms=s.fault_delay_ms, error_rate=s.fault_error_rate)
+        ctx.log.warning("fault_injection", delay_ms=s.fault_delay_ms, rate=s.fault_error_rate, model=s.fault_model)
 
     def choose(req: ChooseRequest) -> Choice:  # POST /api/router/choose: not a decision
         c = router.choose(req.context, ctx.clock.now_ns(), decision=False)
@@ -50,10 +50,10 @@ async def main(ctx: ServiceContext) -> None:
         return msgspec.structs.replace(c, stack=s.colour)
 
     async def decide(req: ChooseRequest) -> Choice:  # execution's decision clock
-        if faults.delay_s:
+        if faults.active and s.fault_model in ("", sync.loaded_from):
             await asyncio.sleep(faults.delay_s)
-        if faults.next_fails():
-            raise RuntimeError(f"fault injection: {s.colour} fails {s.fault_error_rate:.0%} of decide calls")
+            if faults.next_fails():
+                raise RuntimeError(f"fault injection: {s.colour} fails {s.fault_error_rate:.0%} of decide calls")
         c = router.choose(req.context, ctx.clock.now_ns())
         decisions.labels(c.policyId, "execution").inc()
         return msgspec.structs.replace(c, stack=s.colour)
