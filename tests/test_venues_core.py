@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
+import msgspec
 import numpy as np
 import polars as pl
 import pytest
@@ -225,6 +227,46 @@ def test_registry_fields_latency_basis_and_streams():
     assert r.reliability("spot") == pytest.approx(0.5)  # its books went stale over the minute
     with pytest.raises(KeyError):
         r.registry(0, "DOGEUSDT")
+
+
+def test_mirror_from_scoring_scores_exactly_like_the_publisher():
+    """A subscriber's mirror (``from_scoring`` + the same books and features) gives the same
+    VenueScore as the publishing registry, and follows its health (reliability, latency,
+    budget) through ``apply_scoring``; a changed configuration does not ``match``."""
+    r = registry()
+    feats = MicroFeatures(
+        venue="perp", symbol="BTCUSDT", obi=0, ti=0, spread_bps=22, micro_vol_bps=4.0, cancel_rate=0, mid=100,
+        ts_event_ns=1, ts_init_ns=1,
+    )  # fmt: skip
+    r.on_latency("spot", "rest", 3.0)
+    r.on_latency("perp", "ws", 40.0)
+    now = 0
+    for _ in range(5):  # the spot venue keeps resyncing: its reliability falls
+        now += S
+        r.on_status(status("spot", BookState.SYNCING), now)
+        r.on_book(book("spot", 99.9, 100.1), now)
+        r.on_book(book("perp", 99.89, 100.11), now)
+        r.tick(now)
+    r.on_micro(feats)
+    sc = r.scoring(now, 1.0)
+    m = Registry.from_scoring(sc)
+    assert m.matches(sc) and r.matches(sc)
+    m.on_book(book("spot", 99.9, 100.1), now)
+    m.on_book(book("perp", 99.89, 100.11), now)
+    m.on_micro(feats)
+    for size, side in ((0.1, "buy"), (7.0, "sell")):
+        assert m.score("BTCUSDT", size, side, now) == r.score("BTCUSDT", size, side, now)
+    # health and books agree (the REST/WebSocket split and the resync count are not mirrored)
+    hidden = {"restLatencyMs": None, "wsLatencyMs": None, "resyncs": 0}
+    assert m.registry(now) == [msgspec.structs.replace(v, **hidden) for v in r.registry(now)]
+    # the publisher's health moves (no budget left on perp): the mirror follows on apply
+    r.on_budget([ProviderBudget("perp", 10, 6000, 6000, 0, 0.0, 0, 0, 0)])
+    m.apply_scoring(r.scoring(now, 1.0))
+    assert m.score("BTCUSDT", 0.1, "buy", now) == r.score("BTCUSDT", 0.1, "buy", now)
+    assert m.score("BTCUSDT", 0.1, "buy", now).venue == "spot"
+    cheaper_perp = Registry([SPOT, dataclasses.replace(PERP, taker_bps=4.0)], ["BTCUSDT"], 5 * S, 10.0)
+    assert not m.matches(cheaper_perp.scoring(now, 1.0))
+    assert not m.matches(msgspec.structs.replace(sc, staleMs=1.0))
 
 
 def test_reference_scores_nan_when_not_eligible():

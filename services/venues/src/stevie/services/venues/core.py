@@ -36,8 +36,10 @@ from stevie.contracts.rpc import ProviderBudget
 from stevie.contracts.venues import (
     CostBreakdown,
     VenueAlternative,
+    VenueHealth,
     VenueInfo,
     VenueScore,
+    VenueScoring,
 )
 from stevie.quant import impact
 from stevie.quant.errors import QuantInputError
@@ -149,6 +151,20 @@ def order_cost(
         latencyBps=sigma_per_sqrt_s * math.sqrt(latency_ms / 1e3),
         failureBps=(1.0 - reliability) * params.failure_cost_bps,
         filledFraction=frac,
+    )
+
+
+def _shape(sc: VenueScoring) -> tuple[object, ...]:
+    """The static part of a ``VenueScoring`` (everything but the venue health and the time)."""
+    venues = tuple((h.venue, h.kind, h.feeBps, h.makerFeeBps) for h in sc.venues)
+    return (
+        tuple(sc.symbols),
+        sc.staleMs,
+        sc.topDepthBps,
+        sc.failureCostBps,
+        sc.shortfallPenaltyBps,
+        sc.microWindowS,
+        venues,
     )
 
 
@@ -295,6 +311,62 @@ class Registry:
 
     def reliability(self, venue: str) -> float:
         return self.venues[venue].reliability.value
+
+    # -- mirror: the score in another process -----------------------------------------------
+    def scoring(self, now_ns: int, tick_s: float) -> VenueScoring:
+        """Everything ``score`` reads besides the books and features (venue health, fees,
+        parameters), for a subscriber's mirror (``from_scoring``/``apply_scoring``);
+        ``tick_s``: how often it is published."""
+        health = [
+            VenueHealth(
+                name,
+                v.spec.kind,
+                v.spec.taker_bps,
+                v.spec.maker_bps,
+                v.latency.value,
+                v.reliability.value,
+                v.rate_remaining,
+            )
+            for name, v in self.venues.items()
+        ]
+        p = self.params
+        return VenueScoring(
+            health,
+            list(self.symbols),
+            self.stale_ns / MS,
+            self.depth_bps,
+            p.failure_cost_bps,
+            p.shortfall_penalty_bps,
+            p.micro_window_s,
+            tick_s,
+            now_ns,
+        )
+
+    @classmethod
+    def from_scoring(cls, sc: VenueScoring) -> Registry:
+        """A mirror of the publishing registry's scoring (no probes of its own: it takes the
+        venue health from ``apply_scoring``; feed it the books and features from the bus)."""
+        specs = [VenueSpec(h.venue, h.kind, "", "", h.feeBps, h.makerFeeBps) for h in sc.venues]
+        params = CostParams(sc.failureCostBps, sc.shortfallPenaltyBps, sc.microWindowS)
+        reg = cls(specs, list(sc.symbols), int(sc.staleMs * MS), sc.topDepthBps, params)
+        reg.apply_scoring(sc)
+        return reg
+
+    def matches(self, sc: VenueScoring) -> bool:
+        """True when ``sc`` describes this registry's venues, fees, symbols and parameters
+        (then ``apply_scoring`` keeps the mirror exact; else build a new one)."""
+        return _shape(sc) == _shape(self.scoring(sc.ts_ns, sc.tickS))
+
+    def apply_scoring(self, sc: VenueScoring) -> None:
+        """Take the publisher's venue health (latency, reliability, rate remaining) as is."""
+        for h in sc.venues:
+            v = self.venues.get(h.venue)
+            if v is not None:
+                v.latency.value, v.reliability.value, v.rate_remaining = (
+                    h.latencyMs,
+                    h.reliabilityScore,
+                    h.rateRemaining,
+                )
 
     # -- outputs ------------------------------------------------------------------------
     def registry(self, now_ns: int, symbol: str = "") -> list[VenueInfo]:

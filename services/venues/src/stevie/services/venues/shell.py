@@ -1,7 +1,8 @@
 """venues shell: feeds the registry core from the bus (LIVE books, book states, features,
 the book maintainer's stream states), measures REST and WebSocket round trips to every venue
 (REST pings through the budgeter), polls the budgeter's rate remaining, logs book-state
-changes to PostgreSQL and answers ``registry``, ``score`` and ``report_venue``."""
+changes to PostgreSQL, publishes the score's inputs besides the books every tick
+(``VenueScoring``) and answers ``registry``, ``score`` and ``report_venue``."""
 
 from __future__ import annotations
 
@@ -174,6 +175,9 @@ class Venues:
         while True:
             now = time.time_ns()
             self.core.tick(now)
+            # the score's inputs besides the books, so execution scores in-process (no RPC hop)
+            scoring = self.core.scoring(now, self.s.tick_s)
+            await self.ctx.bus.publish(subjects.venue_scoring(self.root), encode(scoring))
             for (venue, sym), value in self.core.reference_scores(self.s.reference_notional_quote, now).items():
                 self.g_score.labels(venue, sym).set(value)
             for name, v in self.core.venues.items():
