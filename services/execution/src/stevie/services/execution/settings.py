@@ -16,7 +16,10 @@ class ExecutionSettings(CommonSettings, frozen=True, kw_only=True, forbid_unknow
     rebalances are skipped; feature_window: feature vectors kept for the audit.
     venue_routing: every order asks the venues service for the cheapest LIVE venue and fills
     there; route_venues: the venues whose books execution tracks for those fills (the
-    decision clock stays on ``books``)."""
+    decision clock stays on ``books``). local_venue_scoring: score the route in-process with
+    the venues service's pure core, on the books execution sees and the venue health the
+    service publishes every tick (``VenueScoring``), instead of a ``venues.score`` round trip;
+    without a publication of the last 3 ticks the RPC answers."""
 
     books: list[str] = msgspec.field(default_factory=lambda: ["binance:BTCUSDT", "binance:ETHUSDT"])
     decision_interval_s: float = 10.0
@@ -30,6 +33,7 @@ class ExecutionSettings(CommonSettings, frozen=True, kw_only=True, forbid_unknow
     feature_window: int = 10
     rpc_timeout_s: float = 3.0
     venue_routing: bool = True
+    local_venue_scoring: bool = True
     route_venues: list[str] = msgspec.field(default_factory=lambda: ["binance", "binance-usdm"])
 
     def route_pairs(self) -> list[tuple[str, str]]:

@@ -45,7 +45,7 @@ from stevie.contracts.rpc import (
     VolForecast,
     VolForecastRequest,
 )
-from stevie.contracts.venues import VenueRoute, VenueScore, VenueScoreRequest
+from stevie.contracts.venues import VenueRoute, VenueScore, VenueScoreRequest, VenueScoring
 from stevie.quant.alpha import AlphaInputs, AlphaRegistry
 from stevie.quant.errors import QuantInputError
 from stevie.quant.events import latest_event_dims
@@ -54,6 +54,7 @@ from stevie.runtime.service import LATENCY_BUCKETS_S, ServiceContext, ServiceSpe
 from stevie.services.execution.core import BookSlot, ExecutionCore, Key, NotTradable, Position
 from stevie.services.execution.settings import ExecutionSettings
 from stevie.services.execution.split import StackSplit, publish_slo
+from stevie.services.venues.core import NoLiveVenue, Registry
 from stevie.store import connect_pool
 from stevie.store.state import audit_count, filled_trades
 
@@ -83,6 +84,12 @@ class Execution:
         self._inbox: dict[Key, deque[MicroFeatures]] = {}  # features not yet handled, per book
         self._workers: dict[Key, asyncio.Future[None]] = {}
         self._prefetching: set[asyncio.Future[object]] = set()
+        # the venue score in-process: a mirror of the venues service's registry (its published
+        # venue health) fed with the books, statuses and features execution receives
+        self.venue_mirror: Registry | None = None
+        self.venue_scoring: VenueScoring | None = None
+        self._venue_md: dict[Key, tuple[BookTopK | BookStatus, int]] = {}  # last book or status, received at
+        self._venue_micro: dict[Key, MicroFeatures] = {}
         self.blocked_times: deque[float] = deque()
         # adaptive context (issue 12): regime label per symbol, gated-off features, alpha blend
         self.regimes: dict[str, str] = {}
@@ -312,6 +319,61 @@ class Execution:
             return False
         return True
 
+    # -- venue score in-process ----------------------------------------------------------
+    def on_book(self, top: BookTopK) -> None:
+        self.core.on_book(top)
+        self._venue_md_in(top)
+
+    def on_status(self, st: BookStatus) -> None:
+        if st.state.value != "LIVE":
+            slot = self.core.slots.get((st.venue, st.symbol))
+            if slot is not None:
+                slot.top = None
+        elif (st.venue, st.symbol) in self.clock_keys:
+            self.prefetch(st.symbol)
+        self._venue_md_in(st)
+
+    def _venue_md_in(self, m: BookTopK | BookStatus) -> None:
+        now = time.time_ns()
+        self._venue_md[(m.venue, m.symbol)] = (m, now)
+        if self.venue_mirror is not None:
+            _feed(self.venue_mirror, m, now)
+
+    def on_venue_scoring(self, sc: VenueScoring) -> None:
+        """The venues service's score inputs: the mirror takes its venue health; a new or
+        changed configuration builds a new mirror, fed the last book or status of every book
+        at the time it was received and the last features (staleness stays exact)."""
+        if self.venue_mirror is None or not self.venue_mirror.matches(sc):
+            m = Registry.from_scoring(sc)
+            for msg, at in self._venue_md.values():
+                _feed(m, msg, at)
+            for f in self._venue_micro.values():
+                m.on_micro(f)
+            self.venue_mirror = m
+        else:
+            self.venue_mirror.apply_scoring(sc)
+        self.venue_scoring = sc
+
+    def score_locally(self, req: VenueScoreRequest) -> VenueScore | None:
+        """``venues.score`` computed here: the venues service's pure core on the books
+        execution received and the venue health the service published ≤ 3 ticks ago. None
+        without such a publication (or with ``local_venue_scoring`` off): ask the service.
+        Raises RuntimeError worded as the service's error reply (409 no_live_venue, 404, 400)."""
+        sc, m, now = self.venue_scoring, self.venue_mirror, time.time_ns()
+        if not self.s.local_venue_scoring or sc is None or m is None or now - sc.ts_ns > 3 * sc.tickS * 1e9:
+            return None
+        t0 = time.perf_counter()
+        try:
+            out = m.score(req.symbol.upper(), req.size, req.side.lower(), now)
+        except NoLiveVenue as exc:
+            raise RuntimeError(f"venues.score: 409 no_live_venue: {exc}") from exc
+        except KeyError as exc:
+            raise RuntimeError(f"venues.score: 404 not_found: {str(exc).strip(chr(39) + chr(34))}") from exc
+        except QuantInputError as exc:
+            raise RuntimeError(f"venues.score: 400 bad_input: {exc}") from exc
+        self.m_stage.labels("venues.score:local").observe(time.perf_counter() - t0)
+        return out
+
     async def route(self, key: Key, side: int, qty: float) -> tuple[Key, VenueRoute | None]:
         """Where an order fills: the venues service's cheapest eligible venue (expected all-in
         cost) among the books execution tracks; ``key`` itself when routing is off (no route)
@@ -320,7 +382,8 @@ class Execution:
             return key, None
         req = VenueScoreRequest(key[1], qty, "buy" if side > 0 else "sell")
         try:
-            sc = await self.call("venues", "score", req, VenueScore)
+            local = self.score_locally(req)
+            sc = local if local is not None else await self.call("venues", "score", req, VenueScore)
         except (TimeoutError, RuntimeError) as exc:
             why = f"venues service: {exc}"[:200] + f"; filled on {key[0]}"
             return key, VenueRoute(key[0], key[0], None, [why], self.core.mid(key))
@@ -350,6 +413,9 @@ class Execution:
         order (recorded, due rewards sent, then the decision if one is due: ``step``), the
         books independently, so one book's decision never delays another book's."""
         key = (f.venue, f.symbol)
+        self._venue_micro[key] = f
+        if self.venue_mirror is not None:
+            self.venue_mirror.on_micro(f)
         self._inbox.setdefault(key, deque()).append(f)
         worker = self._workers.get(key)
         if worker is None or worker.done():
@@ -440,6 +506,13 @@ class Execution:
         return Positions(self.core.positions_view(), self.core.cash, self.core.equity(), len(self.blocked_times))
 
 
+def _feed(reg: Registry, m: BookTopK | BookStatus, received_ns: int) -> None:
+    if isinstance(m, BookTopK):
+        reg.on_book(m, received_ns)
+    else:
+        reg.on_status(m, received_ns)
+
+
 async def restore_state(ctx: ServiceContext, ex: Execution) -> None:
     """Positions, average prices, realised PnL, cash and the event-id sequence rebuilt from
     the fills recorded in PostgreSQL (``stevie.store.state``), once the reporter has written
@@ -485,16 +558,9 @@ async def main(ctx: ServiceContext) -> None:
     dlq = Counter("exec_dlq_total", "Undecodable messages", ["type"], registry=ctx.registry)
     root = s.subject_root
 
-    def status(st: BookStatus) -> None:
-        if st.state.value != "LIVE":
-            slot = ex.core.slots.get((st.venue, st.symbol))
-            if slot is not None:
-                slot.top = None
-        elif (st.venue, st.symbol) in ex.clock_keys:
-            ex.prefetch(st.symbol)
-
-    await ctx.subscribe_typed(subjects.md_book(root, "*", "*"), BookTopK, ex.core.on_book, dlq.labels("book"))
-    await ctx.subscribe_typed(subjects.md_status(root, "*", "*"), BookStatus, status, dlq.labels("status"))
+    await ctx.subscribe_typed(subjects.md_book(root, "*", "*"), BookTopK, ex.on_book, dlq.labels("book"))
+    await ctx.subscribe_typed(subjects.md_status(root, "*", "*"), BookStatus, ex.on_status, dlq.labels("status"))
+    await ctx.subscribe_typed(subjects.venue_scoring(root), VenueScoring, ex.on_venue_scoring, dlq.labels("venues"))
     await ctx.subscribe_typed(
         subjects.feat_micro(root, "*", "*"), MicroFeatures, ex.on_features, dlq.labels("features")
     )
