@@ -53,4 +53,4 @@ def test_one_nats_user_per_service():
     assert set(SERVICES) <= set(users)
     perms = (CLUSTER / "permissions.conf").read_text()
     for name in SERVICES:
-        assert f"PERMS_{name.upper().replace('-', '_')}:" in perms
+        assert f"PERMS_{name.upper().replace('-', '_')} = {{" in perms

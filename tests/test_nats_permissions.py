@@ -1,11 +1,20 @@
-"""Per-service NATS users (``deploy/nats-cluster/accounts.conf`` + ``permissions.conf``) against
-a real nats-server: only the gateway and control may call execution's RPCs and only execution
-may serve them; a local process without credentials (or with another service's user) cannot
-fill a paper order over the bus; a wrong password is refused; the service runtime logs in as
-its own user when ``STEVIE_NATS_PASSWORD`` is set (and a server without auth still accepts it)."""
+"""Per-service NATS users (``deploy/nats-cluster/accounts.conf`` + ``permissions.conf``, generated
+from ``stevie.runtime.nats_perms``) against a real nats-server:
+
+- the checked-in ``permissions.conf`` is the generator's output (one table, not hand-written);
+- every service's RPCs answer exactly their callers in the table (and the gateway); anonymous
+  and every other service user get no answer; nobody else can serve or overhear them;
+- only book-maintainer can put market data on the bus;
+- a wrong password is refused; the runtime logs in as its service;
+- ``STEVIE_NATS_AUTH=1 stevie up`` (e2e): decisions flow with no permission violation by the
+  stack's own users, while anonymous and wrong-user clients can call no service's RPC nor
+  publish market data (and the server logs those refusals).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -14,13 +23,38 @@ import nats
 import pytest
 from nats.errors import NoRespondersError, NoServersError
 
-from stevie.runtime import service
+from stevie.runtime import nats_perms, service
 from stevie.runtime.infra import free_port, nats_server_binary
+from stevie.runtime.registry import SERVICES
 
 pytestmark = pytest.mark.integration
 CLUSTER = Path(__file__).resolve().parents[1] / "deploy" / "nats-cluster"
 PW = "test-pw"
 SUBJECT = "stevie.rpc.execution.paper_order"
+#: one method per service that serves RPCs (the table is per subject; these are real names)
+METHOD = {
+    "budgeter": "grant",
+    "venue-replay": "chaos_inject",
+    "book-maintainer": "status",
+    "features": "parity",
+    "vol": "forecast",
+    "router": "decide",
+    "green-router": "decide",
+    "risk-guards": "check",
+    "execution": "paper_order",
+    "reporter": "audit_latest",
+    "evidence": "models_promote",
+    "adaptive": "regime_state",
+    "events": "ingest",
+    "venues": "score",
+    "control": "flags_get",
+    "gateway": "none",
+}
+
+
+def allowed(caller: str, callee: str, method: str) -> bool:
+    calls = nats_perms.CALLS.get(caller, ())
+    return "*" in calls or f"{callee}.{method}" in calls
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +77,6 @@ def auth_server(tmp_path_factory):
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         try:
-            import socket
-
             socket.create_connection(("127.0.0.1", port), 0.2).close()
             break
         except OSError:
@@ -54,18 +86,34 @@ def auth_server(tmp_path_factory):
     proc.wait(10)
 
 
-async def _execution(url: str):
-    nc = await nats.connect(url, user="execution", password=PW)
+def test_the_checked_in_permissions_are_the_generated_ones():
+    assert (CLUSTER / "permissions.conf").read_text() == nats_perms.render(), (
+        "regenerate: python -m stevie.runtime.nats_perms > deploy/nats-cluster/permissions.conf"
+    )
+    for name in SERVICES:  # a service subscribes to its own RPCs only; md.> is book-maintainer's
+        pub, sub = nats_perms.rules(name)
+        assert [x for x in sub if x.startswith("stevie.rpc.")] == [f"stevie.rpc.{name}.>"]
+        assert ("stevie.md.>" in pub) == (name == "book-maintainer")
+    with pytest.raises(KeyError):
+        nats_perms.rules("nobody")
 
-    async def handler(msg):
-        await msg.respond(b"filled")
 
-    await nc.subscribe(SUBJECT, cb=handler, queue="execution")
-    await nc.flush()
-    return nc
+async def _responders(url: str) -> list[nats.NATS]:
+    """Every service answers ``stevie.rpc.<itself>.>`` with its name, as its own user."""
+    out = []
+    for name in SERVICES:
+        nc = await nats.connect(url, user=name, password=PW)
+
+        async def handler(msg, name=name):
+            await msg.respond(name.encode())
+
+        await nc.subscribe(f"stevie.rpc.{name}.>", cb=handler, queue=name)
+        await nc.flush()
+        out.append(nc)
+    return out
 
 
-async def _ask(url: str, **creds) -> bytes | None:
+async def _ask(url: str, subject: str = SUBJECT, timeout_s: float = 1.0, **creds) -> bytes | None:
     errors: list[Exception] = []
 
     async def on_error(e: Exception) -> None:
@@ -73,31 +121,42 @@ async def _ask(url: str, **creds) -> bytes | None:
 
     nc = await nats.connect(url, error_cb=on_error, max_reconnect_attempts=0, **creds)
     try:
-        return (await nc.request(SUBJECT, b"{}", timeout=1.0)).data
+        return (await nc.request(subject, b"{}", timeout=timeout_s)).data
     except (TimeoutError, NoRespondersError):
         return None
     finally:
         await nc.close()
 
 
-async def test_only_gateway_and_control_call_execution(auth_server):
-    ex = await _execution(auth_server)
+async def test_each_rpc_answers_exactly_its_callers(auth_server):
+    """For every service's RPC: every service user and anonymous try it; the answer comes
+    back exactly when the table allows the call (gateway: always)."""
+    responders = await _responders(auth_server)
     try:
-        assert await _ask(auth_server, user="gateway", password=PW) == b"filled"
-        assert await _ask(auth_server, user="control", password=PW) == b"filled"
-        assert await _ask(auth_server) is None  # anonymous: no credentials
-        for other in ("vol", "router", "features", "venue-replay"):
-            assert await _ask(auth_server, user=other, password=PW) is None, other
-        with pytest.raises((NoServersError, nats.errors.Error, OSError)):
-            await nats.connect(
-                auth_server, user="gateway", password="wrong", max_reconnect_attempts=0, allow_reconnect=False
-            )
+        cases = [
+            (caller, callee, METHOD[callee]) for callee in SERVICES for caller in (*SERVICES, None) if caller != callee
+        ]
+
+        async def one(caller: str | None, callee: str, method: str) -> tuple[bool, bool]:
+            creds = {} if caller is None else {"user": caller, "password": PW}
+            got = await _ask(auth_server, f"stevie.rpc.{callee}.{method}", 0.5, **creds)
+            want = caller is not None and allowed(caller, callee, method)
+            return want, got == callee.encode()
+
+        results = []
+        for i in range(0, len(cases), 40):  # bounded concurrency
+            results += await asyncio.gather(*(one(*c) for c in cases[i : i + 40]))
+        wrong = [c for c, (want, got) in zip(cases, results, strict=True) if want != got]
+        assert wrong == []
+        assert sum(want for want, _ in results) >= len(SERVICES) + 10  # the gateway + the real callers
+        assert ("control", "execution", "paper_order") in cases and not allowed("control", "execution", "paper_order")
     finally:
-        await ex.close()
+        for nc in responders:
+            await nc.close()
 
 
 async def test_nobody_else_can_serve_or_overhear_execution(auth_server):
-    ex = await _execution(auth_server)
+    responders = await _responders(auth_server)
     spy_seen: list[bytes] = []
     spy = await nats.connect(auth_server, user="vol", password=PW)
     try:
@@ -110,38 +169,55 @@ async def test_nobody_else_can_serve_or_overhear_execution(auth_server):
         await spy.subscribe("stevie.rpc.>", cb=impostor)
         await spy.flush()
         for _ in range(5):
-            assert await _ask(auth_server, user="gateway", password=PW) == b"filled"
+            assert await _ask(auth_server, user="gateway", password=PW) == b"execution"
         assert spy_seen == []
-        # every other subject stays open to the services (a vol → router request goes through)
-        got = []
-
-        async def on_bar(m):
-            got.append(m.data)
-
-        sub = await spy.subscribe("stevie.md.bar.binance.BTCUSDT", cb=on_bar)
-        pub = await nats.connect(auth_server, user="book-maintainer", password=PW)
-        await spy.flush()
-        await pub.publish("stevie.md.bar.binance.BTCUSDT", b"bar")
-        await pub.flush()
-        await pub.close()
-        deadline = time.monotonic() + 2
-        while not got and time.monotonic() < deadline:
-            await spy.flush()
-        assert got == [b"bar"]
-        await sub.unsubscribe()
     finally:
         await spy.close()
-        await ex.close()
+        for nc in responders:
+            await nc.close()
+
+
+async def test_only_book_maintainer_publishes_market_data(auth_server):
+    got: list[bytes] = []
+    sub = await nats.connect(auth_server, user="features", password=PW)  # a real md.book consumer
+    try:
+
+        async def on_book(m):
+            got.append(m.data)
+
+        await sub.subscribe("stevie.md.book.binance.BTCUSDT", cb=on_book)
+        await sub.flush()
+        for who in (None, "vol", "execution", "gateway", "venue-replay", "book-maintainer"):
+            creds = {} if who is None else {"user": who, "password": PW}
+            pub = await nats.connect(auth_server, max_reconnect_attempts=0, **creds)
+            await pub.publish("stevie.md.book.binance.BTCUSDT", (who or "anonymous").encode())
+            await pub.flush()
+            await pub.close()
+        deadline = time.monotonic() + 2
+        while not got and time.monotonic() < deadline:
+            await sub.flush()
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.2)
+        assert got == [b"book-maintainer"]
+    finally:
+        await sub.close()
+
+
+async def test_wrong_password_is_refused(auth_server):
+    with pytest.raises((NoServersError, nats.errors.Error, OSError)):
+        await nats.connect(
+            auth_server, user="gateway", password="wrong", max_reconnect_attempts=0, allow_reconnect=False
+        )
 
 
 async def test_the_runtime_logs_in_as_its_service(auth_server, nats_server, monkeypatch):
-    ex = await _execution(auth_server)
+    responders = await _responders(auth_server)
     monkeypatch.setenv("STEVIE_NATS_PASSWORD", PW)
     try:
         gw = await service._connect(auth_server, "gateway")
         vol = await service._connect(auth_server, "vol")
         try:
-            assert (await gw.nc.request(SUBJECT, b"{}", timeout=1.0)).data == b"filled"
+            assert (await gw.nc.request(SUBJECT, b"{}", timeout=1.0)).data == b"execution"
             with pytest.raises((TimeoutError, NoRespondersError)):
                 await vol.nc.request(SUBJECT, b"{}", timeout=1.0)
         finally:
@@ -151,7 +227,8 @@ async def test_the_runtime_logs_in_as_its_service(auth_server, nats_server, monk
         assert plain.connected
         await plain.nc.close()
     finally:
-        await ex.close()
+        for nc in responders:
+            await nc.close()
 
 
 def test_write_config_fills_the_password_and_is_private(tmp_path):
@@ -168,26 +245,69 @@ def test_write_config_fills_the_password_and_is_private(tmp_path):
     assert nats_auth.enabled({"STEVIE_NATS_AUTH": "1"}) and not nats_auth.enabled({})
 
 
+def _violations(state: Path) -> list[str]:
+    log = state / "nats" / "nats.log"
+    return [ln for ln in log.read_text(errors="replace").splitlines() if "Violation" in ln] if log.exists() else []
+
+
 @pytest.mark.e2e
 async def test_stevie_up_with_nats_auth(tmp_path):
-    """``STEVIE_NATS_AUTH=1 stevie up``: the stack is healthy and trades on paper through the
-    gateway, while a local process without the password cannot call execution over the bus."""
-    import asyncio
+    """``STEVIE_NATS_AUTH=1 stevie up``: the stack is healthy, decisions flow (audits stored)
+    and the server logs no permission violation by any service; then a client without the
+    password, or with the wrong service's user, gets no answer from any service's RPC and
+    cannot publish market data — and the server logs exactly those refusals."""
     import re
 
     from tests.helpers import stack as st
 
-    s = st.start(tmp_path, env_extra={"STEVIE_NATS_AUTH": "1"})
+    s = st.start(tmp_path, env_extra={"STEVIE_NATS_AUTH": "1", "STEVIE_EXECUTION_DECISION_INTERVAL_S": "2"})
     try:
         await asyncio.to_thread(st.wait_healthy, s, 240)
         status, pos = await asyncio.to_thread(s.get, "/api/trading/positions")
         assert status == 200, pos  # gateway → execution over the bus, as the gateway user
+
+        def audits() -> list | None:
+            code, body = s.get("/api/audit/latest?limit=5")
+            return body if code == 200 and isinstance(body, list) and len(body) >= 3 else None
+
+        await asyncio.to_thread(st.wait_for, audits, 90, "decisions stored under NATS auth")
+        await asyncio.sleep(5)  # every service has run its loops (flags, budget, heartbeats, SLOs)
+        assert _violations(tmp_path) == [], _violations(tmp_path)[:5]
+
         url = s.nats_url()
-        assert await _ask_subject(url, "stevie.rpc.execution.positions") is None  # anonymous
-        pw = re.search(r'user: gateway,\s+password: "(\w+)"', (tmp_path / "nats" / "auth-accounts.conf").read_text())
+        text = (tmp_path / "nats" / "auth-accounts.conf").read_text()
+        pw = re.search(r'user: gateway,\s+password: "(\w+)"', text)
         assert pw is not None
         reply = await _ask_subject(url, "stevie.rpc.execution.positions", user="gateway", password=pw.group(1))
         assert reply is not None and b"positions" in reply
+        for callee, method in METHOD.items():
+            if callee == "gateway":
+                continue
+            subject = f"stevie.rpc.{callee}.{method}"
+            assert await _ask_subject(url, subject) is None, subject  # anonymous
+            wrong = "features" if callee != "features" else "vol"
+            assert await _ask_subject(url, subject, user=wrong, password=pw.group(1)) is None, subject
+        seen: list[bytes] = []
+        reader = await nats.connect(url, user="features", password=pw.group(1))
+        try:
+
+            async def on_book(m):
+                seen.append(m.data)
+
+            await reader.subscribe("stevie.md.book.binance.NOTASYMBOL", cb=on_book)
+            await reader.flush()
+            for creds in ({}, {"user": "vol", "password": pw.group(1)}):
+                w = await nats.connect(url, max_reconnect_attempts=0, **creds)
+                await w.publish("stevie.md.book.binance.NOTASYMBOL", b"spoof")
+                await w.flush()
+                await w.close()
+            await asyncio.sleep(0.5)
+            assert seen == []
+        finally:
+            await reader.close()
+        await asyncio.sleep(0.5)
+        refused = _violations(tmp_path)
+        assert refused and all(re.search(r'User "(anonymous|features|vol)"', ln) for ln in refused), refused[:5]
     finally:
         await asyncio.to_thread(st.stop, s)
 
@@ -195,7 +315,7 @@ async def test_stevie_up_with_nats_auth(tmp_path):
 async def _ask_subject(url: str, subject: str, **creds) -> bytes | None:
     nc = await nats.connect(url, max_reconnect_attempts=0, **creds)
     try:
-        return (await nc.request(subject, b'{"type": "PositionsRequest"}', timeout=3.0)).data
+        return (await nc.request(subject, b'{"type": "PositionsRequest"}', timeout=1.5)).data
     except (TimeoutError, NoRespondersError):
         return None
     finally:
