@@ -1,0 +1,222 @@
+"""execution's decision path over the in-memory bus, with the services it calls faked at
+their RPC subjects: one book's decision never waits on another's, a book's due rewards
+reach the router before its decision, the route is scored in-process from the venues
+service's published inputs (the RPC only without a fresh publication), and a book going
+LIVE fetches the first vol forecast and smile before any decision needs them."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+import msgspec
+import pytest
+
+from stevie.bus import InMemoryBus
+from stevie.contracts import BookState, BookStatus, BookTopK, MicroFeatures, encode, subjects
+from stevie.contracts.rpc import Audit, Choice, ChooseRequest, GuardDecision, PosteriorSummary, RpcError
+from stevie.contracts.venues import VenueScoreRequest
+from stevie.runtime.clock import LiveClock
+from stevie.runtime.logs import get_logger
+from stevie.runtime.metrics import new_registry
+from stevie.runtime.service import ServiceContext
+from stevie.services.execution.settings import ExecutionSettings
+from stevie.services.execution.shell import Execution
+from stevie.services.venues.core import Registry
+from stevie.services.venues.settings import VenuesSettings
+
+ROOT = "t_exec_path"
+S = 1_000_000_000
+T0 = 1_700_000_000 * S
+BTC, ETH, BTC_PERP = ("binance", "BTCUSDT"), ("binance", "ETHUSDT"), ("binance-usdm", "BTCUSDT")
+MIDS = {"BTCUSDT": 60_000.0, "ETHUSDT": 3_000.0}
+
+
+def book(key: tuple[str, str], ts_ns: int, half_spread: float = 1.0) -> BookTopK:
+    mid = MIDS[key[1]]
+    return BookTopK(
+        venue=key[0],
+        symbol=key[1],
+        seq=1,
+        state=BookState.LIVE,
+        bids=[(mid - half_spread - i, 5.0) for i in range(20)],
+        asks=[(mid + half_spread + i, 5.0) for i in range(20)],
+        ts_event_ns=ts_ns,
+        ts_init_ns=time.time_ns(),
+    )
+
+
+def features(key: tuple[str, str], ts_ns: int, obi: float = 0.5) -> MicroFeatures:
+    """obi 0.5, ti 0: p_obi_momentum buys (obi −0.5: sells)."""
+    return MicroFeatures(
+        venue=key[0],
+        symbol=key[1],
+        obi=obi,
+        ti=0.0,
+        spread_bps=0.3,
+        micro_vol_bps=1.0,
+        cancel_rate=0.0,
+        mid=MIDS[key[1]],
+        ts_event_ns=ts_ns,
+        ts_init_ns=time.time_ns(),
+    )
+
+
+class Fakes:
+    """The router, risk guards, vol and venues at their RPC subjects; ``calls`` in order."""
+
+    def __init__(self, bus: InMemoryBus) -> None:
+        self.bus = bus
+        self.calls: list[tuple[str, str]] = []  # (service.method, symbol)
+        self.gates: dict[str, asyncio.Event] = {}  # symbol → router.decide waits on it
+        self.venues: Registry | None = None
+
+    async def start(self) -> None:
+        choice = Choice("p_obi_momentum", 1.0, 0.0, 0.5, 0.1, {}, [])
+        Answer = Callable[[bytes], Awaitable[msgspec.Struct]]
+
+        def handler(name: str, answer: Answer) -> Callable[[bytes], Awaitable[bytes]]:
+            async def h(data: bytes) -> bytes:
+                body = msgspec.json.decode(data)  # every request names its symbol, some in its context
+                self.calls.append((name, str(body.get("symbol") or body.get("context", {}).get("symbol", ""))))
+                return encode(await answer(data))
+
+            return h
+
+        async def decide(data: bytes) -> msgspec.Struct:
+            req = msgspec.json.decode(data, type=ChooseRequest)
+            gate = self.gates.get(req.context.symbol)
+            if gate is not None:
+                await gate.wait()
+            return choice
+
+        async def update(_: bytes) -> msgspec.Struct:
+            return PosteriorSummary("p_obi_momentum", 1, [], {})
+
+        async def check(_: bytes) -> msgspec.Struct:
+            return GuardDecision(False, "")
+
+        async def unavailable(_: bytes) -> msgspec.Struct:
+            return RpcError(503, "unavailable", "not fitted yet")
+
+        async def score(data: bytes) -> msgspec.Struct:
+            req = msgspec.json.decode(data, type=VenueScoreRequest)
+            assert self.venues is not None
+            return self.venues.score(req.symbol, req.size, req.side, time.time_ns())
+
+        for service, method, fn in (
+            ("router", "decide", decide),
+            ("router", "update", update),
+            ("risk-guards", "check", check),
+            ("vol", "forecast", unavailable),
+            ("vol", "options_smile", unavailable),
+            ("venues", "score", score),
+        ):
+            await self.bus.add_endpoint(
+                service, method, subjects.rpc(ROOT, service, method), handler(f"{service}.{method}", fn)
+            )
+
+    def count(self, name: str) -> int:
+        return sum(1 for n, _ in self.calls if n == name)
+
+
+async def started(**settings: object) -> tuple[Execution, Fakes, InMemoryBus]:
+    bus = InMemoryBus()
+    s = ExecutionSettings(subject_root=ROOT, books=["binance:BTCUSDT", "binance:ETHUSDT"], **settings)  # type: ignore[arg-type]
+    ctx = ServiceContext("execution", s, bus, new_registry(), LiveClock(), get_logger(service="execution"), 0)
+    fakes = Fakes(bus)
+    await fakes.start()
+    return Execution(ctx, s), fakes, bus
+
+
+def audits(bus: InMemoryBus) -> list[Audit]:
+    return [msgspec.json.decode(m.data, type=Audit) for m in bus.durable_log if ".audit." in m.subject]
+
+
+async def until(cond: Callable[[], bool], timeout_s: float = 3.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.001)
+
+
+@pytest.mark.asyncio
+async def test_one_books_decision_does_not_wait_on_anothers():
+    ex, fakes, bus = await started(venue_routing=False)
+    fakes.gates["BTCUSDT"] = asyncio.Event()  # the router takes its time with BTC
+    for key in (BTC, ETH):
+        ex.on_book(book(key, T0))
+    ex.on_features(features(BTC, T0))  # handled by BTC's worker: it waits on the router
+    ex.on_features(features(ETH, T0))
+    await until(lambda: any(a.symbol == "ETHUSDT" for a in audits(bus)))
+    assert [a.symbol for a in audits(bus)] == ["ETHUSDT"]  # BTC is still waiting
+    # BTC's later features queue behind its own decision, in order
+    ex.on_features(features(BTC, T0 + 1 * S))
+    fakes.gates["BTCUSDT"].set()
+    await until(lambda: len(audits(bus)) == 2)
+    btc = next(a for a in audits(bus) if a.symbol == "BTCUSDT")
+    assert btc.ts_event_ns == T0  # decided on the features that triggered it
+    await until(lambda: not ex._inbox[BTC])
+    assert [f.ts_event_ns for f in ex.core.slots[BTC].features] == [T0, T0 + S]
+
+
+@pytest.mark.asyncio
+async def test_due_rewards_reach_the_router_before_the_decision_of_the_same_step():
+    ex, fakes, bus = await started(venue_routing=False, decision_interval_s=10.0, horizon_s=30.0)
+    for t in (0, 10, 20, 30):
+        ex.on_book(book(BTC, T0 + t * S))
+        ex.on_features(features(BTC, T0 + t * S))
+        await until(lambda: not ex._inbox[BTC] and ex._workers[BTC].done())
+    btc = [n for n, sym in fakes.calls if sym == "BTCUSDT" and n.startswith("router.")]
+    # four decisions; at t = 30 s the reward of the t = 0 decision is due: sent first
+    assert btc == ["router.decide"] * 3 + ["router.update", "router.decide"]
+    assert len(audits(bus)) == 4
+
+
+@pytest.mark.asyncio
+async def test_route_scored_in_process_from_the_published_inputs_and_the_rpc_without_them():
+    ex, fakes, bus = await started()
+    vs = VenuesSettings()
+    pub = Registry(vs.specs(), ["BTCUSDT", "ETHUSDT"], int(vs.stale_s * S), vs.top_depth_bps)
+    fakes.venues = pub
+    now = time.time_ns()
+    for key, half in ((BTC, 1.0), (BTC_PERP, 0.5)):  # the perp's book is tighter
+        b = book(key, T0, half)
+        ex.on_book(b)
+        pub.on_book(b, now)
+        pub.on_micro(features(key, T0))
+    ex.on_venue_scoring(pub.scoring(time.time_ns(), 1.0))
+    ex.on_features(features(BTC_PERP, T0))
+    ex.on_features(features(BTC, T0))
+    await until(lambda: len(audits(bus)) == 1)
+    a = audits(bus)[0]
+    assert fakes.count("venues.score") == 0  # no round trip
+    assert a.fill is not None and a.fill.filled > 0
+    want = pub.score("BTCUSDT", a.fill.requested, "buy", time.time_ns())
+    assert a.route is not None and a.route.chosen == want.venue == "binance-usdm" == a.venue
+    assert a.route.scoreBps == pytest.approx(want.score) and a.route.reasons[0] == want.reasons[0]
+    # the venues service stopped publishing (last inputs 4 ticks old): the RPC answers
+    assert ex.venue_scoring is not None
+    ex.venue_scoring = msgspec.structs.replace(ex.venue_scoring, ts_ns=time.time_ns() - 4 * S)
+    ex.on_book(book(BTC, T0 + 10 * S))
+    ex.on_features(features(BTC, T0 + 10 * S, obi=-0.5))  # sells: routed again
+    await until(lambda: len(audits(bus)) == 2)
+    assert audits(bus)[1].route is not None
+    assert fakes.count("venues.score") == 1
+
+
+@pytest.mark.asyncio
+async def test_a_book_going_live_fetches_the_first_vol_forecast_and_smile():
+    ex, fakes, _ = await started()
+    status = BookStatus(
+        venue="binance", symbol="BTCUSDT", state=BookState.LIVE, reason="", seq=1, resyncs=0, ts_event_ns=T0,
+        ts_init_ns=T0,
+    )  # fmt: skip
+    ex.on_status(status)
+    await until(lambda: "BTCUSDT" in ex.vol_cache and "BTCUSDT" in ex.smile_cache)
+    assert fakes.count("vol.forecast") == 1 and fakes.count("vol.options_smile") >= 1
+    assert not any(n.startswith("router.") for n, _ in fakes.calls)  # before any decision
+    ex.on_status(status)  # LIVE again: cached, not fetched twice
+    await asyncio.sleep(0.01)
+    assert fakes.count("vol.forecast") == 1
