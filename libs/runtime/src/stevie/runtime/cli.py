@@ -37,6 +37,9 @@ def up(
     loop: Annotated[bool, typer.Option(help="Restart the replay as a new session at its end.")] = True,
     gateway_port: Annotated[int, typer.Option(help="Gateway port on 127.0.0.1.")] = 5000,
     only: Annotated[list[str] | None, typer.Option(help="Start only these services (repeatable).")] = None,
+    fork_server: Annotated[
+        bool, typer.Option(help="Fork the services from one warm interpreter (else: one fresh interpreter each).")
+    ] = True,
 ) -> None:
     """Start the whole stack: NATS (JetStream), PostgreSQL, migrations, every service.
 
@@ -56,6 +59,7 @@ def up(
         loop=loop,
         gateway_port=gateway_port,
         services=tuple(only or SERVICES),
+        fork_server=fork_server,
     )
     for name in opts.services:
         if name not in SERVICES:

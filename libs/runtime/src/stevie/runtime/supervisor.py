@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from stevie.runtime import nats_auth
+from stevie.runtime.forked import ForkedProcess, ForkServer
 from stevie.runtime.infra import InfraError, NatsServer, PostgresServer, free_port, kill_leftovers, pdeathsig
 from stevie.runtime.logs import get_logger
 from stevie.store import migrate
@@ -43,6 +44,7 @@ class UpOptions:
     gateway_port: int = 5000
     services: tuple[str, ...] = ()
     grace_s: float = 3.0
+    fork_server: bool = True
 
 
 #: the path from a venue message to a stored decision: started first, so their imports do not
@@ -67,7 +69,7 @@ STAGGER_S = 2.0
 class Child:
     name: str
     delay_s: float = 0.0
-    proc: asyncio.subprocess.Process | None = None
+    proc: asyncio.subprocess.Process | ForkedProcess | None = None
     restarts: int = 0
     started_mono: float = 0.0
     log_path: Path = field(default_factory=Path)
@@ -95,24 +97,54 @@ def stack_env(opts: UpOptions, base: dict[str, str]) -> dict[str, str]:
         env.setdefault("STEVIE_VENUES_WS_URLS", f"binance=ws://127.0.0.1:{spot},binance-usdm=ws://127.0.0.1:{usdm}")
     env.setdefault("STEVIE_GATEWAY_PORT", str(opts.gateway_port))
     env.setdefault("STEVIE_GATEWAY_SERVICES", ",".join(opts.services))
+    return fork_server_env(env)
+
+
+def fork_server_env(base: dict[str, str]) -> dict[str, str]:
+    """The variables read when an interpreter starts (so the fork server needs them too):
+    unbuffered output, at most two malloc arenas per process (glibc gives each thread that
+    allocates its own, up to 8 per core, and the services' thread pools — asyncio.to_thread,
+    onnxruntime, OpenBLAS — left each holding its own free memory) and a one-thread OpenBLAS
+    (two cores shared by fifteen processes; and no BLAS thread pool started at import, which
+    the fork server requires)."""
+    env = dict(base)
     env["PYTHONUNBUFFERED"] = "1"
-    # at most two malloc arenas per process: glibc gives each thread that allocates its own
-    # (up to 8 per core), and the services' thread pools (asyncio.to_thread, onnxruntime,
-    # OpenBLAS) left each arena holding its own free memory
     env.setdefault("MALLOC_ARENA_MAX", "2")
+    env.setdefault("OPENBLAS_NUM_THREADS", "1")
     return env
 
 
 class Supervisor:
-    """Starts each service as ``python -m stevie.runtime.cli run NAME`` and keeps it running."""
+    """Starts each service — forked from the fork server (``stevie.runtime.zygote``) when it
+    runs, else as ``python -m stevie.runtime.cli run NAME`` — and keeps it running."""
 
-    def __init__(self, names: tuple[str, ...], env: dict[str, str], log_dir: Path, grace_s: float) -> None:
+    def __init__(
+        self, names: tuple[str, ...], env: dict[str, str], log_dir: Path, grace_s: float, fork_server: bool = True
+    ) -> None:
         self.children = [Child(n, 0.0 if n in CRITICAL else STAGGER_S, log_path=log_dir / f"{n}.log") for n in names]
         self.env, self.grace_s = env, grace_s
         self.stopping = asyncio.Event()
         log_dir.mkdir(parents=True, exist_ok=True)
+        self.forks = ForkServer(env, log_dir / "zygote.log") if fork_server else None
+
+    async def start_fork_server(self) -> int | None:
+        """Start the fork server (from the main thread); its PID, or None when disabled."""
+        if self.forks is None:
+            return None
+        await self.forks.start()
+        assert self.forks.proc is not None
+        log.info("fork_server_started", pid=self.forks.proc.pid)
+        return self.forks.proc.pid
 
     async def _spawn(self, child: Child) -> None:
+        if self.forks is not None and self.forks.alive:
+            try:
+                child.proc = await self.forks.spawn(child.name, child.log_path, self.env)
+                child.started_mono = time.monotonic()
+                log.info("service_started", name=child.name, pid=child.proc.pid, log=str(child.log_path), forked=True)
+                return
+            except RuntimeError as exc:  # started the plain way instead
+                log.warning("fork_failed", name=child.name, error=str(exc)[:300])
         out = open(child.log_path, "ab")
         try:
             child.proc = await asyncio.create_subprocess_exec(
@@ -180,6 +212,8 @@ class Supervisor:
                 await c.proc.wait()
 
         await asyncio.gather(*(reap(c) for c in running))
+        if self.forks is not None:
+            await self.forks.stop()
 
 
 class ServerKeeper:
@@ -221,7 +255,7 @@ class ServerKeeper:
             self.on_change()
 
 
-def _write_stack(path: Path, env: dict[str, str], keepers: list[ServerKeeper]) -> None:
+def _write_stack(path: Path, env: dict[str, str], keepers: list[ServerKeeper], fork_server: int | None) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(
         json.dumps(
@@ -232,6 +266,7 @@ def _write_stack(path: Path, env: dict[str, str], keepers: list[ServerKeeper]) -
                 "pid": os.getpid(),
                 "restarts": {k.name: k.restarts for k in keepers},
                 "servers": {k.name: k.server.proc.pid for k in keepers},
+                "fork_server": fork_server,
             },
             indent=2,
         )
@@ -286,21 +321,28 @@ async def run_up(opts: UpOptions) -> int:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
+    fork_pid: int | None = None
     try:
-        nats, pg = await _start_servers(opts.state_dir, env)
+        servers = asyncio.ensure_future(_start_servers(opts.state_dir, env))
+        # created before the services' env is known: the fork server imports while NATS and
+        # PostgreSQL start, and each fork request carries the env (``sup.env``, set below)
+        sup = Supervisor(opts.services, fork_server_env(env), opts.state_dir / "logs", opts.grace_s, opts.fork_server)
+        try:
+            fork_pid = await sup.start_fork_server()
+        finally:
+            nats, pg = await servers
         applied = await migrate(env["STEVIE_DATABASE_URL"])
         log.info(
             "infra_ready", nats=env["STEVIE_NATS_URL"], database=env["STEVIE_DATABASE_URL"], migrations_applied=applied
         )
-        env = stack_env(opts, env)
+        env = sup.env = stack_env(opts, env)
         keepers = [
-            ServerKeeper(n, srv, lambda: _write_stack(stack_file, env, keepers))
+            ServerKeeper(n, srv, lambda: _write_stack(stack_file, env, keepers, fork_pid))
             for n, srv in (("nats", nats), ("postgres", pg))
             if srv is not None
         ]
         keeper_tasks = [asyncio.ensure_future(k.run(servers_stopping)) for k in keepers]
-        _write_stack(stack_file, env, keepers)
-        sup = Supervisor(opts.services, env, opts.state_dir / "logs", opts.grace_s)
+        _write_stack(stack_file, env, keepers, fork_pid)
         task = asyncio.ensure_future(sup.run())
         log.info(
             "stack_up",
