@@ -133,7 +133,8 @@ def l2_rows(res, upto_ns: int | None = None):
 
 def l2_perturb(t_ns: int, seed: int):
     """Every trade after ``t_ns`` (price ± up to 5 bps, size × U(0.1, 5), side flipped at random)
-    and every depth diff after it (each level's size × U(0.3, 3); deletions stay deletions)."""
+    and every depth diff after it (each level's size × U(0.3, 3); deletions stay deletions),
+    the diffs edited in the raw depth lines the Rust sync decodes."""
 
     def transform(cap):
         rng = np.random.default_rng(seed)
@@ -148,13 +149,18 @@ def l2_perturb(t_ns: int, seed: int):
             else t
             for t in cap.trades
         ]
-        diffs = []
-        for (first, final, prev, bids, asks), e in zip(cap.diffs, cap.diff_ts_ns, strict=True):
-            if e > t_ns:
-                bids = [(p, q * rng.uniform(0.3, 3.0) if q > 0 else 0.0) for p, q in bids]
-                asks = [(p, q * rng.uniform(0.3, 3.0) if q > 0 else 0.0) for p, q in asks]
-            diffs.append((first, final, prev, bids, asks))
-        return dataclasses.replace(cap, trades=trades, diffs=diffs)
+        lines = []
+        for line in cap.depth_lines.split(b"\n"):
+            if line.strip():
+                d = msgspec.json.decode(line)
+                if d["E"] * 1_000_000 > t_ns:
+                    for side in ("b", "a"):
+                        d[side] = [
+                            [p, f"{float(q) * rng.uniform(0.3, 3.0):.12f}" if float(q) > 0 else q] for p, q in d[side]
+                        ]
+                    line = msgspec.json.encode(d)
+            lines.append(line)
+        return dataclasses.replace(cap, trades=trades, depth_lines=b"\n".join(lines))
 
     return transform
 

@@ -27,6 +27,9 @@ pub struct DepthHeader {
     pub first: u64,
     pub last: u64,
     pub prev: Option<u64>,
+    /// The recorder's sequence number (`seq`, 0 when absent): a capture's replay order is
+    /// (event time, seq).
+    pub seq: u64,
 }
 
 const POW10: [f64; 23] = [
@@ -380,6 +383,7 @@ fn scan_object(c: &mut Cursor<'_>, out: &mut Located<'_>) -> Result<(), DecodeEr
                 out.seen |= 4;
             }
             b"pu" => out.header.prev = Some(c.uint()?),
+            b"seq" => out.header.seq = c.uint()?,
             b"b" => {
                 out.bids.truncate(out.from.0); // a repeated key: the last one counts
                 c.i = parse_levels(c.b, c.i, out.decimals, out.bids)?;

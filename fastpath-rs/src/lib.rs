@@ -10,6 +10,7 @@ pub mod book;
 pub mod decode;
 pub mod micro;
 pub mod replay;
+pub mod sync;
 mod simd;
 
 #[cfg(feature = "python")]

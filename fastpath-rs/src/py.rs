@@ -11,6 +11,7 @@ use crate::book;
 use crate::decode;
 use crate::micro;
 use crate::replay;
+use crate::sync;
 
 type Level = (f64, f64);
 
@@ -236,10 +237,166 @@ fn batch_features<'py>(
     Ok(arr.into_pyarray(py))
 }
 
+type OutPy<'py> = Vec<Bound<'py, PyAny>>;
+
+/// A published message as a tuple: ("book", state, seq, ts_event_ns, bids, asks) or
+/// ("status", state, seq, ts_event_ns, reason, resyncs).
+fn outs<'py>(py: Python<'py>, v: Vec<sync::Out>) -> PyResult<OutPy<'py>> {
+    v.into_iter()
+        .map(|o| match o {
+            sync::Out::Book { state, seq, ts_ns, bids, asks } => {
+                Ok(("book", state.as_str(), seq, ts_ns, bids, asks).into_pyobject(py)?.into_any())
+            }
+            sync::Out::Status { state, reason, seq, resyncs, ts_ns } => {
+                Ok(("status", state.as_str(), seq, ts_ns, reason, resyncs).into_pyobject(py)?.into_any())
+            }
+        })
+        .collect()
+}
+
+type RejectedPy = (u64, u64, Option<u64>, Vec<Level>, Vec<Level>, i64, &'static str, f64, f64);
+
+#[pyclass(module = "stevie_fastpath._native", name = "BookSync")]
+pub struct PyBookSync {
+    inner: sync::BookSync,
+}
+
+#[pymethods]
+impl PyBookSync {
+    #[new]
+    #[pyo3(signature = (usdm, top_k = 20, coalesce_ns = 100_000_000, buffer_size = 5000, guard = true,
+        max_price_ratio = 400.0, size_spike_mult = 200.0, guard_depth = 20, decimals = 8))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        usdm: bool,
+        top_k: usize,
+        coalesce_ns: i64,
+        buffer_size: usize,
+        guard: bool,
+        max_price_ratio: f64,
+        size_spike_mult: f64,
+        guard_depth: usize,
+        decimals: u32,
+    ) -> PyResult<Self> {
+        if decimals > 12 {
+            return Err(PyValueError::new_err("decimals must be <= 12"));
+        }
+        let limits = guard.then_some(sync::Limits { max_price_ratio, size_spike_mult });
+        let s = sync::Settings { top_k, coalesce_ns, buffer_size, limits, guard_depth };
+        Ok(PyBookSync { inner: sync::BookSync::new(book::OrderBook::new(usdm, decimals), s) })
+    }
+
+    #[getter]
+    fn state(&self) -> &'static str {
+        self.inner.state.as_str()
+    }
+
+    #[getter]
+    fn wants_snapshot(&self) -> bool {
+        self.inner.wants_snapshot
+    }
+
+    #[getter]
+    fn last_event_ns(&self) -> i64 {
+        self.inner.last_event_ns
+    }
+
+    #[getter]
+    fn last_update_id(&self) -> u64 {
+        self.inner.book.last_update_id()
+    }
+
+    #[getter]
+    fn buffered(&self) -> usize {
+        self.inner.buffer.len()
+    }
+
+    /// (applied, stale, gaps, crossed, resyncs, l2_checked, l2_rejected).
+    #[getter]
+    fn counters(&self) -> (u64, u64, u64, u64, u64, u64, u64) {
+        let c = self.inner.counters;
+        (c.applied, c.stale, c.gaps, c.crossed, c.resyncs, c.l2_checked, c.l2_rejected)
+    }
+
+    fn on_snapshot<'py>(
+        &mut self,
+        py: Python<'py>,
+        bids: Vec<Level>,
+        asks: Vec<Level>,
+        last_update_id: u64,
+        ts_event_ns: i64,
+    ) -> PyResult<OutPy<'py>> {
+        outs(py, self.inner.on_snapshot(&bids, &asks, last_update_id, ts_event_ns))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (first_update_id, final_update_id, prev_final_update_id, bids, asks, ts_event_ns))]
+    fn on_diff<'py>(
+        &mut self,
+        py: Python<'py>,
+        first_update_id: u64,
+        final_update_id: u64,
+        prev_final_update_id: Option<u64>,
+        bids: Vec<Level>,
+        asks: Vec<Level>,
+        ts_event_ns: i64,
+    ) -> PyResult<OutPy<'py>> {
+        let d = sync::Diff {
+            first: first_update_id,
+            last: final_update_id,
+            prev: prev_final_update_id,
+            bids,
+            asks,
+            ts_ns: ts_event_ns,
+        };
+        outs(py, self.inner.on_diff(d))
+    }
+
+    fn resync<'py>(&mut self, py: Python<'py>, reason: &str, now_ns: i64) -> PyResult<OutPy<'py>> {
+        outs(py, self.inner.resync(reason, now_ns))
+    }
+
+    fn check_stale<'py>(&mut self, py: Python<'py>, idle_ns: i64, stale_after_ns: i64, now_ns: i64) -> PyResult<OutPy<'py>> {
+        outs(py, self.inner.check_stale(idle_ns, stale_after_ns, now_ns))
+    }
+
+    fn flush<'py>(&mut self, py: Python<'py>) -> PyResult<OutPy<'py>> {
+        outs(py, self.inner.flush())
+    }
+
+    /// The diffs the guard refused since the last call: (U, u, pu, bids, asks, ts_event_ns,
+    /// reason, mid, visible_size).
+    fn take_rejected(&mut self) -> Vec<RejectedPy> {
+        std::mem::take(&mut self.inner.rejected)
+            .into_iter()
+            .map(|r| (r.diff.first, r.diff.last, r.diff.prev, r.diff.bids, r.diff.asks, r.diff.ts_ns, r.reason, r.mid, r.visible))
+            .collect()
+    }
+
+    /// A recorded capture's raw depth lines through the sync (see `sync::BookSync::replay_capture`):
+    /// (diffs, published messages). ValueError names the first line that does not decode.
+    fn replay_capture<'py>(
+        &mut self,
+        py: Python<'py>,
+        bids: Vec<Level>,
+        asks: Vec<Level>,
+        last_update_id: u64,
+        data: &Bound<'py, PyBytes>,
+    ) -> PyResult<(usize, OutPy<'py>)> {
+        let buf = data.as_bytes();
+        let inner = &mut self.inner;
+        let (n, out) = py
+            .detach(|| inner.replay_capture(&bids, &asks, last_update_id, buf))
+            .map_err(|(line, e)| PyValueError::new_err(format!("line {line}: {e}")))?;
+        Ok((n, outs(py, out)?))
+    }
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyOrderBook>()?;
     m.add_class::<PyMicroKernel>()?;
+    m.add_class::<PyBookSync>()?;
     m.add_class::<PyMicroFeatures>()?;
     m.add_function(wrap_pyfunction!(batch_features, m)?)?;
     m.add("BACKEND", "native")?;

@@ -5,10 +5,13 @@ from typing import final
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["BACKEND", "MicroFeatures", "MicroKernel", "OrderBook", "batch_features"]
+__all__ = ["BACKEND", "BookSync", "MicroFeatures", "MicroKernel", "OrderBook", "batch_features"]
 
 _Level = tuple[float, float]
 BACKEND: str
+# ("book", state, seq, ts_event_ns, bids, asks) | ("status", state, seq, ts_event_ns, reason, resyncs)
+_Out = tuple[str, str, int, int, list[_Level], list[_Level]] | tuple[str, str, int, int, str, int]
+_Rejected = tuple[int, int, int | None, list[_Level], list[_Level], int, str, float, float]
 
 @final
 class OrderBook:
@@ -78,3 +81,47 @@ def batch_features(
     trade_sz: npt.NDArray[np.float64],
     trade_buy: npt.NDArray[np.bool_],
 ) -> npt.NDArray[np.float64]: ...
+
+@final
+class BookSync:
+    def __new__(
+        cls,
+        usdm: bool,
+        top_k: int = 20,
+        coalesce_ns: int = 100_000_000,
+        buffer_size: int = 5000,
+        guard: bool = True,
+        max_price_ratio: float = 400.0,
+        size_spike_mult: float = 200.0,
+        guard_depth: int = 20,
+        decimals: int = 8,
+    ) -> BookSync: ...
+    @property
+    def state(self) -> str: ...
+    @property
+    def wants_snapshot(self) -> bool: ...
+    @property
+    def last_event_ns(self) -> int: ...
+    @property
+    def last_update_id(self) -> int: ...
+    @property
+    def buffered(self) -> int: ...
+    @property
+    def counters(self) -> tuple[int, int, int, int, int, int, int]: ...
+    def on_snapshot(self, bids: list[_Level], asks: list[_Level], last_update_id: int, ts_event_ns: int) -> list[_Out]: ...
+    def on_diff(
+        self,
+        first_update_id: int,
+        final_update_id: int,
+        prev_final_update_id: int | None,
+        bids: list[_Level],
+        asks: list[_Level],
+        ts_event_ns: int,
+    ) -> list[_Out]: ...
+    def resync(self, reason: str, now_ns: int) -> list[_Out]: ...
+    def check_stale(self, idle_ns: int, stale_after_ns: int, now_ns: int) -> list[_Out]: ...
+    def flush(self) -> list[_Out]: ...
+    def take_rejected(self) -> list[_Rejected]: ...
+    def replay_capture(
+        self, bids: list[_Level], asks: list[_Level], last_update_id: int, data: bytes
+    ) -> tuple[int, list[_Out]]: ...

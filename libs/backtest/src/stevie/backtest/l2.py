@@ -3,14 +3,16 @@ router → execution, with paper fills walking the book.
 
 Path (every step is the live service's own core, in one process, on event time):
 
-1. **Decode** each capture with ``stevie.services.features.offline.load`` (the features
-   service's parity path): the snapshot, the diffs in replay order (event time ``E``, then the
-   recorder's sequence) and the trades (event time = trade time ``T``).
-2. **Book** (decision-free, per capture): the book-maintainer core ``BookSync`` (Binance sync
-   procedure, L2 level guard, 100 ms event-time coalescing, the Rust ``OrderBook`` from
-   ``stevie.quant.kernels``) gets the snapshot, then every diff; what it publishes
-   (``BookTopK`` / ``BookStatus``) is merged with the capture's trades into one stream in
-   event time (a trade before a book at equal times, as the replay sends it first).
+1. **Read** each capture (``load_capture``): the REST snapshot, the raw depth lines (gunzipped,
+   not decoded) and the trades (event time = trade time ``T``, in the replay's order ``E``).
+2. **Book** (decision-free, per capture): the Rust twin of the book-maintainer core
+   (``NativeBookSync.replay_capture`` over ``stevie_fastpath.BookSync``: the depth lines decoded
+   and ordered by event time ``E`` then the recorder's sequence, Binance sync procedure, L2
+   level guard, 100 ms event-time coalescing — tested to publish exactly what the Python
+   ``BookSync`` publishes, ``tests/test_book_native_sync.py``) gets the snapshot, then every
+   diff; what it publishes (``BookTopK`` / ``BookStatus``) is merged with the capture's trades
+   into one stream in event time (a trade before a book at equal times, as the replay sends it
+   first). ``sync="python"`` runs the Python ``BookSync`` instead (the reference).
    The live shell's wall-clock ``flush`` of a coalesced book is not replayed (there is no wall
    clock): a book is published by the first diff ≥ 100 ms after the last publication.
 3. Captures recorded at the same time (the four of 2024-08-08) are merged by event time; the
@@ -36,6 +38,8 @@ order and each core only sees what came before (``tests/test_backtest_lookahead.
 
 from __future__ import annotations
 
+import functools
+import gzip
 import hashlib
 import heapq
 import time
@@ -45,16 +49,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import msgspec
+import polars as pl
 from rich.console import Console
 
 from stevie.backtest.bars import Columns, backtest_guards
 from stevie.backtest.data import BacktestInputError
-from stevie.contracts import BookStatus, BookTopK, DepthDiff, DepthSnapshot
+from stevie.contracts import BookStatus, BookTopK, DepthDiff, DepthSnapshot, Trade
 from stevie.contracts.rpc import GuardDecision
+from stevie.quant.book import Level
 from stevie.quant.kernels import Kernels
 from stevie.quant.kernels import load as load_kernels
 from stevie.quant.policies import L2_POLICIES
-from stevie.services.book_maintainer.core import BookSync
+from stevie.services.book_maintainer.core import BookSync, NativeBookSync
 from stevie.services.execution.core import ExecutionCore, NotTradable
 from stevie.services.execution.settings import ExecutionSettings
 from stevie.services.features.core import Event, Features
@@ -64,6 +70,7 @@ from stevie.services.risk_guards.settings import RiskGuardsSettings
 from stevie.services.router.core import Router
 from stevie.services.venue_replay.captures import VENUE_DIRS
 
+MS = 1_000_000
 L2_CTX_FIELDS = ("obi", "ti", "spread_bps", "micro_vol", "cancel_rate", "micro_dev_bps")
 """Context numbers the L2 mode fills (in the mission's units: spread and micro-vol in bps)."""
 
@@ -149,31 +156,108 @@ def discover_captures(
     return sorted(out, key=lambda c: (c.start_ns, c.venue, c.symbol))
 
 
-def book_stream(cap: CaptureData, s: L2Settings, kernels: Kernels) -> list[tuple[int, int, Event]]:
-    """What the book-maintainer core publishes for ``cap``, merged with its trades in event
-    time: (ts_event_ns, order key, message); trades sort before books at equal times."""
+@dataclass(frozen=True)
+class L2Capture:
+    """One capture as the L2 backtest reads it (format ``data/samples/SOURCE_README.md`` §1):
+    the REST snapshot (bids, asks, lastUpdateId; prices and sizes as floats, as msgspec
+    decodes the venue's decimal strings), the raw ``depth_updates.jsonl`` lines as recorded
+    (the Rust sync decodes and orders them), ``n_diffs`` (its non-blank lines) and the
+    trades in the replay's order (event time ``E``, stable; a trade's event time is its trade
+    time ``T``, ``is_buyer_maker`` → seller aggressor)."""
+
+    venue: str
+    symbol: str
+    usdm: bool
+    name: str
+    snapshot: tuple[list[Level], list[Level], int]
+    depth_lines: bytes
+    n_diffs: int
+    trades: list[Trade]
+
+
+class _WireSnapshot(msgspec.Struct):
+    lastUpdateId: int
+    bids: list[Level]
+    asks: list[Level]
+
+
+_snapshot = msgspec.json.Decoder(_WireSnapshot, strict=False)  # decimal strings → floats
+_TRADE_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {"event_time_ms": pl.Int64, "trade_time_ms": pl.Int64}
+_TRADE_SCHEMA |= {"trade_id": pl.Int64, "price": pl.Float64, "qty": pl.Float64, "is_buyer_maker": pl.Int8}
+
+
+def load_capture(venue: str, symbol: str, folder: Path) -> L2Capture:
+    """Read one capture folder (``L2Capture``). Raises FileNotFoundError, msgspec.DecodeError
+    (snapshot), polars.exceptions.ComputeError / ValueError (trades) on a broken capture; the
+    depth lines are checked when the sync decodes them (ValueError naming the line)."""
+    snap = _snapshot.decode((folder / "depth_snapshot.json").read_bytes())
+    with gzip.open(folder / "depth_updates.jsonl.gz", "rb") as f:
+        lines = f.read()
+    n_diffs = sum(1 for line in lines.split(b"\n") if line.strip())
+    t = pl.read_csv(folder / "trades.csv.gz", schema_overrides=_TRADE_SCHEMA)
+    t = t.sort("event_time_ms", maintain_order=True)  # the replay's order: E, stable
+    trades = [
+        Trade(
+            venue=venue,
+            symbol=symbol,
+            trade_id=tid,
+            price=px,
+            size=qty,
+            aggressor="sell" if maker else "buy",
+            ts_event_ns=ms * MS,
+            ts_init_ns=ms * MS,
+        )
+        for tid, px, qty, maker, ms in zip(
+            t["trade_id"].to_list(),
+            t["price"].to_list(),
+            t["qty"].to_list(),
+            t["is_buyer_maker"].to_list(),
+            t["trade_time_ms"].to_list(),
+            strict=True,
+        )
+    ]
+    snapshot = (snap.bids, snap.asks, snap.lastUpdateId)
+    return L2Capture(venue, symbol, venue == "binance-usdm", folder.name, snapshot, lines, n_diffs, trades)
+
+
+def book_stream(cap: L2Capture, s: L2Settings) -> list[tuple[int, int, Event]]:
+    """What the book-maintainer core publishes for ``cap`` — the Rust twin of ``BookSync``
+    (``NativeBookSync.replay_capture``: the snapshot at the first diff's event time, then every
+    diff) — merged with its trades in event time: (ts_event_ns, order key, message); trades
+    sort before books at equal times. Raises BacktestInputError for a capture without diffs,
+    ValueError for a depth line that does not decode."""
+    sync = NativeBookSync(cap.venue, cap.symbol, cap.usdm, top_k=s.top_k, coalesce_ns=s.coalesce_ms * MS)
+    n, published = sync.replay_capture(cap.snapshot, cap.depth_lines)
+    if n == 0:
+        raise BacktestInputError(f"capture {cap.name} of {cap.venue}/{cap.symbol} has no depth updates")
+    return _with_trades(cap.trades, [(m.ts_event_ns, 1, m) for m in published])
+
+
+def book_stream_python(cap: CaptureData, s: L2Settings, kernels: Kernels) -> list[tuple[int, int, Event]]:
+    """``book_stream`` through the Python ``BookSync`` (the live shell's core) over the
+    features service's decoding of the capture (``offline.load``): the reference the Rust
+    path is tested against (``tests/test_book_native_sync.py``)."""
     sync = BookSync(
         cap.venue,
         cap.symbol,
         cap.usdm,
         book=kernels.OrderBook(usdm=cap.usdm),
         top_k=s.top_k,
-        coalesce_ns=s.coalesce_ms * 1_000_000,
+        coalesce_ns=s.coalesce_ms * MS,
     )
     ts = cap.diff_ts_ns
     if not ts:
         raise BacktestInputError(f"capture {cap.name} of {cap.venue}/{cap.symbol} has no depth updates")
     out: list[tuple[int, int, Event]] = []
     bids, asks, last = cap.snapshot
-    snap_ns = ts[0]
     snap = DepthSnapshot(
         venue=cap.venue,
         symbol=cap.symbol,
         last_update_id=last,
         bids=bids,
         asks=asks,
-        ts_event_ns=snap_ns,
-        ts_init_ns=snap_ns,
+        ts_event_ns=ts[0],
+        ts_init_ns=ts[0],
     )
     for m in sync.on_snapshot(snap):
         out.append((m.ts_event_ns, 1, m))
@@ -192,9 +276,12 @@ def book_stream(cap: CaptureData, s: L2Settings, kernels: Kernels) -> list[tuple
         )
         for m in sync.on_diff(d):
             out.append((m.ts_event_ns, 1, m))
-    merged: list[tuple[int, int, Event]] = [(tr.ts_event_ns, 0, tr) for tr in cap.trades]
-    merged = list(heapq.merge(merged, out, key=lambda e: (e[0], e[1])))
-    return merged
+    return _with_trades(cap.trades, out)
+
+
+def _with_trades(trades: list[Trade], books: list[tuple[int, int, Event]]) -> list[tuple[int, int, Event]]:
+    keyed: list[tuple[int, int, Event]] = [(tr.ts_event_ns, 0, tr) for tr in trades]
+    return list(heapq.merge(keyed, books, key=lambda e: (e[0], e[1])))
 
 
 def merge_streams(streams: list[list[tuple[int, int, Event]]]) -> Iterator[Event]:
@@ -256,20 +343,33 @@ def run_l2(
     captures: list[CaptureRef],
     s: L2Settings,
     kernels: Kernels | None = None,
-    loader: Callable[[str, str, Path], CaptureData] = load,
     progress: Callable[[int, int], None] | None = None,
-    transform: Callable[[CaptureData], CaptureData] | None = None,
+    transform: Callable[[L2Capture], L2Capture] | None = None,
+    sync: str = "native",
 ) -> L2Result:
-    """Run the L2 backtest over ``captures`` (module doc). ``transform`` edits a decoded
-    capture before the run (the look-ahead test perturbs later inputs with it).
+    """Run the L2 backtest over ``captures`` (module doc). ``transform`` edits a capture as
+    read (``L2Capture``) before the run (the look-ahead test perturbs later inputs with it).
+    ``sync``: ``native`` (the Rust twin of ``BookSync`` over the raw depth lines, default) or
+    ``python`` (the Python ``BookSync`` over the features service's decoding — the reference
+    the native path is tested against; ``transform`` must then be None). ``run_s`` times
+    everything after reading the files (decompressed), the depth lines' JSON decoding included.
     ``progress(depth messages done, total)`` is called per capture group.
     Raises BacktestInputError for a capture without diffs; FileNotFoundError / ValueError /
-    msgspec.DecodeError for a broken capture file."""
+    msgspec.DecodeError for a broken capture file; ValueError for an unknown ``sync``."""
     kern = kernels or load_kernels()
-    decoded = [loader(c.venue, c.symbol, c.folder) for c in captures]
-    if transform is not None:
-        decoded = [transform(d) for d in decoded]
-    total = sum(len(x.diffs) for x in decoded)
+    if sync == "native":
+        caps = [load_capture(c.venue, c.symbol, c.folder) for c in captures]
+        if transform is not None:
+            caps = [transform(d) for d in caps]
+        n_diffs, n_trades = [c.n_diffs for c in caps], sum(len(c.trades) for c in caps)
+        makers = [functools.partial(book_stream, c, s) for c in caps]
+    elif sync == "python" and transform is None:
+        decoded = [load(c.venue, c.symbol, c.folder) for c in captures]
+        n_diffs, n_trades = [len(x.diffs) for x in decoded], sum(len(x.trades) for x in decoded)
+        makers = [functools.partial(book_stream_python, d, s, kern) for d in decoded]
+    else:
+        raise ValueError(f"sync must be 'native' or 'python' (without transform), got {sync!r}")
+    total = sum(n_diffs)
     if progress is not None:
         progress(0, total)
     t0 = time.perf_counter()
@@ -309,7 +409,7 @@ def run_l2(
         # marked at their last mid); rewards still pending at a group's end are dropped
         ex = ExecutionCore(msgspec.structs.replace(s.execution(books), capital_quote=equity))
         rows.clear()
-        streams = [book_stream(decoded[i], s, kern) for i in idx]
+        streams = [makers[i]() for i in idx]
         for f, _sample in run_features(feats, on_book_passthrough(merge_streams(streams))):
             n_vec += 1
             key = (f.venue, f.symbol)
@@ -331,7 +431,7 @@ def run_l2(
             eq_t.append(f.ts_event_ns)
             eq_v.append(ex.equity())
         equity = ex.equity()
-        n_depth += sum(len(decoded[i].diffs) for i in idx)
+        n_depth += sum(n_diffs[i] for i in idx)
         if progress is not None:
             progress(n_depth, total)
     return L2Result(
@@ -339,7 +439,7 @@ def run_l2(
         eq_t,
         eq_v,
         n_depth,
-        sum(len(x.trades) for x in decoded),
+        n_trades,
         n_books,
         n_vec,
         n_updates,

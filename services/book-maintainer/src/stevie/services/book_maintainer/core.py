@@ -19,11 +19,11 @@ recovers the right book.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from stevie.contracts import BookState, BookStatus, BookTopK, DepthDiff, DepthSnapshot
-from stevie.quant.book import OrderBook, OrderBookLike, Verdict
+from stevie.quant.book import Level, OrderBook, OrderBookLike, Verdict
 from stevie.quant.quality import L2Limits, l2_levels
 
 Out = BookTopK | BookStatus
@@ -255,3 +255,153 @@ class BookSync:
     def _init_ns(self, event_ns: int) -> int:
         """``ts_init_ns``: the injected clock (the shell's wall clock), else the event time."""
         return self._init_clock() if self._init_clock else event_ns
+
+
+_STATES = {s.value: s for s in BookState}
+_RawOut = tuple[str, str, int, int, object, object]
+
+
+class NativeBookSync:
+    """``BookSync`` on its Rust twin (``stevie_fastpath.BookSync``: the same procedure, guard
+    and coalescing, step for step): same inputs, same ``BookTopK``/``BookStatus`` outputs
+    (``tests/test_book_native_sync.py`` compares both on every capture and on generated
+    sequences). The book lives in Rust (``book`` is not exposed); ``replay_capture`` takes a
+    recorded capture's raw depth lines and runs the whole sync without returning to Python
+    per diff (the L2 backtest's book stage)."""
+
+    def __init__(
+        self,
+        venue: str,
+        symbol: str,
+        usdm: bool,
+        *,
+        top_k: int = 20,
+        coalesce_ns: int = 100_000_000,
+        buffer_size: int = 5000,
+        init_clock: Callable[[], int] | None = None,
+        l2_limits: L2Limits | None = DEFAULT_L2_LIMITS,
+        guard_depth: int = 20,
+    ) -> None:
+        from stevie_fastpath import BookSync as _Native
+
+        lim = l2_limits or DEFAULT_L2_LIMITS
+        self.venue, self.symbol = venue, symbol
+        self._init_clock = init_clock
+        self._s = _Native(
+            usdm,
+            top_k=top_k,
+            coalesce_ns=coalesce_ns,
+            buffer_size=buffer_size,
+            guard=l2_limits is not None,
+            max_price_ratio=lim.max_price_ratio,
+            size_spike_mult=lim.size_spike_mult,
+            guard_depth=guard_depth,
+        )
+
+    @property
+    def state(self) -> BookState:
+        return _STATES[self._s.state]
+
+    @property
+    def wants_snapshot(self) -> bool:
+        return self._s.wants_snapshot
+
+    @property
+    def last_event_ns(self) -> int:
+        return self._s.last_event_ns
+
+    @property
+    def counters(self) -> SyncCounters:
+        return SyncCounters(*self._s.counters)
+
+    def on_diff(self, diff: DepthDiff) -> list[Out]:
+        """Handle one diff-depth event (``BookSync.on_diff``)."""
+        return self._msgs(
+            self._s.on_diff(
+                diff.first_update_id,
+                diff.final_update_id,
+                diff.prev_final_update_id,
+                diff.bids,
+                diff.asks,
+                diff.ts_event_ns,
+            )
+        )
+
+    def on_snapshot(self, snap: DepthSnapshot) -> list[Out]:
+        """Apply a REST snapshot, then the buffered diffs (``BookSync.on_snapshot``)."""
+        return self._msgs(self._s.on_snapshot(snap.bids, snap.asks, snap.last_update_id, snap.ts_event_ns))
+
+    def resync(self, reason: str, now_ns: int) -> list[Out]:
+        """Drop to SYNCING (``BookSync.resync``)."""
+        return self._msgs(self._s.resync(reason, now_ns))
+
+    def check_stale(self, idle_ns: int, stale_after_ns: int, now_ns: int) -> list[Out]:
+        """LIVE with no update for ``idle_ns >= stale_after_ns`` → STALE."""
+        return self._msgs(self._s.check_stale(idle_ns, stale_after_ns, now_ns))
+
+    def flush(self) -> list[Out]:
+        """Publish the coalesced book if an applied diff has not been published yet."""
+        return self._msgs(self._s.flush())
+
+    def take_rejected(self) -> list[RejectedDiff]:
+        """The diffs the L2 guard refused since the last call (then forgotten)."""
+        out = []
+        for first, final, prev, bids, asks, ts, reason, mid, visible in self._s.take_rejected():
+            d = DepthDiff(
+                venue=self.venue,
+                symbol=self.symbol,
+                first_update_id=first,
+                final_update_id=final,
+                prev_final_update_id=prev,
+                bids=bids,
+                asks=asks,
+                ts_event_ns=ts,
+                ts_init_ns=ts,
+            )
+            out.append(RejectedDiff(d, reason, mid, visible))
+        return out
+
+    def replay_capture(
+        self, snapshot: tuple[list[Level], list[Level], int], depth_lines: bytes
+    ) -> tuple[int, list[Out]]:
+        """A recorded capture through the sync: ``depth_lines`` = the raw ``depthUpdate`` JSON
+        lines (``depth_updates.jsonl``, format ``data/samples/SOURCE_README.md`` §1) ordered by
+        (``E``, ``seq``) as the replay sends them; ``snapshot`` = (bids, asks, lastUpdateId),
+        applied at the first diff's event time. Returns (diffs, everything published).
+        Raises ValueError naming the first line that does not decode (nothing applied)."""
+        bids, asks, last = snapshot
+        n, raw = self._s.replay_capture(bids, asks, last, depth_lines)
+        return n, self._msgs(raw)
+
+    def _msgs(self, raw: Sequence[_RawOut]) -> list[Out]:
+        out: list[Out] = []
+        venue, symbol, clock = self.venue, self.symbol, self._init_clock
+        for kind, state, seq, ts, a, b in raw:
+            init = clock() if clock else ts
+            if kind == "book":
+                out.append(
+                    BookTopK(
+                        venue=venue,
+                        symbol=symbol,
+                        seq=seq,
+                        state=_STATES[state],
+                        bids=a,  # type: ignore[arg-type]
+                        asks=b,  # type: ignore[arg-type]
+                        ts_event_ns=ts,
+                        ts_init_ns=init,
+                    )
+                )
+            else:
+                out.append(
+                    BookStatus(
+                        venue=venue,
+                        symbol=symbol,
+                        state=_STATES[state],
+                        reason=a,  # type: ignore[arg-type]
+                        seq=seq,
+                        resyncs=b,  # type: ignore[arg-type]
+                        ts_event_ns=ts,
+                        ts_init_ns=init,
+                    )
+                )
+        return out
