@@ -13,15 +13,15 @@ def model(mid: str, created: int, kind: str = "manual", current: bool = False, p
     return ModelView(mid, kind, created, "t", None, "", None, current, {"p_flat": 3} if posterior else {}, {}, {})
 
 
-def test_the_newest_registered_model_after_the_current_one_is_the_candidate():
+def test_the_newest_model_never_current_is_the_candidate():
     cur = model("ckpt-a", 100, "checkpoint", current=True)
-    assert candidate([cur]) is None  # nothing newer: green serves the current model
-    assert candidate([cur, model("old", 50)]) is None  # registered before the current one: history
-    assert candidate([cur, model("m1", 150), model("m2", 200)]) == "m2"
-    assert candidate([model("m2", 200), cur, model("m1", 150)]) == "m2"  # order of the listing does not matter
-    assert candidate([cur, model("ckpt-b", 300, "checkpoint"), model("m1", 150)]) == "m1"  # checkpoints are blue's
-    assert candidate([cur, model("pbt", 300, "pbt", posterior=False), model("m1", 150)]) == "m1"  # no posterior
-    assert candidate([model("m1", 150), model("m1b", 150)]) == "m1b"  # no current model: newest, ties by id
+    assert candidate([cur], set()) is None  # nothing else: green serves the current model
+    assert candidate([cur, model("m1", 50), model("m2", 200)], {"ckpt-a"}) == "m2"
+    assert candidate([model("m2", 200), cur, model("m1", 50)], {"ckpt-a"}) == "m2"  # listing order does not matter
+    assert candidate([cur, model("m1", 50), model("m2", 200)], {"ckpt-a", "m2"}) == "m1"  # m2 was promoted once
+    assert candidate([cur, model("ckpt-b", 300, "checkpoint"), model("m1", 150)], set()) == "m1"  # blue's rows
+    assert candidate([cur, model("pbt", 300, "pbt", posterior=False), model("m1", 150)], set()) == "m1"  # no posterior
+    assert candidate([model("m1", 150), model("m1b", 150)], set()) == "m1b"  # ties by id
 
 
 def test_fault_plan_fails_the_share_of_calls_evenly():

@@ -98,7 +98,8 @@ class ModelSync:
         assert self.pool is not None
         try:
             models = await repo.list_models(self.pool)
-            want = self.s.green_model or stack.candidate(models)
+            ever = {mid for _, action, mid, _ in await repo.model_history(self.pool, 1000) if action != "register"}
+            want = self.s.green_model or stack.candidate(models, ever)
             is_candidate = want is not None
             if want is None:
                 want = next((m.id for m in models if m.current), None)

@@ -4,7 +4,7 @@ fault plan used to prove the automatic rollback (a slow or failing green).
 Blue is the ``router`` service: it serves the current model of the registry and checkpoints
 into it. Green is the ``green-router`` service (the same code, ``colour = green``): it serves
 the *candidate* — the newest registered model (any kind but ``checkpoint``) that has a
-posterior, is not current and was registered after the current model — and, when there is no
+posterior and has never been current — and, when there is no
 candidate, the current model too (so both stacks answer and the SLO comparison stays fair).
 Green never writes into the registry: what it learns during a canary stays in its process.
 """
@@ -19,16 +19,15 @@ from stevie.contracts.evidence import ModelView
 COLOURS = ("blue", "green")
 
 
-def candidate(models: Sequence[ModelView]) -> str | None:
+def candidate(models: Sequence[ModelView], ever_current: set[str]) -> str | None:
     """The candidate model id for green in ``models`` (the registry listing), or None.
 
-    A candidate: ``kind != 'checkpoint'``, a posterior (``updates`` non-empty), not current,
-    ``createdAt`` later than the current model's (a model that was promoted and then continued
-    by blue's checkpoints is history, not a candidate). Newest ``createdAt`` wins (ties: the
-    greatest id, so the answer does not depend on the listing order)."""
-    current = [m for m in models if m.current]
-    after = current[0].createdAt if current else -1
-    pool = [m for m in models if m.kind != "checkpoint" and m.updates and not m.current and m.createdAt > after]
+    A candidate: ``kind != 'checkpoint'``, a posterior (``updates`` non-empty), not current and
+    never current before (``ever_current``: the ids the registry's history made current — a
+    model that was promoted and then continued by blue's checkpoints is history, not a
+    candidate). Newest ``createdAt`` wins (ties: the greatest id, so the answer does not depend
+    on the listing order)."""
+    pool = [m for m in models if m.kind != "checkpoint" and m.updates and not m.current and m.id not in ever_current]
     return max(pool, key=lambda m: (m.createdAt, m.id)).id if pool else None
 
 
