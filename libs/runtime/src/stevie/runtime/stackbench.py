@@ -11,9 +11,11 @@ PostgreSQL, every service) measured from the outside.
 - ``/api/health`` latency at 32 concurrent connections: in the gateway
   (``gateway_request_duration_seconds``, handler and middlewares) and as the load generator
   sees it (which includes its own queueing: the generator shares the cores);
-- RSS and PSS of every process of the stack at the end (PSS shares the pages of common
-  libraries between processes, so the PSS total is the stack's real footprint; the RSS
-  total counts shared pages once per process);
+- RSS and PSS of every process of the stack at the end — the supervisor and all its
+  descendants: services, the fork server, NATS, PostgreSQL and its backends (PSS shares the
+  pages of common libraries, and of the fork server's imports, between processes, so the
+  PSS total is the stack's real footprint; the RSS total counts shared pages once per
+  process);
 - SIGINT → every process gone (the supervisor reaped).
 
 Quantiles of the histogram are read from the bucket counts (linear inside a bucket), over the
@@ -148,24 +150,41 @@ async def _hammer(urls: list[str], concurrency: int, seconds: float, rps: float 
     return lat, len(lat) / max(1e-9, time.monotonic() - t0)
 
 
-def _stack_pids(state: Path, gateway: str) -> dict[str, int]:
-    out: dict[str, int] = {}
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(k) for k in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except (OSError, ValueError):
+        return []
+
+
+def _stack_pids(state: Path, gateway: str, supervisor_pid: int) -> dict[str, int]:
+    """Every process below the supervisor, named: services by their heartbeat's PID, the
+    servers and the fork server from ``stack.json``; any other descendant as
+    ``<its named ancestor>:<pid>`` (PostgreSQL's backends, a service's own children)."""
+    names: dict[int, str] = {}
     _, raw = _get(f"{gateway}/api/health")
     try:
         for name, sv in json.loads(raw)["services"].items():
             if sv.get("pid"):
-                out[name] = int(sv["pid"])
+                names[int(sv["pid"])] = name
     except (ValueError, KeyError):
         pass
     try:
-        for name, pid in json.loads((state / "stack.json").read_text())["servers"].items():
-            out[name] = int(pid)
-            kids = Path(f"/proc/{pid}/task/{pid}/children")
-            if kids.exists():
-                for i, k in enumerate(kids.read_text().split()):
-                    out[f"{name}:{i}"] = int(k)
+        stack = json.loads((state / "stack.json").read_text())
+        names.update({int(pid): name for name, pid in stack["servers"].items()})
+        if stack.get("fork_server"):
+            names[int(stack["fork_server"])] = "fork-server"
     except (OSError, ValueError, KeyError):
         pass
+    out: dict[str, int] = {}
+
+    def walk(pid: int, group: str) -> None:
+        for k in _children(pid):
+            name = names.get(k, f"{group}:{k}")
+            out[name] = k
+            walk(k, names.get(k, group))
+
+    walk(supervisor_pid, "supervisor")
     return out
 
 
@@ -235,7 +254,7 @@ def run(seconds: float = 60.0, speed: float = 4.0, load_rps: float = 2000.0, win
         remaining = seconds - (time.monotonic() - t0)
         if remaining > 0:
             time.sleep(remaining)
-        for name, pid in sorted(_stack_pids(state, gw).items()):
+        for name, pid in sorted(_stack_pids(state, gw, proc.pid).items()):
             rss, pss = _mem_mb(pid)
             group = name.split(":")[0]  # a server's children (PostgreSQL backends) count with it
             res.rss_mb[group] = res.rss_mb.get(group, 0.0) + rss
