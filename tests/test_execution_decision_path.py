@@ -220,3 +220,23 @@ async def test_a_book_going_live_fetches_the_first_vol_forecast_and_smile():
     ex.on_status(status)  # LIVE again: cached, not fetched twice
     await asyncio.sleep(0.01)
     assert fakes.count("vol.forecast") == 1
+
+
+def test_gc_pauses_are_timed_and_the_start_up_state_is_frozen():
+    import gc
+
+    from stevie.services.execution import gcwatch
+
+    reg = new_registry()
+    gcwatch.watch(reg, "t_exec")
+    try:
+        gc.collect()
+        assert reg.get_sample_value("t_exec_gc_pause_seconds_count", {"generation": "2"}) == 1
+        kept = [[i] for i in range(1000)]  # tracked containers alive "at start-up"
+        frozen = gcwatch.freeze_startup()
+        assert frozen >= len(kept) and gc.get_freeze_count() == frozen
+        collected = {id(o) for g in range(3) for o in gc.get_objects(g)}  # what collections walk
+        assert not any(id(k) in collected for k in kept)
+    finally:
+        gc.callbacks.pop()
+        gc.unfreeze()

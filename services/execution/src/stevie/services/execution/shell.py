@@ -51,6 +51,7 @@ from stevie.quant.errors import QuantInputError
 from stevie.quant.events import latest_event_dims
 from stevie.runtime.flags import FlagsClient
 from stevie.runtime.service import LATENCY_BUCKETS_S, ServiceContext, ServiceSpec
+from stevie.services.execution import gcwatch
 from stevie.services.execution.core import BookSlot, ExecutionCore, Key, NotTradable, Position
 from stevie.services.execution.settings import ExecutionSettings
 from stevie.services.execution.split import StackSplit, publish_slo
@@ -583,6 +584,8 @@ async def main(ctx: ServiceContext) -> None:
     await ctx.serve_rpc("simulate", SimulateRequest, ex.simulate)
     await ctx.serve_rpc("sizing_last", SizingLastRequest, ex.sizing_last)
     await ctx.serve_rpc("positions", PositionsRequest, ex.positions)
+    gcwatch.watch(ctx.registry, "exec")
+    ctx.log.info("gc_frozen", objects=gcwatch.freeze_startup())  # full collections skip the start-up state
     await asyncio.Event().wait()
 
 
