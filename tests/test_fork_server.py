@@ -124,8 +124,8 @@ def test_the_fork_server_refuses_to_fork_while_a_thread_is_alive() -> None:
         t.join()
 
 
-def test_preload_starts_no_thread() -> None:
-    code = "from stevie.runtime import zygote; zygote.preload(); print(zygote.threads_alive())"
+def test_preloads_start_no_thread() -> None:
+    code = "from stevie.runtime import zygote; zygote.preload(); zygote.preload_extended(); print(zygote.threads_alive())"
     env = fork_server_env(dict(os.environ))
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == "1"

@@ -109,9 +109,10 @@ class ForkServer:
         finally:
             out.close()
 
-    async def spawn(self, name: str, log_path: Path, env: dict[str, str]) -> ForkedProcess:
+    async def spawn(self, name: str, log_path: Path, env: dict[str, str], extended: bool = False) -> ForkedProcess:
         """Fork service ``name`` with environment ``env`` (its ``os.environ``; the variables
-        read at interpreter start come from the fork server's own), logging to ``log_path``.
+        read at interpreter start come from the fork server's own), logging to ``log_path``;
+        ``extended``: fork it after the fork server imported ``zygote.EXTENDED``.
         Raises RuntimeError when the fork server is away, refuses or does not answer within
         ``REQUEST_TIMEOUT_S``."""
         if not self.alive:
@@ -121,7 +122,7 @@ class ForkServer:
             if not set_subreaper(True):
                 raise RuntimeError("cannot become a child subreaper (PR_SET_CHILD_SUBREAPER)")
             try:
-                req = {"name": name, "log": str(log_path), "parent": os.getpid(), "env": env}
+                req = {"name": name, "log": str(log_path), "parent": os.getpid(), "env": env, "extended": extended}
                 self.proc.stdin.write(json.dumps(req).encode() + b"\n")
                 await self.proc.stdin.drain()
                 line = await asyncio.wait_for(self.proc.stdout.readline(), REQUEST_TIMEOUT_S)

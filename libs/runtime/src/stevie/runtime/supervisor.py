@@ -139,7 +139,9 @@ class Supervisor:
     async def _spawn(self, child: Child) -> None:
         if self.forks is not None and self.forks.alive:
             try:
-                child.proc = await self.forks.spawn(child.name, child.log_path, self.env)
+                # the maths libraries only for those after the critical path: it does not wait for them
+                extended = child.name not in CRITICAL
+                child.proc = await self.forks.spawn(child.name, child.log_path, self.env, extended)
                 child.started_mono = time.monotonic()
                 log.info("service_started", name=child.name, pid=child.proc.pid, log=str(child.log_path), forked=True)
                 return
