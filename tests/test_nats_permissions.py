@@ -98,6 +98,40 @@ def test_the_checked_in_permissions_are_the_generated_ones():
         nats_perms.rules("nobody")
 
 
+def test_every_data_subject_has_a_publisher_and_a_subscriber_in_the_table():
+    """Each subject builder of ``stevie.contracts.subjects`` (wildcards for its arguments) is
+    published by some service and read by some service or the gateway — a new subject that is
+    not in the table would be refused at run time under ``STEVIE_NATS_AUTH=1``."""
+    import inspect
+
+    from stevie.contracts import subjects
+
+    def overlap(a: str, b: str) -> bool:  # some concrete subject matches both patterns
+        x, y = a.split("."), b.split(".")
+        for i, (p, q) in enumerate(zip(x, y, strict=False)):
+            if ">" in (p, q):
+                return True
+            if p != q and "*" not in (p, q):
+                return False
+            if i == min(len(x), len(y)) - 1:
+                return len(x) == len(y)
+        return False
+
+    structural = {"token", "rpc", "heartbeat", "dlq", "durable_patterns", "all_subjects"}
+    builders = [
+        (name, fn)
+        for name, fn in inspect.getmembers(subjects, inspect.isfunction)
+        if fn.__module__ == subjects.__name__ and not name.startswith("_") and name not in structural
+    ]
+    assert len(builders) >= 17
+    rules = {svc: nats_perms.rules(svc) for svc in SERVICES}
+    for name, fn in builders:
+        subject = fn("stevie", *["*"] * (len(inspect.signature(fn).parameters) - 1))
+        pubs = [svc for svc, (pub, _) in rules.items() if any(overlap(p, subject) for p in pub)]
+        subs = [svc for svc, (_, sub) in rules.items() if any(overlap(p, subject) for p in sub)]
+        assert pubs and subs, (name, subject, pubs, subs)
+
+
 async def _responders(url: str) -> list[nats.NATS]:
     """Every service answers ``stevie.rpc.<itself>.>`` with its name, as its own user."""
     out = []

@@ -66,6 +66,7 @@ PUBLISHES: dict[str, tuple[str, ...]] = {
     "control": ("ctl.flags", "deploy.share"),
     "router": ("deploy.stack.blue",),
     "green-router": ("deploy.stack.green",),
+    "venues": ("venues.scoring",),
 }
 
 _ROUTER_IN = ("evidence.model.current", "evidence.nudges", "evidence.baseline")
@@ -83,6 +84,7 @@ SUBSCRIBES: dict[str, tuple[str, ...]] = {
         "events.ctx.>",
         "evidence.nudges",
         "deploy.share",
+        "venues.scoring",
     ),
     "reporter": ("audit.>", "exec.>"),
     "adaptive": ("md.bar.>", "feat.micro.>", "audit.>"),
