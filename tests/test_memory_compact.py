@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -37,11 +38,22 @@ def test_wire_diffs_read_exactly_what_eager_decoding_gives() -> None:
 def test_wire_diffs_are_compact() -> None:
     cap = offline.load("binance-usdm", "BTCUSDT", CAPTURE)
     assert isinstance(cap.diffs, offline.WireDiffs)
-    held = sys.getsizeof(cap.diffs._blob) + cap.diffs._starts.nbytes + cap.diffs._ends.nbytes
-    per_update = held / len(cap.diffs)
+    per_update = cap.diffs.nbytes / len(cap.diffs)
     levels = sum(len(d[3]) + len(d[4]) for d in cap.diffs[:200]) / 200
     # as Python objects a level is a tuple of two floats (≥ 56 + 2 × 24 bytes) plus a list slot
-    assert per_update < levels * (56 + 48 + 8) / 2
+    assert per_update < levels * (56 + 48 + 8) / 10
+
+
+def test_wire_diffs_chunks_and_reads_from_threads() -> None:
+    lines = [f'{{"E":{i},"U":{i},"u":{i},"b":[["1.5","{i}"]],"a":[]}}'.encode() for i in range(1000)]
+    diffs = offline.WireDiffs(lines, usdm=False, chunk=7)
+    assert [d[0] for d in diffs] == list(range(1000))
+    assert diffs[999][3] == [(1.5, 999.0)] and diffs[-1] == diffs[999] and diffs[0][2] is None
+    with ThreadPoolExecutor(4) as pool:  # interleaved chunks: the cached chunk is swapped under reads
+        got = list(pool.map(lambda i: diffs[(i * 37) % 1000][0], range(4000)))
+    assert got == [(i * 37) % 1000 for i in range(4000)]
+    with pytest.raises(ValueError):
+        offline.WireDiffs(lines, usdm=False, chunk=0)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc")

@@ -34,6 +34,7 @@ import csv
 import functools
 import gzip
 import re
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -129,23 +130,41 @@ _order_decoder = msgspec.json.Decoder(_WireOrder, strict=False)
 
 
 class WireDiffs(Sequence[Diff]):
-    """A capture's depth updates kept as their recorded JSON lines — one bytes blob and the
-    (start, end) byte offsets of each line, in replay order — and decoded (``_WireDiff``, the
-    book-maintainer's decoding) when read. ≈ 1.6 kB per update instead of ≈ 6–9 kB as Python
-    tuples of floats (the features service keeps every capture decoded for the parity check:
-    ≈ 40 MB for the six instead of ≈ 200 MB); a read costs one msgspec decode (≈ 10 µs).
-    Read-only; ``i`` out of range raises IndexError."""
+    """A capture's depth updates kept as their recorded JSON lines, in replay order, zlib-
+    compressed in chunks of ``chunk`` lines, and decoded (``_WireDiff``, the book-maintainer's
+    decoding) when read; the last chunk read stays decompressed (reads are mostly in order).
+    ≈ 0.3 kB per update instead of ≈ 6–9 kB as Python tuples of floats (the features service
+    keeps every capture it checks decoded: ≈ 10 MB for four instead of ≈ 200 MB); a read
+    costs one msgspec decode (≈ 10 µs) plus, once per chunk, a decompression (≈ 1 ms).
+    Read-only; safe to read from several threads. ``i`` out of range raises IndexError."""
 
-    def __init__(self, blob: bytes, starts: np.ndarray, ends: np.ndarray, usdm: bool) -> None:
-        if starts.shape != ends.shape or starts.ndim != 1:
-            raise ValueError(f"starts and ends must be 1-d of one length, got {starts.shape} and {ends.shape}")
-        self._blob, self._starts, self._ends, self._usdm = blob, starts, ends, usdm
+    def __init__(self, lines: Sequence[bytes], usdm: bool, chunk: int = 256) -> None:
+        if chunk < 1:
+            raise ValueError(f"chunk must be >= 1, got {chunk}")
+        self._usdm, self._chunk, self._n = usdm, chunk, len(lines)
+        lengths = np.fromiter((len(x) for x in lines), dtype=np.int64, count=len(lines))
+        self._ends = np.empty(len(lines), dtype=np.int64)
+        self._chunks: list[bytes] = []
+        for c0 in range(0, len(lines), chunk):
+            self._ends[c0 : c0 + chunk] = np.cumsum(lengths[c0 : c0 + chunk])
+            self._chunks.append(zlib.compress(b"".join(lines[c0 : c0 + chunk]), 1))
+        self._starts = self._ends - lengths
+        self._last: tuple[int, bytes] = (-1, b"")  # replaced whole (one assignment): thread-safe
 
     def __len__(self) -> int:
-        return int(self._starts.size)
+        return self._n
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held (compressed chunks and offsets)."""
+        return sum(len(c) for c in self._chunks) + self._starts.nbytes + self._ends.nbytes
 
     def _one(self, i: int) -> Diff:
-        d = _diff_decoder.decode(self._blob[int(self._starts[i]) : int(self._ends[i])])
+        c = i // self._chunk
+        last = self._last
+        if last[0] != c:
+            last = self._last = (c, zlib.decompress(self._chunks[c]))
+        d = _diff_decoder.decode(last[1][int(self._starts[i]) : int(self._ends[i])])
         return (d.U, d.u, d.pu if self._usdm else None, d.b, d.a)
 
     @overload
@@ -181,9 +200,7 @@ def load(venue: str, symbol: str, folder: Path) -> CaptureData:
     order = [_order_decoder.decode(line) for line in lines]
     # the replay's order: event time, then the recorder's sequence
     idx = sorted(range(len(lines)), key=lambda k: (order[k].E, order[k].seq))
-    lengths = np.fromiter((len(lines[k]) for k in idx), dtype=np.int64, count=len(idx))
-    ends = np.cumsum(lengths)
-    diffs = WireDiffs(b"".join(lines[k] for k in idx), ends - lengths, ends, usdm)
+    diffs = WireDiffs([lines[k] for k in idx], usdm)
     rows: list[tuple[int, Trade]] = []
     with gzip.open(folder / "trades.csv.gz", "rt") as f:
         for r in csv.DictReader(f):
