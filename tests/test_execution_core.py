@@ -115,3 +115,20 @@ def test_reward_after_horizon_is_signed_mid_move_in_bps():
     feed(c, 31 * S, mid=101.0)
     ((policy, reward, _),) = c.due_rewards(KEY)
     assert policy == "p_obi_momentum" and reward == pytest.approx(100.0)  # +1 signal, +1 % = 100 bps
+    assert c.due_rewards(KEY) == []  # each reward is due once
+
+
+def test_reward_due_at_a_given_event_time():
+    """``due_rewards(key, now_ns)``: due by that event time (the book at the horizon, before
+    its features), at the latest book's mid; the features' due check then finds nothing."""
+    c = core(horizon_s=30)
+    feed(c, 0, mid=100.0)
+    ctx = c.context(KEY, 0.0, 0.0)
+    ch = Choice("p_obi_momentum", 1.0, 0.0, 0.9, 0.0, {}, [])
+    c.record(KEY, "e1", ch, c.size(KEY, ch, ctx, 0.0, "none", 0), GuardDecision(False, ""), None, ctx, [], 0, 0, 0.0)
+    c.on_book(msgspec.structs.replace(c.slots[KEY].top, bids=[(101.95, 1.0)], asks=[(102.05, 1.0)], ts_event_ns=30 * S))
+    assert c.due_rewards(KEY, 29 * S) == []
+    ((_, reward, got),) = c.due_rewards(KEY, 30 * S)  # the book at the horizon, its features not yet in
+    assert reward == pytest.approx(200.0) and got is ctx
+    feed(c, 30 * S, mid=102.0)
+    assert c.due_rewards(KEY) == []

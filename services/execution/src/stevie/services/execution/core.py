@@ -301,12 +301,15 @@ class ExecutionCore:
             )
         return audit, rec
 
-    def due_rewards(self, key: Key) -> list[tuple[str, float, RouterContext]]:
-        """Rewards whose horizon has passed at the latest features' event time."""
+    def due_rewards(self, key: Key, now_ns: int | None = None) -> list[tuple[str, float, RouterContext]]:
+        """Rewards whose horizon has passed at event time ``now_ns`` (default: the latest
+        features'), each signal·(mid − mid at the decision)/mid at the decision in bps at the
+        mid of the latest LIVE book; removed from the pending ones (each is due once)."""
         slot = self.slots[key]
-        if not slot.features or slot.top is None:
+        if slot.top is None or (now_ns is None and not slot.features):
             return []
-        now, mid = slot.features[-1].ts_event_ns, self.mid(key)
+        now = slot.features[-1].ts_event_ns if now_ns is None else now_ns
+        mid = self.mid(key)
         due = [p for p in slot.pending if p.due_ns <= now]
         slot.pending = [p for p in slot.pending if p.due_ns > now]
         return [(p.policy, p.signal * (mid - p.mid) / p.mid * 1e4, p.context) for p in due]
