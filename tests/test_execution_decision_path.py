@@ -175,6 +175,41 @@ async def test_due_rewards_reach_the_router_before_the_decision_of_the_same_step
 
 
 @pytest.mark.asyncio
+async def test_a_reward_is_sent_when_the_book_at_its_horizon_arrives_never_before_an_earlier_decision():
+    ex, fakes, bus = await started(venue_routing=False, decision_interval_s=10.0, horizon_s=30.0)
+
+    async def tick(t: int, with_features: bool = True) -> None:
+        ex.on_book(book(BTC, T0 + t * S))
+        if with_features:
+            ex.on_features(features(BTC, T0 + t * S))
+        await until(lambda: not ex._inbox[BTC] and ex._workers[BTC].done())
+
+    for t in (0, 10, 20, 25):
+        await tick(t)
+    # the book at the horizon of the t = 0 decision: its update goes out before its features
+    ex.on_book(book(BTC, T0 + 30 * S))
+    await until(lambda: fakes.count("router.update") == 1)
+    assert fakes.count("router.decide") == 3 and len(audits(bus)) == 3
+    ex.on_features(features(BTC, T0 + 30 * S))
+    await until(lambda: len(audits(bus)) == 4)
+    assert [n for n, _ in fakes.calls if n.startswith("router.")][-2:] == ["router.update", "router.decide"]
+    # the book at t = 40 (the t = 10 decision's horizon) arrives, its features are late; the
+    # next book (t = 50) arrives before them: the t = 20 decision's reward, due at 50, must not
+    # reach the router before the decision at t = 40
+    ex.on_book(book(BTC, T0 + 40 * S))
+    await until(lambda: fakes.count("router.update") == 2)  # due at 40, sent by the book path
+    ex.on_book(book(BTC, T0 + 50 * S))
+    await asyncio.sleep(0.01)
+    assert fakes.count("router.update") == 2
+    ex.on_features(features(BTC, T0 + 40 * S))
+    await until(lambda: len(audits(bus)) == 5)
+    assert fakes.count("router.update") == 2  # decided at t = 40 without the t = 50 information
+    ex.on_features(features(BTC, T0 + 50 * S))  # its step sends it, then decides
+    await until(lambda: len(audits(bus)) == 6)
+    assert [n for n, _ in fakes.calls if n.startswith("router.")][-2:] == ["router.update", "router.decide"]
+
+
+@pytest.mark.asyncio
 async def test_route_scored_in_process_from_the_published_inputs_and_the_rpc_without_them():
     ex, fakes, bus = await started()
     vs = VenuesSettings()

@@ -18,7 +18,7 @@ import stamina
 from prometheus_client import Counter, Histogram
 
 from stevie.bus import NatsBus
-from stevie.contracts import BookStatus, BookTopK, MicroFeatures, encode, subjects
+from stevie.contracts import BookState, BookStatus, BookTopK, MicroFeatures, encode, subjects
 from stevie.contracts.adaptive import AlphaSignal, GatingState, RegimeState
 from stevie.contracts.events import EventContext
 from stevie.contracts.evidence import NudgesApplied
@@ -60,6 +60,7 @@ from stevie.store import connect_pool
 from stevie.store.state import audit_count, filled_trades
 
 R = TypeVar("R")
+Reward = tuple[str, float, RouterContext]  # (policy, reward in bps, the decision's context)
 STREAM = "STEVIE_EVENTS"
 #: base units; far beyond any book's depth, small enough that no size reaches float overflow
 MAX_ORDER_SIZE = 1e9
@@ -85,6 +86,8 @@ class Execution:
         self._inbox: dict[Key, deque[MicroFeatures]] = {}  # features not yet handled, per book
         self._workers: dict[Key, asyncio.Future[None]] = {}
         self._prefetching: set[asyncio.Future[object]] = set()
+        self._rewarding: dict[Key, asyncio.Future[None]] = {}  # rewards the book path is sending
+        self._book_ts: dict[Key, int] = {}  # event time of the latest LIVE book
         # the venue score in-process: a mirror of the venues service's registry (its published
         # venue health) fed with the books, statuses and features execution receives
         self.venue_mirror: Registry | None = None
@@ -322,8 +325,27 @@ class Execution:
 
     # -- venue score in-process ----------------------------------------------------------
     def on_book(self, top: BookTopK) -> None:
+        """Record the book; rewards due at its event time are sent now, while its features
+        are computed (the update no longer waits in the decision's path) — only when every
+        earlier book's features are handled, so no decision at an earlier event time can see
+        them (else the features step sends them, as before)."""
         self.core.on_book(top)
         self._venue_md_in(top)
+        key = (top.venue, top.symbol)
+        if key not in self.clock_keys or top.state is not BookState.LIVE:
+            return
+        prev_ns, self._book_ts[key] = self._book_ts.get(key), top.ts_event_ns
+        feats, worker = self.core.slots[key].features, self._workers.get(key)
+        caught_up = bool(feats) and prev_ns is not None and feats[-1].ts_event_ns >= prev_ns
+        if caught_up and not self._inbox.get(key) and (worker is None or worker.done()):
+            due = self.core.due_rewards(key, top.ts_event_ns)
+            if due:
+                self._rewarding[key] = asyncio.ensure_future(self._rewards_after(self._rewarding.get(key), key, due))
+
+    async def _rewards_after(self, before: asyncio.Future[None] | None, key: Key, due: list[Reward]) -> None:
+        if before is not None:
+            await before
+        await self.rewards(key, due)
 
     def on_status(self, st: BookStatus) -> None:
         if st.state.value != "LIVE":
@@ -399,8 +421,16 @@ class Execution:
         reasons = [*sc.reasons, f"no eligible venue tracked by execution; filled on {key[0]}"]
         return key, VenueRoute(sc.venue, key[0], None, reasons, self.core.mid(key), scores)
 
-    async def rewards(self, key: Key) -> None:
-        for policy, reward, ctx in self.core.due_rewards(key):
+    async def rewards(self, key: Key, due: list[Reward] | None = None) -> None:
+        """Send rewards to the stack that made each decision: ``due``, or (the features step)
+        first those the book path is sending (``on_book``), then those due at the latest
+        features. Failures are logged, not raised."""
+        if due is None:
+            sending = self._rewarding.get(key)
+            if sending is not None:
+                await sending
+            due = self.core.due_rewards(key)
+        for policy, reward, ctx in due:
             try:
                 await self.call(
                     self.split.reward_to(ctx, reward), "update", UpdateRequest(policy, reward, ctx), PosteriorSummary
