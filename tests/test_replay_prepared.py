@@ -48,6 +48,13 @@ def test_events_equal_the_plain_timeline(plain, prepared):
         assert (a.ts_ns, a.venue, a.symbol, a.kind) == (b.ts_ns, b.venue, b.symbol, b.kind), i
         assert wire_payload(a) == b.payload == json.loads(prepared.payload_bytes(i)), i
     assert seq[-1].ts_ns == events[-1].ts_ns and seq[5:7][1].payload == wire_payload(events[6])
+    # out of order across chunks (the cached chunk is swapped), and the bounds
+    for i in (len(events) - 1, 0, prepared.chunk_events, prepared.chunk_events - 1, len(events) // 2):
+        assert json.loads(prepared.payload_bytes(i)) == wire_payload(events[i]), i
+    with pytest.raises(IndexError):
+        prepared.payload_bytes(len(events))
+    # compressed: well under the payloads' JSON size
+    assert len(prepared.chunks) > 1 and prepared.payload_nbytes < 0.4 * int(prepared.offsets[-1])
 
 
 def test_trade_bars_equal_klines_from_trades_at_any_time(plain, prepared):
@@ -79,8 +86,8 @@ def test_cache_round_trip_and_key(prepared, tmp_path):
     path = cache_path(SAMPLES, WINDOW, tmp_path)
     write_prepared(prepared, path)
     back = read_prepared(path)
-    assert back is not None and back.blob == prepared.blob and (back.ts_ns == prepared.ts_ns).all()
-    assert asyncio.run(load_prepared(SAMPLES, WINDOW, tmp_path)).blob == prepared.blob  # from the cache
+    assert back is not None and back.chunks == prepared.chunks and (back.ts_ns == prepared.ts_ns).all()
+    assert asyncio.run(load_prepared(SAMPLES, WINDOW, tmp_path)).chunks == prepared.chunks  # from the cache
     (tmp_path / "bad.pkl").write_bytes(b"not a pickle")
     assert read_prepared(tmp_path / "bad.pkl") is None
     # a touched source file changes the key (so a changed capture is prepared again)
