@@ -115,8 +115,9 @@ class Execution:
         self.m_stage = Histogram(
             "exec_decision_stage_seconds",
             "Wall time of one step of the decision path: edge (book at the venue edge → features "
-            "at execution), rpc:SERVICE.METHOD (a request/reply call, as execution waits for it), "
-            "store (audit and record on JetStream)",
+            "at execution), rewards (the due rewards a decision waits for), rpc:SERVICE.METHOD (a "
+            "request/reply call, as execution waits for it), venues.score:local, store (audit and "
+            "record on JetStream)",
             ["stage"],
             registry=r,
             buckets=LATENCY_BUCKETS_S,
@@ -471,7 +472,11 @@ class Execution:
             return
         if due and key in self.clock_keys:
             self.m_stage.labels("edge").observe(max(0, time.time_ns() - f.ts_init_ns) / 1e9)
-        await self.rewards(key)
+            t0 = time.perf_counter()
+            await self.rewards(key)
+            self.m_stage.labels("rewards").observe(time.perf_counter() - t0)  # what the decision waited for
+        else:
+            await self.rewards(key)
         if due and key in self.clock_keys and self.flags.enabled("ExecutionRouter") and not self.locks[key].locked():
             try:
                 await self.decide(key)
