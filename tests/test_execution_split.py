@@ -52,9 +52,9 @@ def choice(stack: str, score: float = 3.0, bonus: float = 1.0) -> Choice:
     return Choice("p_maker", score, bonus, 0.5, 0.1, {}, [], stack=stack)
 
 
-def make(share: float, clock: Clock) -> StackSplit:
+def make(share: float, clock: Clock, mirror: bool = False) -> StackSplit:
     t = iter(range(10_000))
-    sp = StackSplit(clock, lambda: next(t) * 0.002)  # every timer read 2 ms later
+    sp = StackSplit(clock, lambda: next(t) * 0.002, mirror=mirror)  # every timer read 2 ms later
     sp.on_share(DeployShare("canary", share, "m2", clock()))
     return sp
 
@@ -105,6 +105,35 @@ async def test_green_failure_falls_back_to_blue_and_counts_against_green():
 
     with pytest.raises(TimeoutError):
         await sp.decide(down, ctx, "binance", "BTCUSDT", 6 * S)
+
+
+async def test_blue_decisions_are_mirrored_to_green_while_a_cutover_runs():
+    """Share > 0: each decision blue takes also goes to green's ``choose`` (not traded), one
+    green latency/error sample each; share 0: no mirror. The decision's choice is blue's."""
+    import asyncio
+
+    for share, expect_mirrors in ((0.3, True), (0.0, False)):
+        sp = make(share, Clock(), mirror=True)
+        calls: list[tuple[str, str]] = []
+
+        async def call(service: str, method: str, req: ChooseRequest, tp: type, calls=calls) -> Choice:
+            calls.append((service, method))
+            await asyncio.sleep(0)
+            if (service, method) == (SERVICE["green"], "choose"):
+                raise RuntimeError("green down")  # a failing mirror counts against green
+            return choice("green" if service == SERVICE["green"] else "blue")
+
+        blue_taken = 0
+        for i in range(50):
+            ts = 1_722_000_000 * S + i * S
+            c = await sp.decide(call, RouterContext(symbol="BTCUSDT"), "binance", "BTCUSDT", ts)
+            blue_taken += c.stack == "blue"
+            await asyncio.sleep(0.001)  # the mirror runs off the decision path
+        await asyncio.gather(*sp.mirrors)
+        mirrors = calls.count((SERVICE["green"], "choose"))
+        assert mirrors == (blue_taken if expect_mirrors else 0) and blue_taken > 0
+        green = {b.colour: b.samples for b in sp.drain()}.get("green", [])
+        assert sum(x.error for x in green) == mirrors  # each mirror sample is an error here
 
 
 def test_a_stale_or_invalid_share_sends_everything_to_blue():

@@ -12,8 +12,14 @@ samples measured where the calls happen (issue 13 item 5).
   used identifies it; ``core.due_rewards`` hands the same object back), with a QoS sample:
   the predicted score (posterior mean = score − exploration bonus, bps) next to the realised
   reward (bps).
-- **SLO samples** (latency of ``decide`` as execution waits for it, ms; error) are batched per
-  colour and published every ``every_s`` (``subjects.deploy_slo``) for control's SLO windows.
+- **Mirroring**: while a cutover runs (share > 0), each decision taken by blue is also sent
+  to green's ``choose`` (a what-if: not traded, not counted as a decision, off the decision
+  path, at most ``MAX_MIRRORS`` in flight) so green's latency and errors are measured at the
+  full decision rate — a 1 % canary alone sees a few decisions an hour. QoS (predicted vs
+  realised) comes only from the decisions green really made.
+- **SLO samples** (latency of ``decide``/``choose`` as execution waits for it, ms; error) are
+  batched per colour and published every ``every_s`` (``subjects.deploy_slo``) for control's
+  SLO windows.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from stevie.contracts.rpc import Choice, ChooseRequest, RouterContext
 SERVICE = {"blue": "router", "green": "green-router"}
 MAX_PENDING = 20_000
 MAX_BATCH = 5_000
+MAX_MIRRORS = 4
 
 Caller = Callable[[str, str, ChooseRequest, type[Choice]], Awaitable[Choice]]
 
@@ -54,8 +61,11 @@ class StackSplit:
     """The split state of one execution process. ``now_ns``: the injected clock (sample times,
     share freshness). ``timer``: a monotonic seconds counter for the call latency."""
 
-    def __init__(self, now_ns: Callable[[], int], timer: Callable[[], float], share_ttl_s: float = 5.0) -> None:
-        self.now_ns, self.timer = now_ns, timer
+    def __init__(
+        self, now_ns: Callable[[], int], timer: Callable[[], float], share_ttl_s: float = 5.0, mirror: bool = True
+    ) -> None:
+        self.now_ns, self.timer, self.mirror = now_ns, timer, mirror
+        self.mirrors: set[asyncio.Future[None]] = set()
         self.ttl_ns = int(share_ttl_s * 1e9)
         self.share, self.state, self.share_at_ns = 0.0, "active", 0
         self.pending: OrderedDict[int, tuple[RouterContext, str, float]] = OrderedDict()
@@ -88,6 +98,10 @@ class StackSplit:
         """The decision's choice from its stack (green falls back to blue on failure). Raises
         what ``call`` raises for blue (TimeoutError, RuntimeError)."""
         colour = self.pick(venue, symbol, ts_event_ns)
+        if colour == "blue" and self.mirror and self.current_share() > 0 and len(self.mirrors) < MAX_MIRRORS:
+            task = asyncio.ensure_future(self._mirror(call, ctx))
+            self.mirrors.add(task)
+            task.add_done_callback(self.mirrors.discard)
         order = ("green", "blue") if colour == "green" else ("blue",)
         for c in order:
             t0 = self.timer()
@@ -103,6 +117,16 @@ class StackSplit:
             self.decided[c] += 1
             return choice
         raise AssertionError("unreachable: blue either answers or raises")
+
+    async def _mirror(self, call: Caller, ctx: RouterContext) -> None:
+        """Green's ``choose`` on a decision blue took: one latency/error sample for green."""
+        t0 = self.timer()
+        try:
+            await call(SERVICE["green"], "choose", ChooseRequest(ctx), Choice)
+            failed = False
+        except (TimeoutError, RuntimeError):
+            failed = True
+        self._sample("green", SloSample(self.now_ns(), (self.timer() - t0) * 1e3, failed))
 
     def reward_to(self, ctx: RouterContext, reward_bps: float) -> str:
         """The service the reward of the decision made with ``ctx`` goes to (``router`` when

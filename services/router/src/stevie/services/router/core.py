@@ -32,6 +32,7 @@ _SCALED: list[tuple[str, str, float]] = [
     ("basis_bps/10", "basis", 1e3),
     ("sentiment", "sentiment", 1.0),
 ]
+_SCALED_FIELDS = [(field, scale) for _, field, scale in _SCALED]
 _ONE_HOT = [r for r in REGIMES if r != "unknown"]
 EVENT_DIMS = 4
 _EVENT = [f"event_pc{i + 1}*3" for i in range(EVENT_DIMS)] + ["event_decay", "event_recency_1d"]
@@ -52,9 +53,17 @@ def features(c: RouterContext) -> np.ndarray:
     """The feature vector (order = FEATURES): a bias, each context number scaled to roughly
     unit range and clipped to [−5, 5] (one wild input cannot dominate the posterior), and the
     regime one-hot (``unknown`` = all zeros), then the event dims (``event_features``)."""
-    scaled = [c.value(field) * scale for _, field, scale in _SCALED]
-    onehot = [1.0 if c.regime == r else 0.0 for r in _ONE_HOT]
-    return np.clip(np.array([1.0, *scaled, *onehot, *event_features(c)]), -5.0, 5.0)
+    row = [1.0]
+    for field, scale in _SCALED_FIELDS:
+        v = getattr(c, field)
+        row.append(0.0 if v is None else float(v) * scale)
+    regime = c.regime
+    row += [1.0 if regime == r else 0.0 for r in _ONE_HOT]
+    row += event_features(c)
+    x = np.array(row)
+    np.minimum(x, 5.0, out=x)  # clip without np.clip's wrapper; NaN stays NaN (refused later)
+    np.maximum(x, -5.0, out=x)
+    return x
 
 
 class Router:

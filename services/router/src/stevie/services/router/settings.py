@@ -30,7 +30,7 @@ class RouterSettings(CommonSettings, frozen=True, kw_only=True, forbid_unknown_f
     fault_delay_ms: float = 0.0
     """Fault injection: delay every ``decide``/``choose`` by this (to prove the rollback)."""
     fault_error_rate: float = 0.0
-    """Fault injection: the share of ``decide`` calls that fail (evenly spread, deterministic)."""
+    """Fault injection: the share of ``decide``/``choose`` calls that fail (evenly spread, deterministic)."""
     fault_model: str = ""
     """Fault injection applies only while this registry model is served ('' = always)."""
 

@@ -44,16 +44,20 @@ async def main(ctx: ServiceContext) -> None:
     if faults.active:
         ctx.log.warning("fault_injection", delay_ms=s.fault_delay_ms, rate=s.fault_error_rate, model=s.fault_model)
 
-    def choose(req: ChooseRequest) -> Choice:  # POST /api/router/choose: not a decision
+    async def inject() -> None:
+        if faults.active and s.fault_model in ("", sync.loaded_from):
+            await asyncio.sleep(faults.delay_s)
+            if faults.next_fails():
+                raise RuntimeError(f"fault injection: {s.colour} fails {s.fault_error_rate:.0%} of calls")
+
+    async def choose(req: ChooseRequest) -> Choice:  # POST /api/router/choose, execution's mirror: not a decision
+        await inject()
         c = router.choose(req.context, ctx.clock.now_ns(), decision=False)
         decisions.labels(c.policyId, "api").inc()
         return msgspec.structs.replace(c, stack=s.colour)
 
     async def decide(req: ChooseRequest) -> Choice:  # execution's decision clock
-        if faults.active and s.fault_model in ("", sync.loaded_from):
-            await asyncio.sleep(faults.delay_s)
-            if faults.next_fails():
-                raise RuntimeError(f"fault injection: {s.colour} fails {s.fault_error_rate:.0%} of decide calls")
+        await inject()
         c = router.choose(req.context, ctx.clock.now_ns())
         decisions.labels(c.policyId, "execution").inc()
         return msgspec.structs.replace(c, stack=s.colour)
