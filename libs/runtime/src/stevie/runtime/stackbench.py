@@ -47,6 +47,9 @@ from stevie.runtime.infra import free_port
 BOOKS = [("binance", "BTCUSDT"), ("binance", "ETHUSDT"), ("binance-usdm", "BTCUSDT"), ("binance-usdm", "ETHUSDT")]
 _BUCKET = re.compile(r"^(?P<name>\w+)_bucket\{(?P<labels>[^}]*)\} (?P<v>\S+)$")
 TICK = "exec_tick_to_decision_seconds"
+STAGE = "exec_decision_stage_seconds"
+#: steps of a decision, each as execution waits for it (p50/p99 of the idle phase)
+STAGES = ("edge", "rewards", "rpc:router.decide", "rpc:risk-guards.check", "store")
 HTTP = "gateway_request_duration_seconds"
 #: seconds after the first stored decision counted as warm-up (first vol/smile fetches, caches)
 WARMUP_S = 5.0
@@ -62,6 +65,7 @@ class StackBench:
     tick_warmup_ms: tuple[float, float, int] = (float("nan"), float("nan"), 0)  # first WARMUP_S of decisions
     tick_idle_ms: tuple[float, float, int] = (float("nan"), float("nan"), 0)  # p50, p99, samples
     tick_load_ms: tuple[float, float, int] = (float("nan"), float("nan"), 0)
+    stages_idle_ms: dict[str, tuple[float, float, int]] = field(default_factory=dict)
     load_rps: float = 0.0
     health_p99_ms: float = float("nan")
     health_server_p99_ms: float = float("nan")
@@ -229,16 +233,22 @@ def run(seconds: float = 60.0, speed: float = 4.0, load_rps: float = 2000.0, win
                 break
             time.sleep(0.1)
         time.sleep(WARMUP_S)
-        h0 = histogram(_get(f"{gw}/metrics")[1].decode())  # since start: the warm-up decisions
+        text0 = _get(f"{gw}/metrics")[1].decode()
+        h0 = histogram(text0)  # since start: the warm-up decisions
         p50, _ = quantile({}, h0, 0.5)
         p99, n = quantile({}, h0, 0.99)
         res.tick_warmup_ms = (p50 * 1e3, p99 * 1e3, n)
         phase = max(10.0, (seconds - (time.monotonic() - t0) - 15) / 2)
         time.sleep(phase)
-        h1 = histogram(_get(f"{gw}/metrics")[1].decode())
+        text1 = _get(f"{gw}/metrics")[1].decode()
+        h1 = histogram(text1)
         p50, _ = quantile(h0, h1, 0.5)
         p99, n = quantile(h0, h1, 0.99)
         res.tick_idle_ms = (p50 * 1e3, p99 * 1e3, n)
+        for st in STAGES:
+            s0, s1 = histogram(text0, STAGE, f'stage="{st}"'), histogram(text1, STAGE, f'stage="{st}"')
+            (sp50, _), (sp99, sn) = quantile(s0, s1, 0.5), quantile(s0, s1, 0.99)
+            res.stages_idle_ms[st] = (sp50 * 1e3, sp99 * 1e3, sn)
         urls = [f"{gw}/api/health", f"{gw}/api/l2/binance/BTCUSDT", f"{gw}/api/microstructure/BTCUSDT"]
         _, res.load_rps = asyncio.run(_hammer(urls, 64, phase, load_rps))
         h2 = histogram(_get(f"{gw}/metrics")[1].decode())
@@ -291,6 +301,9 @@ def summary(r: StackBench) -> dict[str, str]:
         f"tick → decision, warm-up (to first + {WARMUP_S:.0f} s)": f"{warm[0]:.1f} / {warm[1]:.1f} ms ({warm[2]})",
         "tick → decision, API idle (p50 / p99, samples)": f"{idle[0]:.1f} / {idle[1]:.1f} ms ({idle[2]})",
         f"tick → decision under {r.load_rps:,.0f} req/s": f"{load[0]:.1f} / {load[1]:.1f} ms ({load[2]})",
+        "  idle: steps p50 / p99 ms (samples)": ", ".join(
+            f"{k} {v[0]:.1f} / {v[1]:.1f} ({v[2]})" for k, v in r.stages_idle_ms.items()
+        ),
         "/api/health at 32 connections, p99 in the gateway (seen by the client)": (
             f"{r.health_server_p99_ms:.2f} ms ({r.health_p99_ms:.1f} ms, {r.health_rps:,.0f} req/s)"
         ),
