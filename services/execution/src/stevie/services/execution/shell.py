@@ -104,7 +104,12 @@ class Execution:
         self.m_decisions = Counter("exec_decisions_total", "Decisions made", ["venue", "symbol"], registry=r)
         self.m_blocked = Counter("exec_blocked_total", "Orders blocked by risk guards", ["reason"], registry=r)
         self.m_fills = Counter("exec_fills_total", "Paper fills", ["venue", "symbol"], registry=r)
-        self.m_rewards = Counter("exec_rewards_total", "Rewards sent to the router", ["policy"], registry=r)
+        self.m_rewards = Counter(
+            "exec_rewards_total",
+            "Rewards sent to the router, by policy and by what sent them (the book at the horizon, the features)",
+            ["policy", "via"],
+            registry=r,
+        )
         self.m_tick = Histogram(
             "exec_tick_to_decision_seconds",
             "Wall time from the triggering book at the venue edge to the decision's audit on JetStream",
@@ -346,7 +351,7 @@ class Execution:
     async def _rewards_after(self, before: asyncio.Future[None] | None, key: Key, due: list[Reward]) -> None:
         if before is not None:
             await before
-        await self.rewards(key, due)
+        await self.rewards(key, due, "book")
 
     def on_status(self, st: BookStatus) -> None:
         if st.state.value != "LIVE":
@@ -422,7 +427,7 @@ class Execution:
         reasons = [*sc.reasons, f"no eligible venue tracked by execution; filled on {key[0]}"]
         return key, VenueRoute(sc.venue, key[0], None, reasons, self.core.mid(key), scores)
 
-    async def rewards(self, key: Key, due: list[Reward] | None = None) -> None:
+    async def rewards(self, key: Key, due: list[Reward] | None = None, via: str = "features") -> None:
         """Send rewards to the stack that made each decision: ``due``, or (the features step)
         first those the book path is sending (``on_book``), then those due at the latest
         features. Failures are logged, not raised."""
@@ -436,7 +441,7 @@ class Execution:
                 await self.call(
                     self.split.reward_to(ctx, reward), "update", UpdateRequest(policy, reward, ctx), PosteriorSummary
                 )
-                self.m_rewards.labels(policy).inc()
+                self.m_rewards.labels(policy, via).inc()
             except (TimeoutError, RuntimeError, msgspec.ValidationError) as exc:
                 self.ctx.log.warning("reward_not_sent", policy=policy, error=str(exc)[:200])
 
