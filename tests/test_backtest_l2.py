@@ -9,6 +9,7 @@ import json
 import math
 
 import pyarrow.parquet as pq
+import pytest
 from rich.console import Console
 
 from stevie.backtest.l2 import L2Command, run_l2_command
@@ -70,3 +71,140 @@ def test_l2_cli_bad_selection_is_one_line_exit_2(tmp_path):
     assert r.exit_code == 2, r.output
     assert "no L2 capture" in r.output and "Traceback" not in r.output
     assert not (tmp_path / "x").exists()
+
+
+# -- the Rust stage equals the Python cores ------------------------------------------------------
+
+
+def test_trade_columns_equal_the_features_service_decoding():
+    """The backtest's trades (polars columns) are the features service's ``Trade`` messages
+    (``offline.load``, as the book-maintainer decodes them), value for value, in order."""
+    from stevie.backtest.l2 import discover_captures, load_capture
+    from stevie.services.features.offline import load
+
+    for ref in discover_captures(SAMPLES):
+        cols = load_capture(ref.venue, ref.symbol, ref.folder).trades
+        trades = load(ref.venue, ref.symbol, ref.folder).trades
+        assert len(cols) == len(trades) > 1000
+        assert cols.ts_ns.tolist() == [t.ts_event_ns for t in trades]
+        assert cols.price.tolist() == [t.price for t in trades]
+        assert cols.size.tolist() == [t.size for t in trades]
+        assert cols.is_buy.tolist() == [t.aggressor == "buy" for t in trades]
+
+
+def test_native_stage_equals_the_python_cores_on_all_six_captures():
+    """The whole default run (six captures, three groups, the BTCUSDT USD-M kernel carried
+    from group to group): the Rust stage (sync, merge, features dispatch) and the Python cores
+    (``BookSync`` + ``Features``.``step`` over the features service's decoding) give the same
+    feature vectors (every field, exactly), the same counts and the same decisions."""
+    from stevie.backtest.l2 import L2Settings, discover_captures, run_l2
+
+    caps = discover_captures(SAMPLES)
+    s = L2Settings(captures=[c.label for c in caps], mc_draws=100)
+    vecs: dict[str, list] = {"native": [], "python": []}
+    res = {k: run_l2(caps, s, sync=k, on_vector=vecs[k].append) for k in vecs}
+    a, b = res["native"], res["python"]
+    assert len(vecs["native"]) == a.feature_vectors > 20_000
+    assert vecs["native"] == vecs["python"]  # MicroFeatures structs: venue, symbol, values, times
+    assert (a.depth_messages, a.trades, a.books_published, a.updates) == (
+        b.depth_messages,
+        b.trades,
+        b.books_published,
+        b.updates,
+    )
+    assert a.depth_messages == 51_234 and a.trades == 93_444
+    assert {k: [repr(x) for x in v] for k, v in a.decisions.items()} == {
+        k: [repr(x) for x in v] for k, v in b.decisions.items()
+    }
+    assert len(a.decisions["ts_event_ns"]) > 100
+
+
+def _features_events():
+    from hypothesis import strategies as st
+
+    px = st.sampled_from([99.0, 99.5, 100.0, 100.5, 101.0])
+    lv = st.lists(st.tuples(px, st.sampled_from([0.5, 1.0, 2.0])), min_size=0, max_size=3)
+    key = st.sampled_from(["a", "b"])
+    trade = st.tuples(st.just("trade"), key, px, st.sampled_from([0.1, 1.0]), st.booleans(), st.integers(-3, 6))
+    book = st.tuples(
+        st.just("book"), key, st.sampled_from(["LIVE"] * 4 + ["SYNCING", "STALE"]), lv, lv, st.integers(-2, 6)
+    )
+    status = st.tuples(st.just("status"), key, st.sampled_from(["LIVE", "SYNCING", "STALE"]))
+    return st.lists(st.one_of(trade, book, status), max_size=60)
+
+
+@pytest.mark.parametrize("window_s", [0.5, 5.0])
+def test_rust_features_dispatch_equals_the_features_core(window_s):
+    """``L2Replay.on_trade/on_status/on_book`` (the Rust twin of ``Features`` + ``step``) on
+    generated events — two books, event time going back (a trade or a book: the kernel
+    resets), crossed and one-sided books, non-LIVE books and statuses — gives exactly the
+    vectors of the features core (native kernels) or None where it gives none."""
+    from hypothesis import given, settings
+    from stevie_fastpath import L2Replay
+
+    from stevie.contracts import BookState, BookStatus, BookTopK, Trade
+    from stevie.quant.kernels import load as load_kernels
+    from stevie.services.features.core import Features, step
+
+    window_ns = int(window_s * 1e9)
+
+    @settings(max_examples=300, deadline=None)
+    @given(_features_events())
+    def check(events):
+        core = Features(5, window_ns, lambda: 0, load_kernels("native"))
+        twin = L2Replay(5, window_ns)
+        ts = 10_000_000_000
+        for ev in events:
+            kind, k = ev[0], ev[1]
+            if kind == "trade":
+                _, _, price, size, buy, dt = ev
+                ts += dt * 400_000_000
+                aggressor = "buy" if buy else "sell"
+                t = Trade(
+                    venue=k,
+                    symbol="S",
+                    trade_id=1,
+                    price=price,
+                    size=size,
+                    aggressor=aggressor,
+                    ts_event_ns=ts,
+                    ts_init_ns=ts,
+                )
+                assert step(core, t) is None
+                twin.on_trade(f"{k}:S", price, size, buy, ts)
+            elif kind == "book":
+                _, _, state, bids, asks, dt = ev
+                ts += dt * 400_000_000
+                bids, asks = sorted(bids, reverse=True), sorted(asks)
+                b = BookTopK(
+                    venue=k,
+                    symbol="S",
+                    seq=1,
+                    state=BookState(state),
+                    bids=bids,
+                    asks=asks,
+                    ts_event_ns=ts,
+                    ts_init_ns=ts,
+                )
+                got = step(core, b)
+                want = twin.on_book(f"{k}:S", state, bids, asks, ts)
+                if got is None:
+                    assert want is None
+                else:
+                    f = got[0]
+                    assert want == (f.obi, f.ti, f.spread_bps, f.micro_vol_bps, f.cancel_rate, f.mid)
+            else:
+                st_ = BookStatus(
+                    venue=k,
+                    symbol="S",
+                    state=BookState(ev[2]),
+                    reason="r",
+                    seq=1,
+                    resyncs=0,
+                    ts_event_ns=ts,
+                    ts_init_ns=ts,
+                )
+                step(core, st_)
+                twin.on_status(f"{k}:S", ev[2])
+
+    check()

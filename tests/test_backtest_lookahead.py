@@ -138,17 +138,14 @@ def l2_perturb(t_ns: int, seed: int):
 
     def transform(cap):
         rng = np.random.default_rng(seed)
-        trades = [
-            msgspec.structs.replace(
-                t,
-                price=t.price * (1 + rng.uniform(-5e-4, 5e-4)),
-                size=t.size * rng.uniform(0.1, 5.0),
-                aggressor=str(rng.choice(["buy", "sell"])),
-            )
-            if t.ts_event_ns > t_ns
-            else t
-            for t in cap.trades
-        ]
+        tr = cap.trades
+        later = tr.ts_ns > t_ns
+        n = int(later.sum())
+        price, size, is_buy = tr.price.copy(), tr.size.copy(), tr.is_buy.copy()
+        price[later] *= 1 + rng.uniform(-5e-4, 5e-4, n)
+        size[later] *= rng.uniform(0.1, 5.0, n)
+        is_buy[later] = rng.random(n) < 0.5
+        trades = dataclasses.replace(tr, price=price, size=size, is_buy=is_buy)
         lines = []
         for line in cap.depth_lines.split(b"\n"):
             if line.strip():
@@ -174,8 +171,10 @@ def test_l2_decisions_do_not_see_later_trades_or_book_diffs():
     ``stevie.backtest.l2.book_stream`` the trades were merged into the stream keyed one second
     early (``tr.ts_event_ns - 1_000_000_000``: the features' TI at a book then includes the
     trades of the next second). The test then failed at the decision at t (row 43 of 44:
-    ``ctx_ti`` 0.452 → 0.354, propensity 0.485 → 0.495). Edit reverted; the test passes on the
-    real cores. (Not caught: stamping each diff with the previous diff's event time — the book
+    ``ctx_ti`` 0.452 → 0.354, propensity 0.485 → 0.495). Re-checked on the Rust stage
+    (``native_items`` handing ``L2Replay.run_group`` the trade times minus one second): it fails
+    at row 43 again (propensity 0.943 → 0.910). Edits reverted; the test passes on the real
+    cores. (Not caught: stamping each diff with the previous diff's event time — the book
     one diff ahead — left every decision at or before t unchanged on this capture, since the
     perturbation only rescales sizes of the levels a diff touches.)"""
     base = l2_run()

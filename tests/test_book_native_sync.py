@@ -3,9 +3,8 @@
 same ``BookTopK``/``BookStatus`` sequence (state, seq, levels, event and init times, reasons,
 resync counts), the same counters and the same guard rejections —
 
-- on every recorded capture in ``data/samples`` (the L2 backtest's two book streams, the
-  Rust one from the raw depth lines and the Python one from the features service's decoding,
-  are equal message for message, trades included);
+- on every recorded capture in ``data/samples`` (the Rust sync over the raw depth lines, the
+  Python core over the features service's decoding of them: equal message for message);
 - on generated sequences with gaps, stale runs, crossed books, L2 guard trips (far prices,
   size spikes, NaN/inf/negative levels), buffer overflows, snapshots at any time, resyncs,
   flushes and staleness checks, event time going back, with the guard on and off.
@@ -21,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from stevie.backtest import l2
-from stevie.contracts import DepthDiff, DepthSnapshot
+from stevie.contracts import BookTopK, DepthDiff, DepthSnapshot
 from stevie.quant.kernels import load as load_kernels
 from stevie.quant.quality import L2Limits
 from stevie.services.book_maintainer.core import BookSync, NativeBookSync
@@ -42,12 +41,12 @@ def _ref(c: Path) -> l2.CaptureRef:
 def test_rust_sync_publishes_what_the_python_core_publishes_on_every_capture(folder: Path) -> None:
     ref = _ref(folder)
     s = l2.L2Settings(captures=[ref.label])
-    native = l2.book_stream(l2.load_capture(ref.venue, ref.symbol, folder), s)
-    python = l2.book_stream_python(load(ref.venue, ref.symbol, folder), s, NATIVE)
-    assert len(native) == len(python) > 1000
-    assert native == python  # (ts, key, message) triples: books, statuses and trades
-    books = sum(1 for _, k, m in native if k == 1 and type(m).__name__ == "BookTopK")
-    assert books > 1000
+    cap = l2.load_capture(ref.venue, ref.symbol, folder)
+    n, native = NativeBookSync(ref.venue, ref.symbol, cap.usdm).replay_capture(cap.snapshot, cap.depth_lines)
+    python = [m for _, k, m in l2.book_stream_python(load(ref.venue, ref.symbol, folder), s, NATIVE) if k == 1]
+    assert n == cap.n_diffs and len(native) == len(python) > 1000
+    assert native == python  # every BookTopK / BookStatus, field for field
+    assert sum(1 for m in native if isinstance(m, BookTopK)) > 1000
 
 
 # -- generated sequences -----------------------------------------------------------------------

@@ -8,6 +8,7 @@
 
 pub mod book;
 pub mod decode;
+pub mod l2;
 pub mod micro;
 pub mod replay;
 pub mod sync;

@@ -5,10 +5,11 @@ use numpy::ndarray::Array2;
 use numpy::{IntoPyArray, PyArray2, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
+use pyo3::types::{PyBytes, PyList};
 
 use crate::book;
 use crate::decode;
+use crate::l2;
 use crate::micro;
 use crate::replay;
 use crate::sync;
@@ -392,11 +393,149 @@ impl PyBookSync {
     }
 }
 
+type FeatTuple = (f64, f64, f64, f64, f64, f64);
+
+fn feat(f: micro::Features) -> FeatTuple {
+    (f.obi, f.ti, f.spread_bps, f.micro_vol_bps, f.cancel_rate, f.mid)
+}
+
+fn state_of(s: &str) -> PyResult<sync::State> {
+    match s {
+        "LIVE" => Ok(sync::State::Live),
+        "SYNCING" => Ok(sync::State::Syncing),
+        "STALE" => Ok(sync::State::Stale),
+        _ => Err(PyValueError::new_err(format!("state must be LIVE, SYNCING or STALE, got {s:?}"))),
+    }
+}
+
+/// One capture for `L2Replay.run_group`: (book key, usdm, snapshot bids, asks, lastUpdateId,
+/// raw depth lines, trade times ns, prices, sizes, buyer-aggressor flags).
+type CaptureArg<'py> = (
+    String,
+    bool,
+    Vec<Level>,
+    Vec<Level>,
+    u64,
+    Bound<'py, PyBytes>,
+    PyReadonlyArray1<'py, i64>,
+    PyReadonlyArray1<'py, f64>,
+    PyReadonlyArray1<'py, f64>,
+    PyReadonlyArray1<'py, bool>,
+);
+
+/// The level tuples of a side's previous book, reused for equal (price, size) levels of the
+/// next one (tuples are immutable, so sharing them is invisible; most diffs change a few of
+/// the top levels, so this saves most of the allocations of a book's lists).
+#[derive(Default)]
+struct LevelCache(Vec<(u64, u64, Py<PyAny>)>);
+
+impl LevelCache {
+    fn list<'py>(&mut self, py: Python<'py>, levels: &[Level]) -> PyResult<Bound<'py, PyList>> {
+        let mut next = Vec::with_capacity(levels.len());
+        for &(p, q) in levels {
+            let (pb, qb) = (p.to_bits(), q.to_bits());
+            let obj = match self.0.iter().find(|c| c.0 == pb && c.1 == qb) {
+                Some(c) => c.2.clone_ref(py),
+                None => (p, q).into_pyobject(py)?.into_any().unbind(),
+            };
+            next.push((pb, qb, obj));
+        }
+        let list = PyList::new(py, next.iter().map(|c| c.2.bind(py)))?;
+        self.0 = next;
+        Ok(list)
+    }
+}
+
+#[pyclass(module = "stevie_fastpath._native", name = "L2Replay")]
+pub struct PyL2Replay {
+    bank: l2::FeatureBank,
+    sync: sync::Settings,
+}
+
+#[pymethods]
+impl PyL2Replay {
+    #[new]
+    #[pyo3(signature = (k = 5, window_ns = 5_000_000_000, top_k = 20, coalesce_ns = 100_000_000, buffer_size = 5000,
+        guard = true, max_price_ratio = 400.0, size_spike_mult = 200.0, guard_depth = 20))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        k: usize,
+        window_ns: i64,
+        top_k: usize,
+        coalesce_ns: i64,
+        buffer_size: usize,
+        guard: bool,
+        max_price_ratio: f64,
+        size_spike_mult: f64,
+        guard_depth: usize,
+    ) -> PyResult<Self> {
+        if window_ns <= 0 {
+            return Err(PyValueError::new_err("window_ns must be > 0"));
+        }
+        let limits = guard.then_some(sync::Limits { max_price_ratio, size_spike_mult });
+        let sync = sync::Settings { top_k, coalesce_ns, buffer_size, limits, guard_depth };
+        Ok(PyL2Replay { bank: l2::FeatureBank::new(k, window_ns), sync })
+    }
+
+    fn on_trade(&mut self, key: &str, price: f64, size: f64, is_buy: bool, ts_ns: i64) {
+        self.bank.on_trade(key, price, size, is_buy, ts_ns);
+    }
+
+    fn on_status(&mut self, key: &str, state: &str) -> PyResult<()> {
+        self.bank.on_status(key, state_of(state)?);
+        Ok(())
+    }
+
+    fn on_book(&mut self, key: &str, state: &str, bids: Vec<Level>, asks: Vec<Level>, ts_ns: i64) -> PyResult<Option<FeatTuple>> {
+        Ok(self.bank.on_book(key, state_of(state)?, &bids, &asks, ts_ns).map(feat))
+    }
+
+    /// Sync every capture (in parallel), merge, features: (diffs per capture, items in stream
+    /// order as (capture index, published message tuple, vector tuple or None)).
+    fn run_group<'py>(&mut self, py: Python<'py>, captures: Vec<CaptureArg<'py>>) -> PyResult<(Vec<usize>, OutPy<'py>)> {
+        for c in &captures {
+            let m = c.6.len();
+            if c.7.len() != m || c.8.len() != m || c.9.len() != m {
+                return Err(PyValueError::new_err(format!("capture {}: trade arrays must have one length", c.0)));
+            }
+        }
+        let mut caps = Vec::with_capacity(captures.len());
+        for c in &captures {
+            caps.push(l2::Capture {
+                key: c.0.clone(),
+                sync: sync::BookSync::new(book::OrderBook::new(c.1, 8), self.sync),
+                snapshot: (&c.2, &c.3, c.4),
+                lines: c.5.as_bytes(),
+                trades: l2::Trades { ts_ns: c.6.as_slice()?, price: c.7.as_slice()?, size: c.8.as_slice()?, is_buy: c.9.as_slice()? },
+            });
+        }
+        let bank = &mut self.bank;
+        let (n, items) = py.detach(|| l2::run_group(bank, caps)).map_err(|(i, line, e)| {
+            PyValueError::new_err(format!("capture {}: line {line}: {e}", captures[i].0))
+        })?;
+        let mut cache: Vec<[LevelCache; 2]> = (0..captures.len()).map(|_| Default::default()).collect();
+        let mut out = Vec::with_capacity(items.len());
+        for (i, m, f) in items {
+            let msg = match m {
+                sync::Out::Book { state, seq, ts_ns, bids, asks } => {
+                    let [cb, ca] = &mut cache[i];
+                    let (b, a) = (cb.list(py, &bids)?, ca.list(py, &asks)?);
+                    ("book", state.as_str(), seq, ts_ns, b, a).into_pyobject(py)?.into_any()
+                }
+                status => outs(py, vec![status])?.pop().expect("one message"),
+            };
+            out.push((i, msg, f.map(feat)).into_pyobject(py)?.into_any());
+        }
+        Ok((n, out))
+    }
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyOrderBook>()?;
     m.add_class::<PyMicroKernel>()?;
     m.add_class::<PyBookSync>()?;
+    m.add_class::<PyL2Replay>()?;
     m.add_class::<PyMicroFeatures>()?;
     m.add_function(wrap_pyfunction!(batch_features, m)?)?;
     m.add("BACKEND", "native")?;

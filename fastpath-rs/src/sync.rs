@@ -335,14 +335,19 @@ impl BookSync {
         last_update_id: u64,
         buf: &[u8],
     ) -> Result<(usize, Vec<Out>), (usize, DecodeError)> {
-        let (mut ub, mut ua) = (Vec::new(), Vec::new());
-        let mut heads: Vec<(DepthHeader, usize, usize, usize, usize)> = Vec::new();
-        for (n, line) in buf.split(|&c| c == b'\n').enumerate() {
+        let guess = buf.len() / 16; // ≈ bytes per level
+        let (mut ub, mut ua) = (Vec::with_capacity(guess / 2), Vec::with_capacity(guess / 2));
+        let mut heads: Vec<(DepthHeader, usize, usize, usize, usize)> = Vec::with_capacity(buf.len() / 512);
+        let (mut start, mut n) = (0, 0);
+        while start < buf.len() {
+            let end = memchr::memchr(b'\n', &buf[start..]).map_or(buf.len(), |o| start + o);
+            let line = &buf[start..end];
+            (start, n) = (end + 1, n + 1);
             if line.iter().all(|c| c.is_ascii_whitespace()) {
                 continue;
             }
             let (b0, a0) = (ub.len(), ua.len());
-            let h = decode_appending(line, self.book.decimals, &mut ub, &mut ua).map_err(|e| (n + 1, e))?;
+            let h = decode_appending(line, self.book.decimals, &mut ub, &mut ua).map_err(|e| (n, e))?;
             heads.push((h, b0, ub.len(), a0, ua.len()));
         }
         heads.sort_by_key(|h| (h.0.event_ms, h.0.seq)); // stable, as Python's sort

@@ -5,12 +5,28 @@ from typing import final
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["BACKEND", "BookSync", "MicroFeatures", "MicroKernel", "OrderBook", "batch_features"]
+__all__ = ["BACKEND", "BookSync", "L2Replay", "MicroFeatures", "MicroKernel", "OrderBook", "batch_features"]
 
 _Level = tuple[float, float]
 BACKEND: str
 # ("book", state, seq, ts_event_ns, bids, asks) | ("status", state, seq, ts_event_ns, reason, resyncs)
 _Out = tuple[str, str, int, int, list[_Level], list[_Level]] | tuple[str, str, int, int, str, int]
+# (obi, ti, spread_bps, micro_vol_bps, cancel_rate, mid)
+_Feat = tuple[float, float, float, float, float, float]
+# (book key, usdm, snapshot bids, snapshot asks, lastUpdateId, raw depth lines,
+#  trade times ns, trade prices, trade sizes, buyer-aggressor flags)
+_Capture = tuple[
+    str,
+    bool,
+    list[_Level],
+    list[_Level],
+    int,
+    bytes,
+    npt.NDArray[np.int64],
+    npt.NDArray[np.float64],
+    npt.NDArray[np.float64],
+    npt.NDArray[np.bool_],
+]
 _Rejected = tuple[int, int, int | None, list[_Level], list[_Level], int, str, float, float]
 
 @final
@@ -125,3 +141,22 @@ class BookSync:
     def replay_capture(
         self, bids: list[_Level], asks: list[_Level], last_update_id: int, data: bytes
     ) -> tuple[int, list[_Out]]: ...
+
+@final
+class L2Replay:
+    def __new__(
+        cls,
+        k: int = 5,
+        window_ns: int = 5_000_000_000,
+        top_k: int = 20,
+        coalesce_ns: int = 100_000_000,
+        buffer_size: int = 5000,
+        guard: bool = True,
+        max_price_ratio: float = 400.0,
+        size_spike_mult: float = 200.0,
+        guard_depth: int = 20,
+    ) -> L2Replay: ...
+    def on_trade(self, key: str, price: float, size: float, is_buy: bool, ts_ns: int) -> None: ...
+    def on_status(self, key: str, state: str) -> None: ...
+    def on_book(self, key: str, state: str, bids: list[_Level], asks: list[_Level], ts_ns: int) -> _Feat | None: ...
+    def run_group(self, captures: list[_Capture]) -> tuple[list[int], list[tuple[int, _Out, _Feat | None]]]: ...

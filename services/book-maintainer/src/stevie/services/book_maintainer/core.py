@@ -374,34 +374,33 @@ class NativeBookSync:
         return n, self._msgs(raw)
 
     def _msgs(self, raw: Sequence[_RawOut]) -> list[Out]:
-        out: list[Out] = []
-        venue, symbol, clock = self.venue, self.symbol, self._init_clock
-        for kind, state, seq, ts, a, b in raw:
-            init = clock() if clock else ts
-            if kind == "book":
-                out.append(
-                    BookTopK(
-                        venue=venue,
-                        symbol=symbol,
-                        seq=seq,
-                        state=_STATES[state],
-                        bids=a,  # type: ignore[arg-type]
-                        asks=b,  # type: ignore[arg-type]
-                        ts_event_ns=ts,
-                        ts_init_ns=init,
-                    )
-                )
-            else:
-                out.append(
-                    BookStatus(
-                        venue=venue,
-                        symbol=symbol,
-                        state=_STATES[state],
-                        reason=a,  # type: ignore[arg-type]
-                        seq=seq,
-                        resyncs=b,  # type: ignore[arg-type]
-                        ts_event_ns=ts,
-                        ts_init_ns=init,
-                    )
-                )
-        return out
+        clock = self._init_clock
+        return [message(self.venue, self.symbol, r, clock() if clock else r[3]) for r in raw]
+
+
+def message(venue: str, symbol: str, raw: _RawOut, init_ns: int) -> Out:
+    """A message of the Rust sync as a contract: ``("book", state, seq, ts_event_ns, bids,
+    asks)`` → ``BookTopK``, ``("status", state, seq, ts_event_ns, reason, resyncs)`` →
+    ``BookStatus``; ``init_ns`` stamps ``ts_init_ns``."""
+    kind, state, seq, ts, a, b = raw
+    if kind == "book":
+        return BookTopK(
+            venue=venue,
+            symbol=symbol,
+            seq=seq,
+            state=_STATES[state],
+            bids=a,  # type: ignore[arg-type]
+            asks=b,  # type: ignore[arg-type]
+            ts_event_ns=ts,
+            ts_init_ns=init_ns,
+        )
+    return BookStatus(
+        venue=venue,
+        symbol=symbol,
+        state=_STATES[state],
+        reason=a,  # type: ignore[arg-type]
+        seq=seq,
+        resyncs=b,  # type: ignore[arg-type]
+        ts_event_ns=ts,
+        ts_init_ns=init_ns,
+    )

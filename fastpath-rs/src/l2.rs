@@ -1,0 +1,206 @@
+//! The L2 backtest's decision-free stage in one pass: per capture the book sync
+//! (`sync::BookSync::replay_capture`, captures in parallel), then the captures' published
+//! messages and trades merged into one event-time stream — exactly as the Python backtest
+//! merges them (`heapq.merge`: within a capture a trade before a book or status at equal
+//! times, across captures the earlier capture first at equal times) — fed to the features
+//! service core's dispatch (`FeatureBank`, the twin of `stevie.services.features.core.Features`
+//! + `step`). Only the books and statuses, each book with its feature vector, go back to Python.
+
+use crate::micro::{Features, MicroKernel};
+use crate::sync::{BookSync, Out, State};
+use std::collections::HashMap;
+
+/// The features core's dispatch over one kernel per book key (venue+symbol): a trade whose
+/// event time goes back, a book the kernel refuses (crossed / non-positive quote) and a
+/// non-LIVE status reset the book's kernel; a non-LIVE book gives no vector.
+pub struct FeatureBank {
+    pub k: usize,
+    pub window_ns: i64,
+    kernels: HashMap<String, MicroKernel>,
+}
+
+impl FeatureBank {
+    pub fn new(k: usize, window_ns: i64) -> Self {
+        FeatureBank { k, window_ns, kernels: HashMap::new() }
+    }
+
+    fn kernel(&mut self, key: &str) -> &mut MicroKernel {
+        if !self.kernels.contains_key(key) {
+            self.kernels.insert(key.to_string(), MicroKernel::new(self.k, self.window_ns));
+        }
+        self.kernels.get_mut(key).expect("inserted")
+    }
+
+    /// `Features.on_trade`.
+    pub fn on_trade(&mut self, key: &str, price: f64, size: f64, is_buy: bool, ts_ns: i64) {
+        let kern = self.kernel(key);
+        if kern.on_trade(price, size, is_buy, ts_ns).is_err() {
+            kern.reset();
+        }
+    }
+
+    /// `Features.on_status`.
+    pub fn on_status(&mut self, key: &str, state: State) {
+        if state != State::Live {
+            self.kernel(key).reset();
+        }
+    }
+
+    /// `Features.on_book`: the vector of a LIVE book, else None.
+    pub fn on_book(&mut self, key: &str, state: State, bids: &[(f64, f64)], asks: &[(f64, f64)], ts_ns: i64) -> Option<Features> {
+        if state != State::Live {
+            return None;
+        }
+        let kern = self.kernel(key);
+        match kern.on_book(bids, asks, ts_ns) {
+            Ok(f) => f,
+            Err(_) => {
+                kern.reset();
+                None
+            }
+        }
+    }
+}
+
+/// Trades of one capture in the replay's order, as columns (event time = trade time, ns).
+pub struct Trades<'a> {
+    pub ts_ns: &'a [i64],
+    pub price: &'a [f64],
+    pub size: &'a [f64],
+    pub is_buy: &'a [bool],
+}
+
+/// A REST snapshot: (bids, asks, lastUpdateId).
+pub type Snapshot<'a> = (&'a [(f64, f64)], &'a [(f64, f64)], u64);
+
+/// One capture of a group: its book key, the sync's input and its trades.
+pub struct Capture<'a> {
+    pub key: String,
+    pub sync: BookSync,
+    pub snapshot: Snapshot<'a>,
+    pub lines: &'a [u8],
+    pub trades: Trades<'a>,
+}
+
+/// A published message in stream order: (capture index, message, its vector when a book).
+pub type Item = (usize, Out, Option<Features>);
+
+/// The first capture whose depth lines do not decode: (capture index, 1-based line, error).
+pub type GroupError = (usize, usize, String);
+
+/// Run every capture's sync (in parallel), then the merged stream through `bank`. Returns the
+/// diffs per capture and the items.
+pub fn run_group(bank: &mut FeatureBank, caps: Vec<Capture<'_>>) -> Result<(Vec<usize>, Vec<Item>), GroupError> {
+    let mut published = Vec::with_capacity(caps.len());
+    std::thread::scope(|s| {
+        let handles: Vec<_> = caps
+            .into_iter()
+            .map(|mut c| {
+                s.spawn(move || {
+                    let (b, a, last) = c.snapshot;
+                    let r = c.sync.replay_capture(b, a, last, c.lines);
+                    (c.key, c.trades, r)
+                })
+            })
+            .collect();
+        for h in handles {
+            published.push(h.join().expect("a sync thread panicked"));
+        }
+    });
+    let mut streams = Vec::with_capacity(published.len());
+    let mut n_diffs = Vec::with_capacity(published.len());
+    for (i, (key, trades, r)) in published.into_iter().enumerate() {
+        let (n, outs) = r.map_err(|(line, e)| (i, line, e.to_string()))?;
+        n_diffs.push(n);
+        streams.push((key, trades, outs.into_iter().peekable(), 0usize));
+    }
+    let mut items = Vec::new();
+    loop {
+        // the head of each capture's stream: (event time, 0 trade / 1 message); the smallest
+        // (time, kind, capture index) goes next, as heapq.merge picks it
+        let mut best: Option<(i64, u8, usize)> = None;
+        for (i, (_, tr, outs, j)) in streams.iter_mut().enumerate() {
+            let t = tr.ts_ns.get(*j).copied();
+            let o = outs.peek().map(ts_of);
+            let head = match (t, o) {
+                (Some(t), Some(o)) if t <= o => Some((t, 0)),
+                (Some(t), None) => Some((t, 0)),
+                (_, Some(o)) => Some((o, 1)),
+                (None, None) => None,
+            };
+            if let Some((ts, kind)) = head {
+                if best.is_none_or(|b| (ts, kind, i) < b) {
+                    best = Some((ts, kind, i));
+                }
+            }
+        }
+        let Some((_, kind, i)) = best else { break };
+        let (key, tr, outs, j) = &mut streams[i];
+        if kind == 0 {
+            bank.on_trade(key, tr.price[*j], tr.size[*j], tr.is_buy[*j], tr.ts_ns[*j]);
+            *j += 1;
+            continue;
+        }
+        let m = outs.next().expect("peeked");
+        let f = match &m {
+            Out::Book { state, ts_ns, bids, asks, .. } => bank.on_book(key, *state, bids, asks, *ts_ns),
+            Out::Status { state, .. } => {
+                bank.on_status(key, *state);
+                None
+            }
+        };
+        items.push((i, m, f));
+    }
+    Ok((n_diffs, items))
+}
+
+fn ts_of(o: &Out) -> i64 {
+    match o {
+        Out::Book { ts_ns, .. } | Out::Status { ts_ns, .. } => *ts_ns,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::book::OrderBook;
+    use crate::sync::Settings;
+
+    const LINE: &str = "{\"E\":1,\"U\":9,\"u\":11,\"b\":[],\"a\":[[\"101.00000000\",\"2.00000000\"]]}\n";
+
+    fn capture<'a>(key: &str, trades: Trades<'a>, snap: &'a [(f64, f64)], asks: &'a [(f64, f64)]) -> Capture<'a> {
+        let sync = BookSync::new(OrderBook::new(false, 8), Settings::default());
+        Capture { key: key.into(), sync, snapshot: (snap, asks, 10), lines: LINE.as_bytes(), trades }
+    }
+
+    #[test]
+    fn trades_go_before_books_at_equal_times_and_captures_merge_in_order() {
+        let (ts, px, sz, buy) = ([1_000_000i64, 2_000_000], [101.0, 100.0], [1.0, 2.0], [true, false]);
+        let t = || Trades { ts_ns: &ts, price: &px, size: &sz, is_buy: &buy };
+        let (bids, asks) = ([(100.0, 1.0)], [(101.0, 1.0)]);
+        let mut bank = FeatureBank::new(5, 5_000_000_000);
+        let caps = vec![capture("a", t(), &bids, &asks), capture("b", t(), &bids, &asks)];
+        let (n, items) = run_group(&mut bank, caps).unwrap();
+        assert_eq!(n, vec![1, 1]);
+        // per capture: status LIVE and the book at 1 ms (after the 1 ms trade)
+        let order: Vec<(usize, bool)> = items.iter().map(|(i, m, _)| (*i, matches!(m, Out::Book { .. }))).collect();
+        assert_eq!(order, vec![(0, false), (0, true), (1, false), (1, true)]);
+        let f = items[1].2.expect("a LIVE book has a vector");
+        assert_eq!(f.ti, 1.0); // the buy at 1 ms was fed before the book at 1 ms
+        assert_eq!(items[1].2, items[3].2); // the same inputs under two keys: the same vector
+    }
+
+    #[test]
+    fn bank_resets_like_the_features_core() {
+        let mut bank = FeatureBank::new(1, 5_000_000_000);
+        let (b, a) = ([(100.0, 1.0)], [(101.0, 1.0)]);
+        bank.on_trade("k", 101.0, 1.0, true, 10);
+        bank.on_trade("k", 101.0, 1.0, false, 5); // time went back: reset, trade dropped
+        assert_eq!(bank.on_book("k", State::Live, &b, &a, 20).unwrap().ti, 0.0);
+        assert!(bank.on_book("k", State::Syncing, &b, &a, 21).is_none());
+        assert!(bank.on_book("k", State::Live, &a, &b, 22).is_none()); // crossed: reset
+        bank.on_trade("k", 101.0, 1.0, true, 1); // accepted: the kernel was reset
+        bank.on_status("k", State::Stale);
+        assert_eq!(bank.on_book("k", State::Live, &b, &a, 23).unwrap().ti, 0.0);
+    }
+}
