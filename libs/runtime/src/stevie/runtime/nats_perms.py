@@ -44,6 +44,7 @@ CALLS: dict[str, tuple[str, ...]] = {
         "router.decide",
         "router.update",
         "green-router.decide",
+        "green-router.choose",  # the mirror while a cutover runs (stevie.services.execution.split)
         "green-router.update",
         "risk-guards.check",
         "vol.forecast",
