@@ -268,7 +268,7 @@ class ChooseRequest(msgspec.Struct, frozen=True, tag=True, forbid_unknown_fields
 
 
 class Choice(msgspec.Struct, frozen=True, tag=True):
-    """Chosen policy; ``propensity`` = P(TS picks it | context) (Monte Carlo); ``width`` =
+    """Chosen policy; ``propensity`` = P(TS picks it | context) (exact quadrature); ``width`` =
     posterior uncertainty of its score; ``sampled`` = every policy's sampled score."""
 
     policyId: str

@@ -24,6 +24,6 @@ def finite_1d(name: str, x: object, min_len: int = 1) -> np.ndarray:
         raise QuantInputError(f"{name} must be 1-d, got shape {a.shape}")
     if a.size < min_len:
         raise QuantInputError(f"{name} needs at least {min_len} values, got {a.size}")
-    if not np.all(np.isfinite(a)):
+    if not np.isfinite(a).all():
         raise QuantInputError(f"{name} contains NaN or infinite values")
     return a
