@@ -286,8 +286,9 @@ def _violations(state: Path) -> list[str]:
 
 @pytest.mark.e2e
 async def test_stevie_up_with_nats_auth(tmp_path):
-    """``STEVIE_NATS_AUTH=1 stevie up``: the stack is healthy, decisions flow (audits stored)
-    and the server logs no permission violation by any service; then a client without the
+    """``STEVIE_NATS_AUTH=1 stevie up``: the stack is healthy, decisions flow (audits stored),
+    a blue/green canary measures green, and the server logs no permission violation by any
+    service; then a client without the
     password, or with the wrong service's user, gets no answer from any service's RPC and
     cannot publish market data — and the server logs exactly those refusals."""
     import re
@@ -305,7 +306,16 @@ async def test_stevie_up_with_nats_auth(tmp_path):
             return body if code == 200 and isinstance(body, list) and len(body) >= 3 else None
 
         await asyncio.to_thread(st.wait_for, audits, 90, "decisions stored under NATS auth")
-        await asyncio.sleep(5)  # every service has run its loops (flags, budget, heartbeats, SLOs)
+        # a blue/green cutover runs too (green's candidate, share, SLO samples, the mirror)
+        await asyncio.to_thread(_register_candidate, s.database_url())
+
+        def green_measured() -> dict | None:
+            code, d = s.get("/api/deploy/status")
+            return d if code == 200 and d["state"] == "canary" and d["slo"]["green"]["samples"] >= 3 else None
+
+        d = await asyncio.to_thread(st.wait_for, green_measured, 90, "green measured during the canary")
+        assert d["slo"]["green"]["errorRate"] == 0.0, d["slo"]
+        await asyncio.sleep(3)  # every service has run its loops (flags, budget, heartbeats, SLOs)
         assert _violations(tmp_path) == [], _violations(tmp_path)[:5]
 
         url = s.nats_url()
@@ -345,6 +355,23 @@ async def test_stevie_up_with_nats_auth(tmp_path):
         assert refused and all(re.search(r'user:(anonymous|features|vol)"', ln) for ln in refused), refused[:5]
     finally:
         await asyncio.to_thread(st.stop, s)
+
+
+def _register_candidate(db_url: str) -> None:
+    import asyncpg
+
+    from stevie.services.router import checkpoint
+    from stevie.services.router.core import Router
+    from stevie.store import evidence as repo
+
+    async def go() -> None:
+        pool = await asyncpg.create_pool(db_url, min_size=1, max_size=1)
+        try:
+            await repo.register_model(pool, "cand-auth", "manual", "test", checkpoint.export(Router(3, 1.0, 0.5, 100)))
+        finally:
+            await pool.close()
+
+    asyncio.run(go())
 
 
 async def _ask_subject(url: str, subject: str, **creds) -> bytes | None:
