@@ -125,7 +125,17 @@ def test_the_fork_server_refuses_to_fork_while_a_thread_is_alive() -> None:
 
 
 def test_preloads_start_no_thread() -> None:
-    code = "from stevie.runtime import zygote; zygote.preload(); zygote.preload_extended(); print(zygote.threads_alive())"
+    code = "from stevie.runtime import zygote as z; z.preload(); z.preload_extended(); print(z.threads_alive())"
     env = fork_server_env(dict(os.environ))
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == "1"
+
+
+def test_up_options_survive_the_exec_into_the_supervisor(tmp_path: Path) -> None:
+    from stevie.runtime.supervisor import UpOptions
+
+    opts = UpOptions(tmp_path, speed=4.0, loop=False, gateway_port=1234, services=("budgeter", "gateway"))
+    back = UpOptions.from_json(opts.to_json())
+    assert back == opts and isinstance(back.state_dir, Path) and isinstance(back.services, tuple)
+    with pytest.raises(TypeError):
+        UpOptions.from_json('{"state_dir": "/x", "services": [], "colour": "red"}')

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import sys
@@ -45,10 +44,8 @@ def up(
 
     STEVIE_NATS_URL / STEVIE_DATABASE_URL switch to external servers. Ctrl-C stops all."""
     from stevie.runtime import operator
-    from stevie.runtime.logs import configure_logging
-    from stevie.runtime.supervisor import UpOptions, run_up
+    from stevie.runtime.supervisor import UpOptions, exec_supervisor
 
-    configure_logging(os.environ.get("STEVIE_LOG_LEVEL", "info"))
     token, _ = operator.ensure_token(state_dir.resolve(), os.environ)
     os.environ["STEVIE_OPERATOR_TOKEN"] = token  # the gateway checks it; services inherit the env
     console.print(operator.usage(state_dir.resolve(), gateway_port))
@@ -64,10 +61,9 @@ def up(
     for name in opts.services:
         if name not in SERVICES:
             raise typer.BadParameter(f"unknown service {name!r}; known: {', '.join(SERVICES)}")
-    code = asyncio.run(run_up(opts))
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(code)  # every child is stopped: skip interpreter finalisation (it took seconds)
+    exec_supervisor(opts)  # this process becomes the supervisor (same PID): never returns
 
 
 @app.command()

@@ -410,6 +410,11 @@ class PostgresServer:
                     "fsync=off",
                     "-c",
                     "max_connections=200",
+                    # a dev store of a few hundred MB: 32 MB of buffers (not initdb's 128 MB,
+                    # which the feature store's writes fill within minutes; PSS counts it) and
+                    # the OS page cache for the rest
+                    "-c",
+                    "shared_buffers=32MB",
                 ],
                 stdout=out,
                 stderr=subprocess.STDOUT,

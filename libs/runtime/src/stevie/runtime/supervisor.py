@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -29,7 +30,7 @@ from pathlib import Path
 from stevie.runtime import nats_auth
 from stevie.runtime.forked import ForkedProcess, ForkServer
 from stevie.runtime.infra import InfraError, NatsServer, PostgresServer, free_port, kill_leftovers, pdeathsig
-from stevie.runtime.logs import get_logger
+from stevie.runtime.logs import configure_logging, get_logger
 from stevie.store import migrate
 
 log = get_logger(service="supervisor")
@@ -45,6 +46,33 @@ class UpOptions:
     services: tuple[str, ...] = ()
     grace_s: float = 3.0
     fork_server: bool = True
+
+    def to_json(self) -> str:
+        return json.dumps({**dataclasses.asdict(self), "state_dir": str(self.state_dir)})
+
+    @classmethod
+    def from_json(cls, raw: str) -> UpOptions:
+        """Raises ValueError/TypeError/KeyError on anything but ``to_json``'s output."""
+        d = json.loads(raw)
+        return cls(**{**d, "state_dir": Path(d["state_dir"]), "services": tuple(d["services"])})
+
+
+def exec_supervisor(opts: UpOptions) -> None:
+    """Replace this process (same PID) with a fresh interpreter that runs only ``main``: the
+    supervisor lives for the whole stack, and the command line's imports (typer, rich, the
+    services' command-line tools, ≈ 20 MB) would stay in its heap. Never returns; OSError if
+    the interpreter cannot be executed."""
+    os.execv(sys.executable, [sys.executable, "-m", "stevie.runtime.supervisor", opts.to_json()])
+
+
+def main(argv: list[str]) -> None:
+    """``python -m stevie.runtime.supervisor OPTIONS_JSON`` (``exec_supervisor``): run the
+    stack until SIGINT/SIGTERM, then exit with its code."""
+    configure_logging(os.environ.get("STEVIE_LOG_LEVEL", "info"))
+    code = asyncio.run(run_up(UpOptions.from_json(argv[0])))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # every child is stopped: skip interpreter finalisation (it took seconds)
 
 
 #: the path from a venue message to a stored decision: started first, so their imports do not
@@ -373,3 +401,7 @@ async def run_up(opts: UpOptions) -> int:
             await asyncio.to_thread(nats.stop)
         stack_file.unlink(missing_ok=True)
         log.info("stack_stopped", elapsed_s=round(time.monotonic() - t0, 3))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
