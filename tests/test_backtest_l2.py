@@ -208,3 +208,24 @@ def test_rust_features_dispatch_equals_the_features_core(window_s):
                 twin.on_status(f"{k}:S", ev[2])
 
     check()
+
+
+def test_l2_broken_depth_line_is_a_clear_input_error():
+    """A depth line that does not decode (here the last line of a later capture group's file)
+    stops the run with BacktestInputError naming the capture and the line (the CLI prints it
+    as one line, exit 2)."""
+    import dataclasses
+
+    from stevie.backtest.data import BacktestInputError
+    from stevie.backtest.l2 import L2Settings, discover_captures, run_l2
+
+    caps = discover_captures(SAMPLES, ["BTCUSDT"], ["binance-usdm"])
+
+    def corrupt(cap):
+        if cap.name != "l2_2024-07-18T2357Z":
+            return cap
+        lines = cap.depth_lines.rstrip(b"\n") + b'\n{"E":1,"U":2,"u":3,"b":[["x","1"]],"a":[]}\n'
+        return dataclasses.replace(cap, depth_lines=lines, n_diffs=cap.n_diffs + 1)
+
+    with pytest.raises(BacktestInputError, match=r"binance-usdm:BTCUSDT: line 9023: bad depthUpdate"):
+        run_l2(caps, L2Settings(captures=[c.label for c in caps]), transform=corrupt)

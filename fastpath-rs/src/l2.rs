@@ -7,7 +7,8 @@
 //! + `step`). Only the books and statuses, each book with its feature vector, go back to Python.
 
 use crate::micro::{Features, MicroKernel};
-use crate::sync::{BookSync, Out, State};
+use crate::book::OrderBook;
+use crate::sync::{BookSync, Out, Settings, State};
 use std::collections::HashMap;
 
 /// The features core's dispatch over one kernel per book key (venue+symbol): a trade whose
@@ -154,6 +155,58 @@ pub fn run_group(bank: &mut FeatureBank, caps: Vec<Capture<'_>>) -> Result<(Vec<
     Ok((n_diffs, items))
 }
 
+/// A capture with its data owned, for `spawn_groups`.
+pub struct OwnedCapture {
+    pub key: String,
+    pub usdm: bool,
+    pub settings: Settings,
+    pub bids: Vec<(f64, f64)>,
+    pub asks: Vec<(f64, f64)>,
+    pub last_update_id: u64,
+    pub lines: Vec<u8>,
+    pub ts_ns: Vec<i64>,
+    pub price: Vec<f64>,
+    pub size: Vec<f64>,
+    pub is_buy: Vec<bool>,
+}
+
+impl OwnedCapture {
+    fn borrowed(&self) -> Capture<'_> {
+        Capture {
+            key: self.key.clone(),
+            sync: BookSync::new(OrderBook::new(self.usdm, 8), self.settings),
+            snapshot: (&self.bids, &self.asks, self.last_update_id),
+            lines: &self.lines,
+            trades: Trades { ts_ns: &self.ts_ns, price: &self.price, size: &self.size, is_buy: &self.is_buy },
+        }
+    }
+}
+
+/// What `run_group` returns for one group.
+pub type GroupResult = Result<(Vec<usize>, Vec<Item>), GroupError>;
+
+/// `run_group` over every group in order on a background thread, each result sent as soon as
+/// it is ready (the caller consumes group k while group k + 1 is computed; the bank carries
+/// the kernels from group to group). The thread stops at the first error or when the
+/// receiver is dropped, and returns the bank.
+pub fn spawn_groups(
+    mut bank: FeatureBank,
+    groups: Vec<Vec<OwnedCapture>>,
+) -> (std::sync::mpsc::Receiver<GroupResult>, std::thread::JoinHandle<FeatureBank>) {
+    let (tx, rx) = std::sync::mpsc::sync_channel(groups.len().max(1));
+    let handle = std::thread::spawn(move || {
+        for group in groups {
+            let r = run_group(&mut bank, group.iter().map(OwnedCapture::borrowed).collect());
+            let stop = r.is_err();
+            if tx.send(r).is_err() || stop {
+                break;
+            }
+        }
+        bank
+    });
+    (rx, handle)
+}
+
 fn ts_of(o: &Out) -> i64 {
     match o {
         Out::Book { ts_ns, .. } | Out::Status { ts_ns, .. } => *ts_ns,
@@ -163,8 +216,6 @@ fn ts_of(o: &Out) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::book::OrderBook;
-    use crate::sync::Settings;
 
     const LINE: &str = "{\"E\":1,\"U\":9,\"u\":11,\"b\":[],\"a\":[[\"101.00000000\",\"2.00000000\"]]}\n";
 

@@ -450,6 +450,7 @@ impl LevelCache {
 pub struct PyL2Replay {
     bank: l2::FeatureBank,
     sync: sync::Settings,
+    running: Option<Running>,
 }
 
 #[pymethods]
@@ -474,7 +475,7 @@ impl PyL2Replay {
         }
         let limits = guard.then_some(sync::Limits { max_price_ratio, size_spike_mult });
         let sync = sync::Settings { top_k, coalesce_ns, buffer_size, limits, guard_depth };
-        Ok(PyL2Replay { bank: l2::FeatureBank::new(k, window_ns), sync })
+        Ok(PyL2Replay { bank: l2::FeatureBank::new(k, window_ns), sync, running: None })
     }
 
     fn on_trade(&mut self, key: &str, price: f64, size: f64, is_buy: bool, ts_ns: i64) {
@@ -510,24 +511,103 @@ impl PyL2Replay {
             });
         }
         let bank = &mut self.bank;
-        let (n, items) = py.detach(|| l2::run_group(bank, caps)).map_err(|(i, line, e)| {
-            PyValueError::new_err(format!("capture {}: line {line}: {e}", captures[i].0))
-        })?;
-        let mut cache: Vec<[LevelCache; 2]> = (0..captures.len()).map(|_| Default::default()).collect();
-        let mut out = Vec::with_capacity(items.len());
-        for (i, m, f) in items {
-            let msg = match m {
-                sync::Out::Book { state, seq, ts_ns, bids, asks } => {
-                    let [cb, ca] = &mut cache[i];
-                    let (b, a) = (cb.list(py, &bids)?, ca.list(py, &asks)?);
-                    ("book", state.as_str(), seq, ts_ns, b, a).into_pyobject(py)?.into_any()
-                }
-                status => outs(py, vec![status])?.pop().expect("one message"),
-            };
-            out.push((i, msg, f.map(feat)).into_pyobject(py)?.into_any());
-        }
-        Ok((n, out))
+        let keys: Vec<String> = captures.iter().map(|c| c.0.clone()).collect();
+        let r = py.detach(|| l2::run_group(bank, caps));
+        items_py(py, &keys, r)
     }
+
+    /// `run_group` for every group (each a list of captures, as `run_group` takes them) on a
+    /// background thread; `next_group` returns their results in order while the next ones
+    /// are computed. The data are copied, the kernels move to that thread until the last
+    /// group is taken. ValueError when groups are already running or arrays disagree.
+    fn start(&mut self, groups: Vec<Vec<CaptureArg<'_>>>) -> PyResult<()> {
+        if self.running.is_some() {
+            return Err(PyValueError::new_err("groups are already running: take them with next_group"));
+        }
+        let mut owned = Vec::with_capacity(groups.len());
+        let mut keys = Vec::with_capacity(groups.len());
+        for g in &groups {
+            let mut caps = Vec::with_capacity(g.len());
+            for c in g {
+                let m = c.6.len();
+                if c.7.len() != m || c.8.len() != m || c.9.len() != m {
+                    return Err(PyValueError::new_err(format!("capture {}: trade arrays must have one length", c.0)));
+                }
+                caps.push(l2::OwnedCapture {
+                    key: c.0.clone(),
+                    usdm: c.1,
+                    settings: self.sync,
+                    bids: c.2.clone(),
+                    asks: c.3.clone(),
+                    last_update_id: c.4,
+                    lines: c.5.as_bytes().to_vec(),
+                    ts_ns: c.6.as_slice()?.to_vec(),
+                    price: c.7.as_slice()?.to_vec(),
+                    size: c.8.as_slice()?.to_vec(),
+                    is_buy: c.9.as_slice()?.to_vec(),
+                });
+            }
+            keys.push(g.iter().map(|c| c.0.clone()).collect::<Vec<_>>());
+            owned.push(caps);
+        }
+        let fresh = l2::FeatureBank::new(self.bank.k, self.bank.window_ns);
+        let bank = std::mem::replace(&mut self.bank, fresh);
+        let (rx, handle) = l2::spawn_groups(bank, owned);
+        keys.reverse();
+        self.running = Some(Running { rx: std::sync::Mutex::new(rx), handle, keys });
+        Ok(())
+    }
+
+    /// The next started group's result (as `run_group` returns it), or None when all were
+    /// taken (the kernels are then back here). Waits without the GIL. ValueError for a depth
+    /// line that does not decode (the remaining groups are dropped).
+    fn next_group<'py>(&mut self, py: Python<'py>) -> PyResult<Option<(Vec<usize>, OutPy<'py>)>> {
+        let Some(run) = self.running.as_mut() else {
+            return Ok(None);
+        };
+        let Some(keys) = run.keys.pop() else {
+            let run = self.running.take().expect("running");
+            self.bank = py.detach(|| run.handle.join()).map_err(|_| PyValueError::new_err("the replay thread panicked"))?;
+            return Ok(None);
+        };
+        let rx = &run.rx;
+        let r = py
+            .detach(|| rx.lock().map_err(|_| ()).and_then(|rx| rx.recv().map_err(|_| ())))
+            .map_err(|()| PyValueError::new_err("the replay thread stopped"))?;
+        if r.is_err() {
+            self.running = None; // the thread has stopped; its kernels are dropped with it
+        }
+        items_py(py, &keys, r).map(Some)
+    }
+}
+
+/// A background replay started by `L2Replay.start`: its results, thread and each group's keys
+/// (last group first).
+struct Running {
+    rx: std::sync::Mutex<std::sync::mpsc::Receiver<l2::GroupResult>>, // Mutex: a pyclass is Sync
+    handle: std::thread::JoinHandle<l2::FeatureBank>,
+    keys: Vec<Vec<String>>,
+}
+
+/// A group's result as Python objects: (diffs per capture, [(capture index, message tuple,
+/// vector tuple or None)]). Book levels are tuples shared with the capture's previous book
+/// where equal (`LevelCache`).
+fn items_py<'py>(py: Python<'py>, keys: &[String], r: l2::GroupResult) -> PyResult<(Vec<usize>, OutPy<'py>)> {
+    let (n, items) = r.map_err(|(i, line, e)| PyValueError::new_err(format!("capture {}: line {line}: {e}", keys[i])))?;
+    let mut cache: Vec<[LevelCache; 2]> = (0..keys.len()).map(|_| Default::default()).collect();
+    let mut out = Vec::with_capacity(items.len());
+    for (i, m, f) in items {
+        let msg = match m {
+            sync::Out::Book { state, seq, ts_ns, bids, asks } => {
+                let [cb, ca] = &mut cache[i];
+                let (b, a) = (cb.list(py, &bids)?, ca.list(py, &asks)?);
+                ("book", state.as_str(), seq, ts_ns, b, a).into_pyobject(py)?.into_any()
+            }
+            status => outs(py, vec![status])?.pop().expect("one message"),
+        };
+        out.push((i, msg, f.map(feat)).into_pyobject(py)?.into_any());
+    }
+    Ok((n, out))
 }
 
 #[pymodule]

@@ -45,7 +45,6 @@ order and each core only sees what came before (``tests/test_backtest_lookahead.
 from __future__ import annotations
 
 import contextlib
-import functools
 import gc
 import gzip
 import hashlib
@@ -55,6 +54,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import msgspec
 import numpy as np
@@ -79,6 +79,9 @@ from stevie.services.risk_guards.core import RiskGuards
 from stevie.services.risk_guards.settings import RiskGuardsSettings
 from stevie.services.router.core import Router
 from stevie.services.venue_replay.captures import VENUE_DIRS
+
+if TYPE_CHECKING:
+    from stevie_fastpath._native import _Capture, _Feat, _Out
 
 MS = 1_000_000
 L2_CTX_FIELDS = ("obi", "ti", "spread_bps", "micro_vol", "cancel_rate", "micro_dev_bps")
@@ -251,7 +254,29 @@ def native_items(replay: L2Replay, caps: list[L2Capture]) -> list[Item]:
     ``python_items`` (``tests/test_backtest_l2.py``). ``replay`` keeps each book's kernel from
     group to group, as one ``Features`` core does. Raises ValueError naming a depth line that
     does not decode."""
-    _n, raw = replay.run_group([(c.key, c.usdm, *c.snapshot, c.depth_lines, *c.trades.columns()) for c in caps])
+    return _items(caps, replay.run_group([_capture_arg(c) for c in caps])[1])
+
+
+def native_groups(replay: L2Replay, caps: list[L2Capture], groups: list[list[int]]) -> Iterator[list[Item]]:
+    """``native_items`` of each group in order, computed on a Rust thread (``L2Replay.start``)
+    while the caller consumes the previous group. Same items; a depth line that does not
+    decode raises BacktestInputError naming the capture and the line."""
+    replay.start([[_capture_arg(caps[i]) for i in idx] for idx in groups])
+    for idx in groups:
+        try:
+            r = replay.next_group()
+        except ValueError as exc:  # "capture <venue:symbol>: line <n>: bad depthUpdate: ..."
+            raise BacktestInputError(f"broken depth update in {exc}") from None
+        assert r is not None, "one result per started group"
+        yield _items([caps[i] for i in idx], r[1])
+    assert replay.next_group() is None  # the kernels are back in ``replay``
+
+
+def _capture_arg(c: L2Capture) -> _Capture:
+    return (c.key, c.usdm, *c.snapshot, c.depth_lines, *c.trades.columns())
+
+
+def _items(caps: list[L2Capture], raw: list[tuple[int, _Out, _Feat | None]]) -> list[Item]:
     out: list[Item] = []
     for ci, msg, fv in raw:
         c = caps[ci]
@@ -283,16 +308,6 @@ def python_items(feats: Features, streams: list[list[tuple[int, int, Event]]]) -
         out = step(feats, m)
         if not isinstance(m, Trade):
             yield m, (None if out is None else out[0])
-
-
-def _native_group(replay: L2Replay, caps: list[L2Capture], idx: list[int]) -> list[Item]:
-    return native_items(replay, [caps[i] for i in idx])
-
-
-def _python_group(
-    feats: Features, decoded: list[CaptureData], s: L2Settings, kern: Kernels, idx: list[int]
-) -> Iterator[Item]:
-    return python_items(feats, [book_stream_python(decoded[i], s, kern) for i in idx])
 
 
 def book_stream_python(cap: CaptureData, s: L2Settings, kernels: Kernels) -> list[tuple[int, int, Event]]:
@@ -426,6 +441,7 @@ def run_l2(
     Raises BacktestInputError for a capture without diffs; FileNotFoundError / ValueError /
     msgspec.DecodeError for a broken capture file; ValueError for an unknown ``sync``."""
     window_ns = int(s.window_s * 1e9)
+    groups = capture_groups(captures)
     if sync == "native" and kernels is None:
         caps = [load_capture(c.venue, c.symbol, c.folder) for c in captures]
         if transform is not None:
@@ -435,13 +451,13 @@ def run_l2(
                 raise BacktestInputError(f"capture {c.name} of {c.venue}/{c.symbol} has no depth updates")
         n_diffs, n_trades = [c.n_diffs for c in caps], sum(len(c.trades) for c in caps)
         replay = L2Replay(s.obi_levels, window_ns, top_k=s.top_k, coalesce_ns=s.coalesce_ms * MS)
-        group_items: Callable[[list[int]], Iterable[Item]] = functools.partial(_native_group, replay, caps)
+        per_group: Iterator[Iterable[Item]] = native_groups(replay, caps, groups)
     elif sync == "python" and transform is None:
         kern = kernels or load_kernels()
         decoded = [load(c.venue, c.symbol, c.folder) for c in captures]
         n_diffs, n_trades = [len(x.diffs) for x in decoded], sum(len(x.trades) for x in decoded)
         feats = Features(s.obi_levels, window_ns, lambda: 0, kern, run_id="backtest")
-        group_items = functools.partial(_python_group, feats, decoded, s, kern)
+        per_group = (python_items(feats, [book_stream_python(decoded[i], s, kern) for i in idx]) for idx in groups)
     else:
         raise ValueError(f"sync must be 'native' (no kernels) or 'python' (no transform), got {sync!r}")
     total = sum(n_diffs)
@@ -449,7 +465,7 @@ def run_l2(
         progress(0, total)
     with _cyclic_gc_paused():
         t0, c0 = time.perf_counter(), time.process_time()
-        res = _run(s, captures, group_items, n_diffs, progress, on_vector)
+        res = _run(s, captures, groups, per_group, n_diffs, progress, on_vector)
         res.run_s, res.run_cpu_s = time.perf_counter() - t0, time.process_time() - c0
     res.trades = n_trades
     return res
@@ -470,10 +486,19 @@ def _cyclic_gc_paused() -> Iterator[None]:
             gc.enable()
 
 
+def capture_groups(captures: list[CaptureRef]) -> list[list[int]]:
+    """Indices of the captures recorded at the same time (same start), groups oldest first."""
+    groups: dict[int, list[int]] = {}
+    for i, ref in enumerate(captures):
+        groups.setdefault(ref.start_ns, []).append(i)
+    return [groups[start] for start in sorted(groups)]
+
+
 def _run(
     s: L2Settings,
     captures: list[CaptureRef],
-    group_items: Callable[[list[int]], Iterable[Item]],
+    groups: list[list[int]],
+    per_group: Iterator[Iterable[Item]],
     n_diffs: list[int],
     progress: Callable[[int, int], None] | None,
     on_vector: Callable[[MicroFeatures], None] | None,
@@ -490,16 +515,12 @@ def _run(
     eq_v: list[float] = []
     rows: dict[tuple[str, str], deque[int]] = {}
     n_updates = n_books = n_vec = n_depth = 0
-    groups: dict[int, list[int]] = {}
-    for i, ref in enumerate(captures):
-        groups.setdefault(ref.start_ns, []).append(i)
-    for start in sorted(groups):
-        idx = groups[start]
+    for idx, items in zip(groups, per_group, strict=True):
         # each group starts flat with the equity the previous one ended with (its positions
         # marked at their last mid); rewards still pending at a group's end are dropped
         ex = ExecutionCore(msgspec.structs.replace(s.execution(books), capital_quote=equity))
         rows.clear()
-        for m, f in group_items(idx):
+        for m, f in items:
             if isinstance(m, BookTopK):
                 ex.on_book(m)
                 n_books += 1
