@@ -39,7 +39,7 @@ import numpy as np
 
 from stevie.backtest.data import MINUTE_MS, BacktestInputError, Funding, Klines
 from stevie.backtest.fits import min_train_bars
-from stevie.backtest.prepare import Prepared, PrepareJob, prepare_all
+from stevie.backtest.prepare import Prepared, PreparedStream, PrepareJob
 from stevie.contracts.rpc import OrderCheck, RouterContext
 from stevie.quant.impact import ImpactModel
 from stevie.quant.policies import BAR_POLICIES
@@ -189,8 +189,9 @@ def run_bars(
     progress: Callable[[int], None] | None = None,
 ) -> BarResult:
     """Run the backtest. ``progress(bars_done)`` is called now and then.
-    Raises QuantInputError from the splitter when a symbol has too few bars to fit once."""
-    ex = s.execution()
+    Raises QuantInputError from the splitter when a symbol has too few bars to fit once.
+    The decision-free preparation runs in ``workers`` processes (≤ 1: here), streamed to the
+    replay (``stevie.backtest.prepare.PreparedStream``)."""
     router = Router(s.seed, s.prior_precision, s.exploration, s.mc_draws, arms=s.policies)
     guards = RiskGuards(s.guards)
     policies = list(s.policies)
@@ -227,7 +228,27 @@ def run_bars(
         )
     if progress is not None:
         progress(0)
-    prepared = prepare_all(jobs, workers)
+    with PreparedStream(jobs, workers) as stream:
+        return _replay(klines, funding, s, names, didx, stream, router, guards, progress)
+
+
+def _replay(
+    klines: dict[str, Klines],
+    funding: Funding,
+    s: BarSettings,
+    names: list[str],
+    didx: dict[str, np.ndarray],
+    stream: PreparedStream,
+    router: Router,
+    guards: RiskGuards,
+    progress: Callable[[int], None] | None,
+) -> BarResult:
+    """The event-time loop over the decision-dependent cores (``run_bars``)."""
+    ex = s.execution()
+    policies = list(s.policies)
+    interval = s.decision_interval_min
+    first = min_train_bars(s.minutes_per_period)
+    prepared = stream.prepared
 
     syms: dict[str, _Sym] = {}
     for sym in names:
@@ -308,11 +329,13 @@ def run_bars(
     open_l = {sym: st.k.open.tolist() for sym, st in syms.items()}
     idx_l = {sym: st.idx.tolist() for sym, st in syms.items()}
     impact_l = {sym: st.impact_k.tolist() for sym, st in syms.items()}
-    ready_l = {sym: st.prep.ready.tolist() for sym, st in syms.items()}
-    har_l = {sym: st.prep.sigma_har.tolist() for sym, st in syms.items()}
-    garch_l = {sym: st.prep.sigma_garch.tolist() for sym, st in syms.items()}
-    fund_l = {sym: st.prep.funding.tolist() for sym, st in syms.items()}
-    shadows_l = {sym: st.prep.shadows.tolist() for sym, st in syms.items()}
+    # the prepared lists grow in place as the stream delivers chunks (stream.need)
+    ready_l = {sym: st.prep.ready for sym, st in syms.items()}
+    har_l = {sym: st.prep.sigma_har for sym, st in syms.items()}
+    garch_l = {sym: st.prep.sigma_garch for sym, st in syms.items()}
+    fund_l = {sym: st.prep.funding for sym, st in syms.items()}
+    shadows_l = {sym: st.prep.shadows for sym, st in syms.items()}
+    regime_l = {sym: st.prep.regime for sym, st in syms.items()}
     fr_l = {sym: st.funding_r.tolist() for sym, st in syms.items()}
     source = f"garch h={h}m"
     spread, fee_bps, min_order = s.spread_bps, s.fee_bps, s.min_order_quote
@@ -359,10 +382,13 @@ def run_bars(
             reward = psig * (price - pprice) / pprice * 1e4
             router.ts.update(pid, reward, px)  # = Router.update(pid, reward, ctx) on features(ctx)
             rewards[row] = reward
-        if not ready_l[sym][q]:
+        ready = ready_l[sym]
+        if q >= len(ready):
+            stream.need(sym, q)
+        if not ready[q]:
             continue
         s_har, s_garch, fund = har_l[sym][q], garch_l[sym][q], fund_l[sym][q]
-        regime = st.prep.regime[q]
+        regime = regime_l[sym][q]
         ctx = RouterContext(symbol=sym, venue=VENUE, regime=regime, sigmaHAR=s_har, sigmaGARCH=s_garch, funding=fund)
         choice = router.choose(ctx, now_ns)
         shadows = shadows_l[sym][q]
@@ -418,7 +444,7 @@ def run_bars(
         gross_quote=eq_g,
         bars=bars_total,
         warmup_bars=first,
-        fits=sum(p.fits for p in prepared.values()),
+        fits=sum(p.fits for p in stream.finish().values()),
         funding_events=n_funding,
         cash_quote=cash,
         blocked=dict(guards.blocked),

@@ -10,6 +10,7 @@ polars (workers are spawned, not forked).
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 
@@ -84,12 +85,42 @@ def fit_all(
     return {(s, n): f for s, n, f in results}
 
 
-class PrecomputedFitter:
-    """A ``SymbolVol.fitter`` that returns the fit computed ahead for this symbol and bar count.
-    Raises QuantInputError before the first scheduled fit and RuntimeError at an unscheduled one
-    (a bug: the replay fed bars across a fold boundary)."""
+class ScheduledFits(Mapping[tuple[str, int], FitResult]):
+    """The walk-forward fits of one symbol, each computed on first use: (symbol, n) → ``_fit`` of
+    ``closes[:n]`` for the bar counts n of ``points`` (the schedule); other keys are missing.
+    A fit reads only its training window, so computing it when the replay reaches its fold
+    gives the same result as computing it ahead. ``computed``: fits done so far."""
 
-    def __init__(self, symbol: str, fits: dict[tuple[str, int], FitResult], first: int) -> None:
+    def __init__(self, symbol: str, closes: np.ndarray, points: list[int], mpp: int, window: int) -> None:
+        self.symbol, self.closes, self.points, self.mpp, self.window = symbol, closes, set(points), mpp, window
+        self.done: dict[int, FitResult] = {}
+
+    def __getitem__(self, key: tuple[str, int]) -> FitResult:
+        sym, n = key
+        if sym != self.symbol or n not in self.points:
+            raise KeyError(key)
+        if n not in self.done:
+            self.done[n] = _fit((sym, n, self.closes[:n], self.mpp, self.window))[2]
+        return self.done[n]
+
+    def __iter__(self) -> Iterator[tuple[str, int]]:
+        return iter((self.symbol, n) for n in sorted(self.points))
+
+    def __len__(self) -> int:
+        return len(self.points)
+
+    @property
+    def computed(self) -> int:
+        return len(self.done)
+
+
+class PrecomputedFitter:
+    """A ``SymbolVol.fitter`` that returns the fit computed ahead (or on first use,
+    ``ScheduledFits``) for this symbol and bar count. Raises QuantInputError before the first
+    scheduled fit and RuntimeError at an unscheduled one (a bug: the replay fed bars across a
+    fold boundary)."""
+
+    def __init__(self, symbol: str, fits: Mapping[tuple[str, int], FitResult], first: int) -> None:
         self.symbol, self.fits, self.first = symbol, fits, first
         self.last: VolFit | None = None
         self.garch_failures = 0

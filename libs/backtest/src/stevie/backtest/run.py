@@ -6,6 +6,7 @@ three files exist; the database write is one transaction (``stevie.backtest.stor
 
 from __future__ import annotations
 
+import resource
 import shutil
 import time
 from dataclasses import dataclass
@@ -79,6 +80,9 @@ def finish(
 def run_bar_command(cmd: BarCommand, console: Console) -> str:
     """Validate, run, write. Raises BacktestInputError on bad input (before anything is written)."""
     t0 = time.perf_counter()
+    cpu0 = time.process_time()
+    k0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    kids0 = k0.ru_utime + k0.ru_stime
     if cmd.start_ms is not None and cmd.end_ms is not None and cmd.start_ms >= cmd.end_ms:
         raise BacktestInputError("--start must be before --end")
     files = discover(cmd.data_dir)
@@ -141,10 +145,13 @@ def run_bar_command(cmd: BarCommand, console: Console) -> str:
     }
     figs = report.figures(res.decisions, res.equity_ts_ns, res.equity_quote, settings.policies)
     elapsed = time.perf_counter() - t0
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
     summary["timing"] = {
         "load_s": round(t_load, 3),
         "run_s": round(t_run, 3),
         "total_s": round(elapsed, 3),
+        "cpu_main_s": round(time.process_time() - cpu0, 3),
+        "cpu_workers_s": round(kids.ru_utime + kids.ru_stime - kids0, 3),
         "bars_per_s": round(total / elapsed, 1),
         "decisions_per_s": round(len(res.decisions["symbol"]) / elapsed, 1),
     }
