@@ -92,6 +92,22 @@ pub type GroupError = (usize, usize, String);
 /// Run every capture's sync (in parallel), then the merged stream through `bank`. Returns the
 /// diffs per capture and the items.
 pub fn run_group(bank: &mut FeatureBank, caps: Vec<Capture<'_>>) -> Result<(Vec<usize>, Vec<Item>), GroupError> {
+    let mut items = Vec::new();
+    let n = run_group_streaming(bank, caps, usize::MAX, &mut |chunk| {
+        items.extend(chunk);
+        true
+    })?;
+    Ok((n, items))
+}
+
+/// `run_group`, handing the items to `emit` in chunks of `chunk` as the merge produces them
+/// (`emit` returns false to stop). Returns the diffs per capture.
+pub fn run_group_streaming(
+    bank: &mut FeatureBank,
+    caps: Vec<Capture<'_>>,
+    chunk: usize,
+    emit: &mut dyn FnMut(Vec<Item>) -> bool,
+) -> Result<Vec<usize>, GroupError> {
     let mut published = Vec::with_capacity(caps.len());
     std::thread::scope(|s| {
         let handles: Vec<_> = caps
@@ -117,6 +133,9 @@ pub fn run_group(bank: &mut FeatureBank, caps: Vec<Capture<'_>>) -> Result<(Vec<
     }
     let mut items = Vec::new();
     loop {
+        if items.len() >= chunk && !emit(std::mem::take(&mut items)) {
+            return Ok(n_diffs);
+        }
         // the head of each capture's stream: (event time, 0 trade / 1 message); the smallest
         // (time, kind, capture index) goes next, as heapq.merge picks it
         let mut best: Option<(i64, u8, usize)> = None;
@@ -152,7 +171,10 @@ pub fn run_group(bank: &mut FeatureBank, caps: Vec<Capture<'_>>) -> Result<(Vec<
         };
         items.push((i, m, f));
     }
-    Ok((n_diffs, items))
+    if !items.is_empty() {
+        emit(items);
+    }
+    Ok(n_diffs)
 }
 
 /// A capture with its data owned, for `spawn_groups`.
@@ -182,23 +204,42 @@ impl OwnedCapture {
     }
 }
 
-/// What `run_group` returns for one group.
-pub type GroupResult = Result<(Vec<usize>, Vec<Item>), GroupError>;
+/// What `spawn_groups` sends: a chunk of a group's items, the end of a group (its diffs per
+/// capture), or the error that stopped the thread.
+pub enum Event {
+    Items(Vec<Item>),
+    GroupEnd(Vec<usize>),
+    Failed(GroupError),
+}
 
-/// `run_group` over every group in order on a background thread, each result sent as soon as
-/// it is ready (the caller consumes group k while group k + 1 is computed; the bank carries
-/// the kernels from group to group). The thread stops at the first error or when the
-/// receiver is dropped, and returns the bank.
+/// Items per chunk sent by `spawn_groups`.
+pub const CHUNK: usize = 1024;
+
+/// `run_group_streaming` over every group in order on a background thread, each chunk sent as
+/// soon as it is ready (the caller decides on the first items of a group while the rest are
+/// computed; the bank carries the kernels from group to group). The thread stops at the first
+/// error or when the receiver is dropped, and returns the bank.
 pub fn spawn_groups(
     mut bank: FeatureBank,
     groups: Vec<Vec<OwnedCapture>>,
-) -> (std::sync::mpsc::Receiver<GroupResult>, std::thread::JoinHandle<FeatureBank>) {
-    let (tx, rx) = std::sync::mpsc::sync_channel(groups.len().max(1));
+) -> (std::sync::mpsc::Receiver<Event>, std::thread::JoinHandle<FeatureBank>) {
+    let (tx, rx) = std::sync::mpsc::channel();
     let handle = std::thread::spawn(move || {
         for group in groups {
-            let r = run_group(&mut bank, group.iter().map(OwnedCapture::borrowed).collect());
-            let stop = r.is_err();
-            if tx.send(r).is_err() || stop {
+            let caps = group.iter().map(OwnedCapture::borrowed).collect();
+            let mut open = true;
+            let r = run_group_streaming(&mut bank, caps, CHUNK, &mut |items| {
+                open = tx.send(Event::Items(items)).is_ok();
+                open
+            });
+            let sent = match r {
+                Ok(n) => open && tx.send(Event::GroupEnd(n)).is_ok(),
+                Err(e) => {
+                    let _ = tx.send(Event::Failed(e));
+                    false
+                }
+            };
+            if !sent {
                 break;
             }
         }

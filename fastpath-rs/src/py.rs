@@ -512,17 +512,19 @@ impl PyL2Replay {
         }
         let bank = &mut self.bank;
         let keys: Vec<String> = captures.iter().map(|c| c.0.clone()).collect();
-        let r = py.detach(|| l2::run_group(bank, caps));
-        items_py(py, &keys, r)
+        let (n, items) = py
+            .detach(|| l2::run_group(bank, caps))
+            .map_err(|(i, line, e)| PyValueError::new_err(format!("capture {}: line {line}: {e}", keys[i])))?;
+        Ok((n, items_py(py, &keys, &mut Vec::new(), items)?))
     }
 
     /// `run_group` for every group (each a list of captures, as `run_group` takes them) on a
-    /// background thread; `next_group` returns their results in order while the next ones
-    /// are computed. The data are copied, the kernels move to that thread until the last
+    /// background thread; `next_chunk` returns their items in order while the rest are
+    /// computed. The data are copied, the kernels move to that thread until the last
     /// group is taken. ValueError when groups are already running or arrays disagree.
     fn start(&mut self, groups: Vec<Vec<CaptureArg<'_>>>) -> PyResult<()> {
         if self.running.is_some() {
-            return Err(PyValueError::new_err("groups are already running: take them with next_group"));
+            return Err(PyValueError::new_err("groups are already running: take them with next_chunk"));
         }
         let mut owned = Vec::with_capacity(groups.len());
         let mut keys = Vec::with_capacity(groups.len());
@@ -554,47 +556,65 @@ impl PyL2Replay {
         let bank = std::mem::replace(&mut self.bank, fresh);
         let (rx, handle) = l2::spawn_groups(bank, owned);
         keys.reverse();
-        self.running = Some(Running { rx: std::sync::Mutex::new(rx), handle, keys });
+        self.running = Some(Running { rx: std::sync::Mutex::new(rx), handle, keys, cache: Vec::new() });
         Ok(())
     }
 
-    /// The next started group's result (as `run_group` returns it), or None when all were
-    /// taken (the kernels are then back here). Waits without the GIL. ValueError for a depth
+    /// The next chunk of the started groups' items, in order: (True when it ends its group,
+    /// [(capture index, message tuple, vector tuple or None)]); None once every group has
+    /// ended (the kernels are then back here). Waits without the GIL. ValueError for a depth
     /// line that does not decode (the remaining groups are dropped).
-    fn next_group<'py>(&mut self, py: Python<'py>) -> PyResult<Option<(Vec<usize>, OutPy<'py>)>> {
+    fn next_chunk<'py>(&mut self, py: Python<'py>) -> PyResult<Option<(bool, OutPy<'py>)>> {
         let Some(run) = self.running.as_mut() else {
             return Ok(None);
         };
-        let Some(keys) = run.keys.pop() else {
-            let run = self.running.take().expect("running");
-            self.bank = py.detach(|| run.handle.join()).map_err(|_| PyValueError::new_err("the replay thread panicked"))?;
-            return Ok(None);
-        };
         let rx = &run.rx;
-        let r = py
+        let ev = py
             .detach(|| rx.lock().map_err(|_| ()).and_then(|rx| rx.recv().map_err(|_| ())))
             .map_err(|()| PyValueError::new_err("the replay thread stopped"))?;
-        if r.is_err() {
-            self.running = None; // the thread has stopped; its kernels are dropped with it
+        let keys = run.keys.last().cloned().unwrap_or_default();
+        match ev {
+            l2::Event::Items(items) => Ok(Some((false, items_py(py, &keys, &mut run.cache, items)?))),
+            l2::Event::GroupEnd(_) => {
+                run.keys.pop();
+                run.cache.clear();
+                if run.keys.is_empty() {
+                    let run = self.running.take().expect("running");
+                    self.bank =
+                        py.detach(|| run.handle.join()).map_err(|_| PyValueError::new_err("the replay thread panicked"))?;
+                }
+                Ok(Some((true, Vec::new())))
+            }
+            l2::Event::Failed((i, line, e)) => {
+                self.running = None; // the thread has stopped; its kernels are dropped with it
+                let key = keys.get(i).map_or("?", |k| k.as_str());
+                Err(PyValueError::new_err(format!("capture {key}: line {line}: {e}")))
+            }
         }
-        items_py(py, &keys, r).map(Some)
     }
 }
 
-/// A background replay started by `L2Replay.start`: its results, thread and each group's keys
-/// (last group first).
+/// A background replay started by `L2Replay.start`: its events, thread, each group's keys
+/// (last group first) and the current group's level caches.
 struct Running {
-    rx: std::sync::Mutex<std::sync::mpsc::Receiver<l2::GroupResult>>, // Mutex: a pyclass is Sync
+    rx: std::sync::Mutex<std::sync::mpsc::Receiver<l2::Event>>, // Mutex: a pyclass is Sync
     handle: std::thread::JoinHandle<l2::FeatureBank>,
     keys: Vec<Vec<String>>,
+    cache: Vec<[LevelCache; 2]>,
 }
 
-/// A group's result as Python objects: (diffs per capture, [(capture index, message tuple,
-/// vector tuple or None)]). Book levels are tuples shared with the capture's previous book
-/// where equal (`LevelCache`).
-fn items_py<'py>(py: Python<'py>, keys: &[String], r: l2::GroupResult) -> PyResult<(Vec<usize>, OutPy<'py>)> {
-    let (n, items) = r.map_err(|(i, line, e)| PyValueError::new_err(format!("capture {}: line {line}: {e}", keys[i])))?;
-    let mut cache: Vec<[LevelCache; 2]> = (0..keys.len()).map(|_| Default::default()).collect();
+/// Items as Python objects: [(capture index, message tuple, vector tuple or None)]. Book
+/// levels are tuples shared with the capture's previous book where equal (`cache`, per
+/// capture index, kept from chunk to chunk of a group).
+fn items_py<'py>(
+    py: Python<'py>,
+    keys: &[String],
+    cache: &mut Vec<[LevelCache; 2]>,
+    items: Vec<l2::Item>,
+) -> PyResult<OutPy<'py>> {
+    if cache.len() < keys.len() {
+        cache.resize_with(keys.len(), Default::default);
+    }
     let mut out = Vec::with_capacity(items.len());
     for (i, m, f) in items {
         let msg = match m {
@@ -607,7 +627,7 @@ fn items_py<'py>(py: Python<'py>, keys: &[String], r: l2::GroupResult) -> PyResu
         };
         out.push((i, msg, f.map(feat)).into_pyobject(py)?.into_any());
     }
-    Ok((n, out))
+    Ok(out)
 }
 
 #[pymodule]

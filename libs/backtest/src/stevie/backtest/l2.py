@@ -257,19 +257,29 @@ def native_items(replay: L2Replay, caps: list[L2Capture]) -> list[Item]:
     return _items(caps, replay.run_group([_capture_arg(c) for c in caps])[1])
 
 
-def native_groups(replay: L2Replay, caps: list[L2Capture], groups: list[list[int]]) -> Iterator[list[Item]]:
-    """``native_items`` of each group in order, computed on a Rust thread (``L2Replay.start``)
-    while the caller consumes the previous group. Same items; a depth line that does not
-    decode raises BacktestInputError naming the capture and the line."""
+def native_groups(replay: L2Replay, caps: list[L2Capture], groups: list[list[int]]) -> Iterator[Iterator[Item]]:
+    """``native_items`` of each group in order (each group's iterator must be consumed before
+    the next is taken), computed on a Rust thread (``L2Replay.start``) and handed over in
+    chunks as they are ready, so the caller decides on the first items while the rest are
+    computed. Same items; a depth line that does not decode raises BacktestInputError naming
+    the capture and the line."""
     replay.start([[_capture_arg(caps[i]) for i in idx] for idx in groups])
     for idx in groups:
+        yield _chunks(replay, [caps[i] for i in idx])
+    assert replay.next_chunk() is None  # every group ended: the kernels are back in ``replay``
+
+
+def _chunks(replay: L2Replay, caps: list[L2Capture]) -> Iterator[Item]:
+    while True:
         try:
-            r = replay.next_group()
+            r = replay.next_chunk()
         except ValueError as exc:  # "capture <venue:symbol>: line <n>: bad depthUpdate: ..."
             raise BacktestInputError(f"broken depth update in {exc}") from None
-        assert r is not None, "one result per started group"
-        yield _items([caps[i] for i in idx], r[1])
-    assert replay.next_group() is None  # the kernels are back in ``replay``
+        assert r is not None, "a started group ends with its end marker"
+        end, raw = r
+        yield from _items(caps, raw)
+        if end:
+            return
 
 
 def _capture_arg(c: L2Capture) -> _Capture:
