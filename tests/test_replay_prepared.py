@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import pickle
 import shutil
 
 import pytest
@@ -80,6 +81,13 @@ def test_kline_history_rows_and_reanchoring(tmp_path):
     assert moved[0] == ref[0] and moved[-1] == ref[-1] and int(str(moved[-1][6])) < origin
     with pytest.raises(IndexError):
         hist[len(rows)]
+    # compressed chunks: every row back, across chunk borders and out of order; a pickle round trip
+    assert len(hist.chunks) > 2 and hist.nbytes < 0.5 * sum(len(",".join(map(str, r[1:6]))) + 8 for r in rows)
+    back = pickle.loads(pickle.dumps(hist))
+    for i in (len(rows) - 1, 0, hist.chunk_rows - 1, hist.chunk_rows, 2 * hist.chunk_rows + 7):
+        assert hist[i] == rows[i] and back[i] == rows[i] and moved[i][1:6] == rows[i][1:6], i
+    with pytest.raises(ValueError):
+        KlineHistory.from_rows([[0, "1,5", "2", "3", "4", "5"]])
 
 
 def test_cache_round_trip_and_key(prepared, tmp_path):
