@@ -92,6 +92,8 @@ class Control:
         )
         self.m_share = Gauge("deploy_green_share", "Share of decisions sent to green", registry=r)
         self.m_weight = Gauge("canary_paper_weight", "Canary ladder paper weight", registry=r)
+        self.m_p95 = Gauge("deploy_slo_p95_ms", "p95 latency of decide/choose per router stack", ["stack"], registry=r)
+        self.m_err = Gauge("deploy_slo_error_rate", "Failed share of calls per router stack", ["stack"], registry=r)
         self._set_gauges()
 
     def _set_gauges(self) -> None:
@@ -197,7 +199,11 @@ class Control:
         c, blue = self.cutover, self.stacks.get("blue")
         if blue is not None and blue.modelId and c.state not in ("canary", "partial"):
             c.blue = blue.modelId
-        green_slo = self.slo["green"].view(now)
+        views = {colour: w.view(now) for colour, w in self.slo.items()}
+        for colour, v in views.items():
+            self.m_p95.labels(colour).set(v.p95LatencyMs if v.p95LatencyMs is not None else float("nan"))
+            self.m_err.labels(colour).set(v.errorRate if v.errorRate is not None else float("nan"))
+        green_slo = views["green"]
         trs = drive(
             c, self.stacks.get("green"), green_slo, now, self.done, self.s.cutover_auto_start, self.s.stack_stale_s
         )
