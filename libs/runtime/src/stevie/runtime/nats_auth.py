@@ -1,11 +1,11 @@
 """Per-service NATS users for ``stevie up`` (``STEVIE_NATS_AUTH=1``).
 
 The embedded ``nats-server`` gets the accounts of ``deploy/nats-cluster/accounts.conf`` (one
-user per service, the subject permissions of ``permissions.conf``: execution's RPCs only for
-the gateway and control) with a random password written into a 0600 config in the state
+user per service, the subject permissions of ``permissions.conf``, generated from the table in
+``stevie.runtime.nats_perms``) with a random password written into a 0600 config in the state
 directory; every service process gets ``STEVIE_NATS_PASSWORD`` and logs in as the user named
 like it (``stevie.runtime.service._connect``). A local process without the password is the
-``anonymous`` user: it cannot call or serve execution's RPCs.
+``anonymous`` user: it may read the data subjects, but call or serve no RPC and publish nothing.
 """
 
 from __future__ import annotations
