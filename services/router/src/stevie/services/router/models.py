@@ -50,9 +50,10 @@ class ModelSync:
         self.source = f"router:{socket.gethostname()}:{os.getpid()}"
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
-        self.dlq = Counter("router_model_dlq_total", "Undecodable model/nudge messages", registry=ctx.registry)
         assert isinstance(ctx.settings, RouterSettings)
         self.s = ctx.settings
+        dlq = Counter("router_model_dlq_total", "Undecodable model/nudge messages", ["stack"], registry=ctx.registry)
+        self.dlq = dlq.labels(self.s.colour)
         self.green = self.s.colour == "green"
         self.loaded_from = ""  # the registry model this process loaded ('' = the prior)
         self.is_candidate = False  # green serving a model that is not current

@@ -35,11 +35,12 @@ async def main(ctx: ServiceContext) -> None:
     await sync.start()
     decisions = Counter(
         "router_decisions_total",
-        "Policy choices, by source: execution = a real decision (router.decide), api = a what-if query",
-        ["policy", "source"],
+        "Policy choices, by source: execution = a real decision (router.decide), api = a what-if query"
+        " (the API or the blue/green mirror); stack = blue or green",
+        ["policy", "source", "stack"],
         registry=ctx.registry,
     )
-    updates = Counter("router_updates_total", "Posterior updates", ["policy"], registry=ctx.registry)
+    updates = Counter("router_updates_total", "Posterior updates", ["policy", "stack"], registry=ctx.registry)
     faults = FaultPlan(s.fault_delay_ms, s.fault_error_rate)
     if faults.active:
         ctx.log.warning("fault_injection", delay_ms=s.fault_delay_ms, rate=s.fault_error_rate, model=s.fault_model)
@@ -53,18 +54,18 @@ async def main(ctx: ServiceContext) -> None:
     async def choose(req: ChooseRequest) -> Choice:  # POST /api/router/choose, execution's mirror: not a decision
         await inject()
         c = router.choose(req.context, ctx.clock.now_ns(), decision=False)
-        decisions.labels(c.policyId, "api").inc()
+        decisions.labels(c.policyId, "api", s.colour).inc()
         return msgspec.structs.replace(c, stack=s.colour)
 
     async def decide(req: ChooseRequest) -> Choice:  # execution's decision clock
         await inject()
         c = router.choose(req.context, ctx.clock.now_ns())
-        decisions.labels(c.policyId, "execution").inc()
+        decisions.labels(c.policyId, "execution", s.colour).inc()
         return msgspec.structs.replace(c, stack=s.colour)
 
     def update(req: UpdateRequest) -> PosteriorSummary:
         out = router.update(req.policyId, req.reward, req.context)
-        updates.labels(req.policyId).inc()
+        updates.labels(req.policyId, s.colour).inc()
         sync.on_update()
         return out
 
