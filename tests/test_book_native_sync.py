@@ -7,7 +7,9 @@ resync counts), the same counters and the same guard rejections —
   Python core over the features service's decoding of them: equal message for message);
 - on generated sequences with gaps, stale runs, crossed books, L2 guard trips (far prices,
   size spikes, NaN/inf/negative levels), buffer overflows, snapshots at any time, resyncs,
-  flushes and staleness checks, event time going back, with the guard on and off.
+  flushes and staleness checks, event time going back, with the guard on and off
+  (checked to fail, 2026-12-01, when the Rust coalescing published at ``> 100 ms`` instead of
+  ``≥ 100 ms``: the generated-sequence test found it; change reverted).
 """
 
 from __future__ import annotations
