@@ -136,6 +136,8 @@ def test_green_gets_decisions_at_canary_then_cutover_then_a_breach_rolls_back(st
     assert d["green"] == "cand-ok"
     mix = st.wait_for(lambda: (lambda m: m if m.count("green") >= 3 else None)(stacks_of_latest_audits(s)), 60, "green")
     assert set(mix) == {"blue", "green"}, mix  # both stacks decide while the cutover runs
+    metrics = st.wait_for(lambda: (lambda t: t if 'stack="green"' in t else None)(s.get("/metrics")[1]), 15, "metrics")
+    assert "router_decisions_total{policy=" in metrics and 'deploy_slo_p95_ms{stack="green"}' in metrics
     d = status_when(s, lambda x: x["state"] == "active", 90, "cutover to active")
     # promoted in the registry: the blue stack loaded it
     status_when(s, lambda x: x["stacks"]["blue"]["loadedFrom"] == "cand-ok", 15, "blue serving cand-ok")
