@@ -261,3 +261,116 @@ def test_batch_alpha_signals_equal_the_live_registry(first_run):
     np.testing.assert_array_equal(got, np.asarray(want))
     moving = {a.id for j, a in enumerate(reg.alphas) if np.unique(got[:, j]).size > 2}
     assert {"a_sma_trend", "a_vol_regime"} <= moving and np.unique(got[:, 4]).size == 3  # breakout: −1, 0, 1
+
+
+def _kline_csv(path: Path, t: np.ndarray, o, h, lo, c, v) -> None:
+    rows = ["open_time_ms,open,high,low,close,volume"]
+    rows += [f"{a},{b!r},{d!r},{e!r},{f!r},{g!r}" for a, b, d, e, f, g in zip(t.tolist(), o, h, lo, c, v, strict=True)]
+    path.write_text("\n".join(rows) + "\n")
+
+
+def test_a_40_sigma_spike_is_quarantined_and_replaced(tmp_path):
+    """Two days of real BTCUSDT bars with one minute (bar j) made flat at the previous close:
+    the clean file. The spiked file moves that close up by 40 robust σ (median + 40·MAD of the
+    240 returns before it) and back. Strict mode quarantines exactly that candle (the robust z
+    in its reason) and replaces it by the flat candle at the previous close — which is what the
+    clean file holds, so every decision is the clean run's. Relaxed mode only counts it and
+    uses it: the decisions before the spike are unchanged, later ones differ (they must: a
+    40-σ return went into the vol core)."""
+    import pyarrow.parquet as pq
+
+    from stevie.backtest.data import discover, load_klines
+    from stevie.quant.quality import MAD_TO_SIGMA
+
+    files = discover(KLINES)
+    start = 1746489600000  # 2025-05-06
+    k = load_klines(files, ["BTCUSDT"], start, start + 2 * 86_400_000)["BTCUSDT"]
+    o, h, lo, c, v = (x.copy() for x in (k.open, k.high, k.low, k.close, k.volume))
+    j = 2003
+    o[j] = h[j] = lo[j] = c[j] = c[j - 1]
+    r = np.diff(np.log(c))[j - 241 : j - 1]
+    med = float(np.median(r))
+    mad = float(np.median(np.abs(r - med))) * MAD_TO_SIGMA
+    spiked = c.copy()
+    spiked[j] = c[j - 1] * np.exp(med + 40 * mad)
+    hs = h.copy()
+    hs[j] = spiked[j]
+    for name, cl, hi in (("clean", c, h), ("spiked", spiked, hs)):
+        (tmp_path / name).mkdir()
+        _kline_csv(
+            tmp_path / name / "BTCUSDT.csv",
+            k.open_time_ms,
+            o.tolist(),
+            hi.tolist(),
+            lo.tolist(),
+            cl.tolist(),
+            v.tolist(),
+        )
+    outs = {}
+    for name, mode in (("clean", "strict"), ("spiked", "strict"), ("spiked", "relaxed")):
+        out = tmp_path / f"out-{name}-{mode}"
+        code, text = run("backtest", "--data", str(tmp_path / name), "--seed", "3", "--workers", "1",
+                         "--data-quality", mode, "--out", str(out))  # fmt: skip
+        assert code == 0, text
+        outs[name, mode] = (json.loads((out / "summary.json").read_text()), pq.read_table(out / "decisions.parquet"))
+        outs[name, mode, "sha"] = sha(out / "decisions.parquet")
+    clean_q = outs["clean", "strict"][0]["quality"]
+    assert clean_q["checked"] == k.n and clean_q["quarantined"] == {} and clean_q["counted"] == {}
+    q = outs["spiked", "strict"][0]["quality"]
+    assert q["mode"] == "strict" and q["checked"] == k.n and q["quarantined"] == {"spike": 1}
+    (ex,) = q["examples"]
+    assert ex["row"] == j + 2 and ex["candle"]["close"] == spiked[j] and ex["replacement"]["close"] == c[j - 1]
+    z = float(ex["detail"].split("robust z of the return in ")[1].split()[0].rstrip(","))
+    assert 39.0 <= z <= 41.0 and "cap 25" in ex["detail"] and "previous close" in ex["detail"]
+    clean_t, strict_t = outs["clean", "strict"][1], outs["spiked", "strict"][1]
+    assert strict_t.num_rows > 100  # and every decision unchanged, byte for byte:
+    assert outs["spiked", "strict", "sha"] == outs["clean", "strict", "sha"]
+    rq = outs["spiked", "relaxed"][0]["quality"]
+    assert rq["counted"] == {"spike": 1} and rq["quarantined"] == {}
+    relaxed = outs["spiked", "relaxed"][1].to_pydict()
+    cd = clean_t.to_pydict()
+    t_spike_ns = int(k.open_time_ms[j]) * 1_000_000
+    before = [i for i, ts in enumerate(cd["ts_event_ns"]) if ts <= t_spike_ns]
+    assert before and all(relaxed["ctx_sigmaGARCH"][i] == cd["ctx_sigmaGARCH"][i] for i in before)
+    after = [i for i, ts in enumerate(cd["ts_event_ns"]) if ts > t_spike_ns + 60_000_000_000]
+    assert any(relaxed["ctx_sigmaGARCH"][i] != cd["ctx_sigmaGARCH"][i] for i in after)
+
+
+def test_schema_bad_candles_are_quarantined_not_fatal(tmp_path):
+    """A parseable but impossible candle (high below the close, negative volume, NaN close) is
+    quarantined and replaced in strict mode; relaxed refuses only the one no core can use (NaN)."""
+    from stevie.backtest.data import BacktestInputError, discover, load_klines
+    from stevie.backtest.quality import screen
+
+    files = discover(KLINES)
+    start = 1746489600000
+    k = load_klines(files, ["BTCUSDT"], start, start + 86_400_000)["BTCUSDT"]
+    o, h, lo, c, v = (x.copy() for x in (k.open, k.high, k.low, k.close, k.volume))
+    h[100] = min(o[100], c[100]) * 0.99
+    v[200] = -1.0
+    c[300] = float("nan")
+    (tmp_path / "d").mkdir()
+    _kline_csv(
+        tmp_path / "d" / "BTCUSDT.csv", k.open_time_ms, o.tolist(), h.tolist(), lo.tolist(), c.tolist(), v.tolist()
+    )
+    bad = load_klines(discover(tmp_path / "d"), ["BTCUSDT"], None, None)
+    fixed, rep = screen(bad, "strict", "binance-usdm")
+    assert rep.quarantined == {"ohlc_inconsistent": 1, "negative_volume": 1, "non_finite": 1}
+    f = fixed["BTCUSDT"]
+    assert f.close[300] == c[299] and f.high[100] == f.low[100] == c[99] and f.volume[200] == 0.0
+    assert [r.replaced for r in rep.rows] == [True] * 3 and {r.source for r in rep.rows} == {"backtest"}
+    assert np.isfinite(f.close).all() and f.n == k.n  # nothing dropped
+    with pytest.raises(BacktestInputError, match=r"BTCUSDT\.csv:302"):
+        screen(bad, "relaxed", "binance-usdm")
+
+
+def test_the_recorded_klines_pass_the_guards():
+    """The 18 recorded USD-M histories: every candle checked, none quarantined (cap 25, window 240)."""
+    from stevie.backtest.data import discover, load_klines
+    from stevie.backtest.quality import screen
+
+    files = discover(KLINES)
+    kl = load_klines(files, sorted(files), None, None)
+    _, rep = screen(kl, "strict", "binance-usdm")
+    assert len(kl) == 18 and rep.checked == sum(x.n for x in kl.values()) == 979_806
+    assert rep.quarantined == {} and rep.rows == []

@@ -52,3 +52,56 @@ def test_unreachable_database_writes_nothing(tmp_path):
     r = CliRunner().invoke(app, [*ARGS, "--out", str(tmp_path / "a"), "--database-url", bad])
     assert r.exit_code == 1 and "database" in r.output and "Traceback" not in r.output
     assert not (tmp_path / "a").exists()
+
+
+@pytest.mark.integration
+def test_quarantined_candles_land_with_the_run(pg_server, tmp_path):
+    """A spiked candle (strict mode) is a ``quarantine`` row with source ``backtest`` in the
+    run's transaction: its reason, the robust z in the detail, the candle and its replacement;
+    a re-run replaces it (one row, not two)."""
+    import json
+
+    import numpy as np
+
+    from stevie.backtest.data import discover, load_klines
+
+    url = pg_server.url
+    k = load_klines(discover(SAMPLES / "binance/usdm/klines_1m"), ["ETHUSDT"], 1746489600000, 1746662400000)["ETHUSDT"]
+    c = k.close.copy()
+    c[2000] *= 1.08  # ≫ 25 robust σ of a 1-minute ETH return, and back at the next close
+    h = np.maximum(k.high, c)
+    rows = ["open_time_ms,open,high,low,close,volume"]
+    rows += [
+        f"{t},{a!r},{b!r},{d!r},{e!r},{f!r}"
+        for t, a, b, d, e, f in zip(
+            k.open_time_ms.tolist(),
+            k.open.tolist(),
+            h.tolist(),
+            k.low.tolist(),
+            c.tolist(),
+            k.volume.tolist(),
+            strict=True,
+        )
+    ]
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "ETHUSDT.csv").write_text("\n".join(rows) + "\n")
+    args = ["backtest", "--data", str(tmp_path / "d"), "--workers", "1", "--database-url", url]
+
+    async def quarantined(rid: str) -> list[asyncpg.Record]:
+        conn = await asyncpg.connect(url)
+        try:
+            return await conn.fetch(
+                "SELECT reason, detail, item, replaced, replacement FROM quarantine WHERE source = 'backtest'"
+                " AND detail LIKE $1",
+                f"run {rid}: %",
+            )
+        finally:
+            await conn.close()
+
+    for out in ("a", "b"):
+        r = CliRunner().invoke(app, [*args, "--out", str(tmp_path / out)])
+        assert r.exit_code == 0, r.output
+        rid = json.loads((tmp_path / out / "summary.json").read_text())["runId"]
+        (row,) = asyncio.run(quarantined(rid))
+        assert row["reason"] == "spike" and "robust z of the return in +" in row["detail"] and row["replaced"]
+        assert json.loads(row["item"])["close"] == c[2000] and json.loads(row["replacement"])["close"] == c[1999]

@@ -79,7 +79,8 @@ class BarSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     lookback_bars: closes the policies see. mc_draws / prior_precision / exploration: router.
     capital_quote … min_order_quote: execution sizing (quote units, USDT). fee_bps: taker fee.
     spread_bps: assumed quoted spread; impact_y: square-root-law constant Y; cost_window_bars:
-    trailing bars of σ and volume in the impact model."""
+    trailing bars of σ and volume in the impact model. data_quality (``strict`` / ``relaxed``),
+    spike_window, spike_z_cap: the kline guards (``stevie.backtest.quality``)."""
 
     symbols: list[str]
     start_ms: int | None = None
@@ -105,6 +106,9 @@ class BarSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     impact_y: float = 1.0
     cost_window_bars: int = 60
     guards: RiskGuardsSettings = msgspec.field(default_factory=lambda: backtest_guards(stale_book_ms=120_000.0))
+    data_quality: str = "strict"
+    spike_window: int = 240
+    spike_z_cap: float = 25.0
 
     def execution(self) -> ExecutionSettings:
         return ExecutionSettings(

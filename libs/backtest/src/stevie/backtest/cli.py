@@ -68,6 +68,10 @@ def backtest(
     ] = None,
     workers: Annotated[int, typer.Option(help="Worker processes for the vol refits.")] = 2,
     refit_every: Annotated[int, typer.Option(help="Bars per walk-forward refit of HAR/GARCH.")] = 10_080,
+    data_quality: Annotated[
+        str,
+        typer.Option(help="Kline guards: strict quarantines and replaces bad candles, relaxed only counts them."),
+    ] = "strict",
 ) -> None:
     """Run the live decision cores over recorded data, deterministically; write report.html,
     decisions.parquet and summary.json (and the run to PostgreSQL when configured)."""
@@ -97,6 +101,7 @@ def backtest(
                 database_url=db,
                 workers=workers,
                 refit_every=refit_every,
+                data_quality=data_quality,
             )
             result = run_bar_command(cmd, console)
     except (BacktestInputError, QuantInputError) as exc:

@@ -4,7 +4,9 @@ Kline files: ``<SYMBOL>.csv.gz`` or ``<SYMBOL>.csv``, header exactly
 ``open_time_ms,open,high,low,close,volume`` (ms since the epoch, UTC; prices in quote units;
 volume in base units), one row per minute (gaps allowed, never duplicates or reorderings).
 Funding file: header ``symbol,funding_time_ms,funding_rate`` (fraction per 8 h interval).
-Every problem raises ``BacktestInputError`` with a one-line message naming the file and line.
+A structural problem (header, unparseable or empty field, open time not on the minute, not
+strictly increasing) raises ``BacktestInputError`` with a one-line message naming the file and
+line; a parseable but bad candle is left to the data-quality guards (``stevie.backtest.quality``).
 """
 
 from __future__ import annotations
@@ -131,10 +133,8 @@ def parse_klines(symbol: str, path: Path, raw: bytes, digest: str, start_ms: int
             raise BacktestInputError(f"{path}:{i + 2}: corrupt kline row ({what})")
 
     fail(df.select(pl.any_horizontal(pl.all().is_null())).to_series().to_numpy(), "empty field")
-    prices = np.column_stack([o, h, lo, c])
-    fail(~np.isfinite(prices).all(axis=1) | ~np.isfinite(v), "non-finite number")
-    fail((prices <= 0).any(axis=1) | (v < 0), "price <= 0 or volume < 0")
-    fail((h < np.maximum(o, c)) | (lo > np.minimum(o, c)), "high below open/close or low above them")
+    # candle-level faults (non-finite or non-positive prices, negative volume, OHLC out of
+    # order, spikes) are the data-quality guards' (stevie.backtest.quality): quarantined, not fatal
     fail(t % MINUTE_MS != 0, "open_time_ms not on a minute")
     if t.size > 1:
         bad = np.concatenate([[False], np.diff(t) <= 0])

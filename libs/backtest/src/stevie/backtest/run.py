@@ -17,8 +17,9 @@ from rich.progress import BarColumn, Progress, ProgressColumn, Task, TextColumn,
 from rich.text import Text
 
 from stevie.backtest import output, report
-from stevie.backtest.bars import BarSettings, run_bars
+from stevie.backtest.bars import VENUE, BarSettings, run_bars
 from stevie.backtest.data import BacktestInputError, discover, load_funding, load_klines
+from stevie.backtest.quality import screen
 
 
 class RateColumn(ProgressColumn):
@@ -58,6 +59,7 @@ class BarCommand:
     database_url: str
     workers: int
     refit_every: int
+    data_quality: str = "strict"
 
 
 def finish(
@@ -99,7 +101,10 @@ def run_bar_command(cmd: BarCommand, console: Console) -> str:
         seed=cmd.seed,
         decision_interval_min=cmd.interval_min,
         refit_every_bars=cmd.refit_every,
+        data_quality=cmd.data_quality,
     )
+    raw_klines = klines
+    klines, dq = screen(raw_klines, settings.data_quality, VENUE, settings.spike_window, settings.spike_z_cap)
     data_desc: dict[str, object] = {
         "klines": {
             s: {
@@ -109,7 +114,7 @@ def run_bar_command(cmd: BarCommand, console: Console) -> str:
                 "first_open_ms": int(k.open_time_ms[0]),
                 "last_open_ms": int(k.open_time_ms[-1]),
             }
-            for s, k in klines.items()
+            for s, k in raw_klines.items()
         },
         "funding": {"file": cmd.funding.name if cmd.funding else None, "sha256": fund.sha256},
     }
@@ -142,6 +147,7 @@ def run_bar_command(cmd: BarCommand, console: Console) -> str:
         "settings": _plain(settings),
         "data": data_desc,
         "metrics": m,
+        "quality": dq.summary(),
     }
     figs = report.figures(res.decisions, res.equity_ts_ns, res.equity_quote, settings.policies)
     elapsed = time.perf_counter() - t0
@@ -159,7 +165,7 @@ def run_bar_command(cmd: BarCommand, console: Console) -> str:
     if cmd.database_url:
         from stevie.backtest.store import save_run
 
-        save_run(cmd.database_url, rid, summary, res.decisions)
+        save_run(cmd.database_url, rid, summary, res.decisions, dq.rows)
     finish(out_dir, rid, summary, res.decisions, figs)
     tm = summary["timing"]
     assert isinstance(tm, dict)

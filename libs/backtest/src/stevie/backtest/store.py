@@ -1,6 +1,8 @@
 """Persist a backtest run to PostgreSQL (tables of migration ``008_backtests.sql``): the run and
-all its decisions in **one transaction** (COPY for the decisions); a run id already stored is
-replaced in the same transaction. Nothing is written when anything fails."""
+all its decisions in **one transaction** (COPY for the decisions), with the candles its
+data-quality guards quarantined (``quarantine`` table of ``006_operations.sql``, source
+``backtest``, detail prefixed ``run <id>:``); a run id already stored is replaced in the same
+transaction. Nothing is written when anything fails."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from datetime import UTC, datetime
 import asyncpg
 
 from stevie.store import migrate
+from stevie.store.ops import QuarantineRow
 
 _FIXED = [
     "ts_event_ns",
@@ -77,7 +80,30 @@ def records(run_id: str, cols: dict[str, list[object]]) -> list[tuple[object, ..
 COLUMNS = ["run_id", "seq", "ts", *_FIXED, "context", "shadow"]
 
 
-async def _save(url: str, run_id: str, summary: dict[str, object], cols: dict[str, list[object]]) -> None:
+_QUARANTINE = ["source", "venue", "symbol", "item_ts", "reason", "detail", "item", "replaced", "replacement"]
+
+
+def quarantine_records(run_id: str, rows: list[QuarantineRow]) -> list[tuple[object, ...]]:
+    """Rows in the column order of ``_QUARANTINE`` (JSON columns as text)."""
+    return [
+        (
+            q.source,
+            q.venue,
+            q.symbol,
+            datetime.fromtimestamp(q.item_ts_ms / 1e3, tz=UTC),
+            q.reason,
+            f"run {run_id}: {q.detail}",
+            json.dumps(q.item),
+            q.replaced,
+            None if q.replacement is None else json.dumps(q.replacement),
+        )
+        for q in rows
+    ]
+
+
+async def _save(
+    url: str, run_id: str, summary: dict[str, object], cols: dict[str, list[object]], quarantine: list[QuarantineRow]
+) -> None:
     await migrate(url)
     conn = await asyncpg.connect(url)
     try:
@@ -95,6 +121,13 @@ async def _save(url: str, run_id: str, summary: dict[str, object], cols: dict[st
                 json.dumps(summary["metrics"]),
             )
             await conn.copy_records_to_table("backtest_decisions", records=records(run_id, cols), columns=COLUMNS)
+            await conn.execute(
+                "DELETE FROM quarantine WHERE source = 'backtest' AND detail LIKE $1", f"run {run_id}: %"
+            )
+            if quarantine:
+                await conn.copy_records_to_table(
+                    "quarantine", records=quarantine_records(run_id, quarantine), columns=_QUARANTINE
+                )
     finally:
         await conn.close()
 
@@ -103,9 +136,16 @@ class BacktestStoreError(RuntimeError):
     """The database could not take the run (nothing of it was written)."""
 
 
-def save_run(url: str, run_id: str, summary: dict[str, object], cols: dict[str, list[object]]) -> None:
-    """Write the run (one transaction). Raises BacktestStoreError when the database fails."""
+def save_run(
+    url: str,
+    run_id: str,
+    summary: dict[str, object],
+    cols: dict[str, list[object]],
+    quarantine: list[QuarantineRow] | None = None,
+) -> None:
+    """Write the run and its quarantined candles (one transaction). Raises BacktestStoreError
+    when the database fails."""
     try:
-        asyncio.run(_save(url, run_id, summary, cols))
+        asyncio.run(_save(url, run_id, summary, cols, quarantine or []))
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         raise BacktestStoreError(f"database: {type(exc).__name__}: {exc}") from exc
