@@ -139,3 +139,22 @@ def test_up_options_survive_the_exec_into_the_supervisor(tmp_path: Path) -> None
     assert back == opts and isinstance(back.state_dir, Path) and isinstance(back.services, tuple)
     with pytest.raises(TypeError):
         UpOptions.from_json('{"state_dir": "/x", "services": [], "colour": "red"}')
+
+
+async def test_the_supervisor_forks_then_retires_the_fork_server(tmp_path: Path) -> None:
+    from stevie.runtime.forked import ForkedProcess
+    from stevie.runtime.supervisor import Supervisor
+
+    env = fork_server_env(_service_env(free_port()))
+    sup = Supervisor(("budgeter", "risk-guards"), env, tmp_path / "logs", grace_s=3.0, fork_server=True)
+    await sup.start_fork_server()
+    assert sup.forks is not None and sup.forks.proc is not None
+    fork_proc = sup.forks.proc
+    task = asyncio.ensure_future(sup.run())
+    try:
+        await asyncio.wait_for(fork_proc.wait(), 30)  # retired once both services were started
+        assert all(isinstance(c.proc, ForkedProcess) and c.proc.returncode is None for c in sup.children)
+    finally:
+        sup.stopping.set()
+        await asyncio.wait_for(task, 10)
+    assert all(c.proc is not None and c.proc.returncode is not None for c in sup.children)
