@@ -177,28 +177,29 @@ pub fn run_group_streaming(
     Ok(n_diffs)
 }
 
-/// A capture with its data owned, for `spawn_groups`.
-pub struct OwnedCapture {
+/// A capture with its data owned, for `spawn_groups`; the depth lines are any byte buffer the
+/// thread may read (`Vec<u8>`, or the PyO3 layer's borrow of an immutable Python `bytes`).
+pub struct OwnedCapture<L> {
     pub key: String,
     pub usdm: bool,
     pub settings: Settings,
     pub bids: Vec<(f64, f64)>,
     pub asks: Vec<(f64, f64)>,
     pub last_update_id: u64,
-    pub lines: Vec<u8>,
+    pub lines: L,
     pub ts_ns: Vec<i64>,
     pub price: Vec<f64>,
     pub size: Vec<f64>,
     pub is_buy: Vec<bool>,
 }
 
-impl OwnedCapture {
+impl<L: AsRef<[u8]>> OwnedCapture<L> {
     fn borrowed(&self) -> Capture<'_> {
         Capture {
             key: self.key.clone(),
             sync: BookSync::new(OrderBook::new(self.usdm, 8), self.settings),
             snapshot: (&self.bids, &self.asks, self.last_update_id),
-            lines: &self.lines,
+            lines: self.lines.as_ref(),
             trades: Trades { ts_ns: &self.ts_ns, price: &self.price, size: &self.size, is_buy: &self.is_buy },
         }
     }
@@ -219,9 +220,9 @@ pub const CHUNK: usize = 1024;
 /// soon as it is ready (the caller decides on the first items of a group while the rest are
 /// computed; the bank carries the kernels from group to group). The thread stops at the first
 /// error or when the receiver is dropped, and returns the bank.
-pub fn spawn_groups(
+pub fn spawn_groups<L: AsRef<[u8]> + Send + 'static>(
     mut bank: FeatureBank,
-    groups: Vec<Vec<OwnedCapture>>,
+    groups: Vec<Vec<OwnedCapture<L>>>,
 ) -> (std::sync::mpsc::Receiver<Event>, std::thread::JoinHandle<FeatureBank>) {
     let (tx, rx) = std::sync::mpsc::channel();
     let handle = std::thread::spawn(move || {

@@ -2,10 +2,10 @@
 //! `ValueError`. No logic lives here.
 
 use numpy::ndarray::Array2;
-use numpy::{IntoPyArray, PyArray2, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
-use pyo3::exceptions::PyValueError;
+use numpy::{IntoPyArray, PyArray1, PyArray2, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
+use pyo3::exceptions::{PyIndexError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList};
+use pyo3::types::PyBytes;
 
 use crate::book;
 use crate::decode;
@@ -240,19 +240,9 @@ fn batch_features<'py>(
 
 type OutPy<'py> = Vec<Bound<'py, PyAny>>;
 
-/// A published message as a tuple: ("book", state, seq, ts_event_ns, bids, asks) or
-/// ("status", state, seq, ts_event_ns, reason, resyncs).
+/// Published messages as tuples (`out_py`).
 fn outs<'py>(py: Python<'py>, v: Vec<sync::Out>) -> PyResult<OutPy<'py>> {
-    v.into_iter()
-        .map(|o| match o {
-            sync::Out::Book { state, seq, ts_ns, bids, asks } => {
-                Ok(("book", state.as_str(), seq, ts_ns, bids, asks).into_pyobject(py)?.into_any())
-            }
-            sync::Out::Status { state, reason, seq, resyncs, ts_ns } => {
-                Ok(("status", state.as_str(), seq, ts_ns, reason, resyncs).into_pyobject(py)?.into_any())
-            }
-        })
-        .collect()
+    v.iter().map(|o| out_py(py, o)).collect()
 }
 
 type RejectedPy = (u64, u64, Option<u64>, Vec<Level>, Vec<Level>, i64, &'static str, f64, f64);
@@ -423,26 +413,74 @@ type CaptureArg<'py> = (
     PyReadonlyArray1<'py, bool>,
 );
 
-/// The level tuples of a side's previous book, reused for equal (price, size) levels of the
-/// next one (tuples are immutable, so sharing them is invisible; most diffs change a few of
-/// the top levels, so this saves most of the allocations of a book's lists).
-#[derive(Default)]
-struct LevelCache(Vec<(u64, u64, Py<PyAny>)>);
+/// Raw depth lines borrowed from an immutable Python `bytes` for the replay thread: the
+/// owning `Running` keeps the object alive and joins the thread before letting it go (its
+/// `Drop`), so the slice outlives every read; `bytes` cannot change after creation.
+struct BorrowedBytes {
+    ptr: *const u8,
+    len: usize,
+}
 
-impl LevelCache {
-    fn list<'py>(&mut self, py: Python<'py>, levels: &[Level]) -> PyResult<Bound<'py, PyList>> {
-        let mut next = Vec::with_capacity(levels.len());
-        for &(p, q) in levels {
-            let (pb, qb) = (p.to_bits(), q.to_bits());
-            let obj = match self.0.iter().find(|c| c.0 == pb && c.1 == qb) {
-                Some(c) => c.2.clone_ref(py),
-                None => (p, q).into_pyobject(py)?.into_any().unbind(),
-            };
-            next.push((pb, qb, obj));
+// SAFETY: the buffer is immutable and outlives the thread (see `BorrowedBytes`, `Running`).
+unsafe impl Send for BorrowedBytes {}
+
+impl AsRef<[u8]> for BorrowedBytes {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: ptr/len come from a live `bytes` object kept alive by `Running`.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
+
+/// A chunk of a capture group's items (stream order), kept in Rust: `columns` gives every
+/// item's capture index, kind, event time and feature vector as arrays; `message(i)` builds
+/// one item's published message as a tuple, only for the items the caller reads.
+#[pyclass(module = "stevie_fastpath._native", name = "L2Chunk", frozen)]
+pub struct PyL2Chunk {
+    items: Vec<l2::Item>,
+}
+
+type Columns<'py> =
+    (Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<bool>>, Bound<'py, PyArray1<bool>>, Bound<'py, PyArray1<i64>>, Bound<'py, PyArray2<f64>>);
+
+#[pymethods]
+impl PyL2Chunk {
+    fn __len__(&self) -> usize {
+        self.items.len()
+    }
+
+    /// (capture index, is a book, has a feature vector, event time ns, vectors (n, 6): obi,
+    /// ti, spread_bps, micro_vol_bps, cancel_rate, mid; NaN rows where there is none).
+    fn columns<'py>(&self, py: Python<'py>) -> Columns<'py> {
+        let n = self.items.len();
+        let (mut cap, mut book, mut has) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+        let mut ts = Vec::with_capacity(n);
+        let mut fv = Array2::from_elem((n, 6), f64::NAN);
+        for (r, (i, m, f)) in self.items.iter().enumerate() {
+            cap.push(*i as i64);
+            book.push(matches!(m, sync::Out::Book { .. }));
+            has.push(f.is_some());
+            ts.push(match m {
+                sync::Out::Book { ts_ns, .. } | sync::Out::Status { ts_ns, .. } => *ts_ns,
+            });
+            if let Some(f) = f {
+                let v = feat(*f);
+                for (j, x) in [v.0, v.1, v.2, v.3, v.4, v.5].into_iter().enumerate() {
+                    fv[(r, j)] = x;
+                }
+            }
         }
-        let list = PyList::new(py, next.iter().map(|c| c.2.bind(py)))?;
-        self.0 = next;
-        Ok(list)
+        (cap.into_pyarray(py), book.into_pyarray(py), has.into_pyarray(py), ts.into_pyarray(py), fv.into_pyarray(py))
+    }
+
+    /// Item `i`'s published message tuple (as `BookSync.on_diff` gives it). IndexError when out of range.
+    fn message<'py>(&self, py: Python<'py>, i: usize) -> PyResult<Bound<'py, PyAny>> {
+        let (_, m, _) = self.items.get(i).ok_or_else(|| PyIndexError::new_err(format!("item {i} of {}", self.items.len())))?;
+        out_py(py, m)
+    }
+
+    /// Every item as (capture index, message tuple, vector tuple or None).
+    fn items<'py>(&self, py: Python<'py>) -> PyResult<OutPy<'py>> {
+        self.items.iter().map(|(i, m, f)| (*i, out_py(py, m)?, f.map(feat)).into_pyobject(py).map(|t| t.into_any())).collect()
     }
 }
 
@@ -491,9 +529,9 @@ impl PyL2Replay {
         Ok(self.bank.on_book(key, state_of(state)?, &bids, &asks, ts_ns).map(feat))
     }
 
-    /// Sync every capture (in parallel), merge, features: (diffs per capture, items in stream
-    /// order as (capture index, published message tuple, vector tuple or None)).
-    fn run_group<'py>(&mut self, py: Python<'py>, captures: Vec<CaptureArg<'py>>) -> PyResult<(Vec<usize>, OutPy<'py>)> {
+    /// Sync every capture (in parallel), merge, features: (diffs per capture, the items in
+    /// stream order as one `L2Chunk`).
+    fn run_group<'py>(&mut self, py: Python<'py>, captures: Vec<CaptureArg<'py>>) -> PyResult<(Vec<usize>, PyL2Chunk)> {
         for c in &captures {
             let m = c.6.len();
             if c.7.len() != m || c.8.len() != m || c.9.len() != m {
@@ -515,19 +553,21 @@ impl PyL2Replay {
         let (n, items) = py
             .detach(|| l2::run_group(bank, caps))
             .map_err(|(i, line, e)| PyValueError::new_err(format!("capture {}: line {line}: {e}", keys[i])))?;
-        Ok((n, items_py(py, &keys, &mut Vec::new(), items)?))
+        Ok((n, PyL2Chunk { items }))
     }
 
     /// `run_group` for every group (each a list of captures, as `run_group` takes them) on a
     /// background thread; `next_chunk` returns their items in order while the rest are
-    /// computed. The data are copied, the kernels move to that thread until the last
-    /// group is taken. ValueError when groups are already running or arrays disagree.
+    /// computed. The depth lines are borrowed (the `bytes` objects are kept alive until the
+    /// thread has ended), the snapshots and trades copied; the kernels move to that thread
+    /// until the last group is taken. ValueError when groups are already running or arrays disagree.
     fn start(&mut self, groups: Vec<Vec<CaptureArg<'_>>>) -> PyResult<()> {
         if self.running.is_some() {
             return Err(PyValueError::new_err("groups are already running: take them with next_chunk"));
         }
         let mut owned = Vec::with_capacity(groups.len());
         let mut keys = Vec::with_capacity(groups.len());
+        let mut held = Vec::new();
         for g in &groups {
             let mut caps = Vec::with_capacity(g.len());
             for c in g {
@@ -542,13 +582,14 @@ impl PyL2Replay {
                     bids: c.2.clone(),
                     asks: c.3.clone(),
                     last_update_id: c.4,
-                    lines: c.5.as_bytes().to_vec(),
+                    lines: BorrowedBytes { ptr: c.5.as_bytes().as_ptr(), len: c.5.as_bytes().len() },
                     ts_ns: c.6.as_slice()?.to_vec(),
                     price: c.7.as_slice()?.to_vec(),
                     size: c.8.as_slice()?.to_vec(),
                     is_buy: c.9.as_slice()?.to_vec(),
                 });
             }
+            held.extend(g.iter().map(|c| c.5.clone().unbind()));
             keys.push(g.iter().map(|c| c.0.clone()).collect::<Vec<_>>());
             owned.push(caps);
         }
@@ -556,34 +597,33 @@ impl PyL2Replay {
         let bank = std::mem::replace(&mut self.bank, fresh);
         let (rx, handle) = l2::spawn_groups(bank, owned);
         keys.reverse();
-        self.running = Some(Running { rx: std::sync::Mutex::new(rx), handle, keys, cache: Vec::new() });
+        self.running = Some(Running { rx: std::sync::Mutex::new(Some(rx)), handle: Some(handle), keys, _lines: held });
         Ok(())
     }
 
-    /// The next chunk of the started groups' items, in order: (True when it ends its group,
-    /// [(capture index, message tuple, vector tuple or None)]); None once every group has
+    /// The next chunk of the started groups' items, in order: (True when it ends its group —
+    /// then with no items —, the items as an `L2Chunk`); None once every group has
     /// ended (the kernels are then back here). Waits without the GIL. ValueError for a depth
     /// line that does not decode (the remaining groups are dropped).
-    fn next_chunk<'py>(&mut self, py: Python<'py>) -> PyResult<Option<(bool, OutPy<'py>)>> {
+    fn next_chunk(&mut self, py: Python<'_>) -> PyResult<Option<(bool, PyL2Chunk)>> {
         let Some(run) = self.running.as_mut() else {
             return Ok(None);
         };
         let rx = &run.rx;
         let ev = py
-            .detach(|| rx.lock().map_err(|_| ()).and_then(|rx| rx.recv().map_err(|_| ())))
+            .detach(|| rx.lock().map_err(|_| ()).and_then(|rx| rx.as_ref().ok_or(())?.recv().map_err(|_| ())))
             .map_err(|()| PyValueError::new_err("the replay thread stopped"))?;
         let keys = run.keys.last().cloned().unwrap_or_default();
         match ev {
-            l2::Event::Items(items) => Ok(Some((false, items_py(py, &keys, &mut run.cache, items)?))),
+            l2::Event::Items(items) => Ok(Some((false, PyL2Chunk { items }))),
             l2::Event::GroupEnd(_) => {
                 run.keys.pop();
-                run.cache.clear();
                 if run.keys.is_empty() {
-                    let run = self.running.take().expect("running");
-                    self.bank =
-                        py.detach(|| run.handle.join()).map_err(|_| PyValueError::new_err("the replay thread panicked"))?;
+                    let mut run = self.running.take().expect("running");
+                    let handle = run.handle.take().expect("joined once");
+                    self.bank = py.detach(|| handle.join()).map_err(|_| PyValueError::new_err("the replay thread panicked"))?;
                 }
-                Ok(Some((true, Vec::new())))
+                Ok(Some((true, PyL2Chunk { items: Vec::new() })))
             }
             l2::Event::Failed((i, line, e)) => {
                 self.running = None; // the thread has stopped; its kernels are dropped with it
@@ -595,39 +635,38 @@ impl PyL2Replay {
 }
 
 /// A background replay started by `L2Replay.start`: its events, thread, each group's keys
-/// (last group first) and the current group's level caches.
+/// (last group first) and the `bytes` whose buffers the thread reads (released only after
+/// the thread has ended: `Drop` closes the channel, so the thread stops at its next chunk,
+/// and joins it).
 struct Running {
-    rx: std::sync::Mutex<std::sync::mpsc::Receiver<l2::Event>>, // Mutex: a pyclass is Sync
-    handle: std::thread::JoinHandle<l2::FeatureBank>,
+    rx: std::sync::Mutex<Option<std::sync::mpsc::Receiver<l2::Event>>>, // Mutex: a pyclass is Sync
+    handle: Option<std::thread::JoinHandle<l2::FeatureBank>>,
     keys: Vec<Vec<String>>,
-    cache: Vec<[LevelCache; 2]>,
+    _lines: Vec<Py<PyBytes>>,
 }
 
-/// Items as Python objects: [(capture index, message tuple, vector tuple or None)]. Book
-/// levels are tuples shared with the capture's previous book where equal (`cache`, per
-/// capture index, kept from chunk to chunk of a group).
-fn items_py<'py>(
-    py: Python<'py>,
-    keys: &[String],
-    cache: &mut Vec<[LevelCache; 2]>,
-    items: Vec<l2::Item>,
-) -> PyResult<OutPy<'py>> {
-    if cache.len() < keys.len() {
-        cache.resize_with(keys.len(), Default::default);
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(rx) = self.rx.get_mut() {
+            rx.take();
+        }
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
     }
-    let mut out = Vec::with_capacity(items.len());
-    for (i, m, f) in items {
-        let msg = match m {
-            sync::Out::Book { state, seq, ts_ns, bids, asks } => {
-                let [cb, ca] = &mut cache[i];
-                let (b, a) = (cb.list(py, &bids)?, ca.list(py, &asks)?);
-                ("book", state.as_str(), seq, ts_ns, b, a).into_pyobject(py)?.into_any()
-            }
-            status => outs(py, vec![status])?.pop().expect("one message"),
-        };
-        out.push((i, msg, f.map(feat)).into_pyobject(py)?.into_any());
-    }
-    Ok(out)
+}
+
+/// A published message as a tuple: ("book", state, seq, ts_event_ns, bids, asks) or
+/// ("status", state, seq, ts_event_ns, reason, resyncs).
+fn out_py<'py>(py: Python<'py>, o: &sync::Out) -> PyResult<Bound<'py, PyAny>> {
+    Ok(match o {
+        sync::Out::Book { state, seq, ts_ns, bids, asks } => {
+            ("book", state.as_str(), *seq, *ts_ns, bids, asks).into_pyobject(py)?.into_any()
+        }
+        sync::Out::Status { state, reason, seq, resyncs, ts_ns } => {
+            ("status", state.as_str(), *seq, *ts_ns, reason, *resyncs).into_pyobject(py)?.into_any()
+        }
+    })
 }
 
 #[pymodule]
@@ -636,6 +675,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyMicroKernel>()?;
     m.add_class::<PyBookSync>()?;
     m.add_class::<PyL2Replay>()?;
+    m.add_class::<PyL2Chunk>()?;
     m.add_class::<PyMicroFeatures>()?;
     m.add_function(wrap_pyfunction!(batch_features, m)?)?;
     m.add("BACKEND", "native")?;

@@ -81,7 +81,7 @@ from stevie.services.router.core import Router
 from stevie.services.venue_replay.captures import VENUE_DIRS
 
 if TYPE_CHECKING:
-    from stevie_fastpath._native import _Capture, _Feat, _Out
+    from stevie_fastpath._native import L2Chunk, _Capture
 
 MS = 1_000_000
 L2_CTX_FIELDS = ("obi", "ti", "spread_bps", "micro_vol", "cancel_rate", "micro_dev_bps")
@@ -244,6 +244,58 @@ Item = tuple[BookTopK | BookStatus, MicroFeatures | None]
 """A published book or status in stream order, a book with its feature vector (or None)."""
 
 
+class ItemChunk:
+    """A chunk of a capture group's items from the Rust stage (``L2Chunk``), as columns:
+    per item the capture index (into the group's ``caps``), whether it is a book, whether it
+    has a feature vector, its event time (ns) and the vector (obi, ti, spread_bps,
+    micro_vol_bps, cancel_rate, mid; NaN without one); ``item(i)`` / ``book(i)`` /
+    ``vector(i)`` build item i's contracts (``BookTopK``/``BookStatus``, ``MicroFeatures``)
+    only when asked."""
+
+    def __init__(self, raw: L2Chunk, caps: list[L2Capture]) -> None:
+        self.raw, self.caps = raw, caps
+        self.cap, self.is_book, self.has_vec, self.ts_ns, self.vectors = raw.columns()
+
+    def __len__(self) -> int:
+        return len(self.raw)
+
+    def book(self, i: int) -> BookTopK | BookStatus:
+        c, msg = self.caps[int(self.cap[i])], self.raw.message(i)
+        return message(c.venue, c.symbol, msg, msg[3])
+
+    def top(self, i: int) -> BookTopK:
+        """``book(i)`` of an item with a feature vector (always a LIVE book)."""
+        m = self.book(i)
+        assert isinstance(m, BookTopK), "an item with a vector is a book"
+        return m
+
+    def vector(self, i: int) -> MicroFeatures:
+        c, ts = self.caps[int(self.cap[i])], int(self.ts_ns[i])
+        obi, ti, spread, vol, cancel, mid = self.vectors[i].tolist()
+        return MicroFeatures(
+            venue=c.venue,
+            symbol=c.symbol,
+            obi=obi,
+            ti=ti,
+            spread_bps=spread,
+            micro_vol_bps=vol,
+            cancel_rate=cancel,
+            mid=mid,
+            ts_event_ns=ts,
+            ts_init_ns=ts,
+        )
+
+    def run(self, rows: list[int]) -> tuple[Callable[[int], BookTopK], Callable[[int], MicroFeatures]]:
+        """``top`` and ``vector`` of a run of items with vectors: the i-th is item ``rows[i]``."""
+        return (lambda i: self.top(rows[i])), (lambda i: self.vector(rows[i]))
+
+    def item(self, i: int) -> Item:
+        return self.book(i), (self.vector(i) if self.has_vec[i] else None)
+
+    def items(self) -> list[Item]:
+        return [self.item(i) for i in range(len(self))]
+
+
 def native_items(replay: L2Replay, caps: list[L2Capture]) -> list[Item]:
     """Books and statuses of a group of captures (recorded at the same time), merged in event
     time, each book with its feature vector: ``stevie_fastpath.L2Replay.run_group`` — per
@@ -254,22 +306,22 @@ def native_items(replay: L2Replay, caps: list[L2Capture]) -> list[Item]:
     ``python_items`` (``tests/test_backtest_l2.py``). ``replay`` keeps each book's kernel from
     group to group, as one ``Features`` core does. Raises ValueError naming a depth line that
     does not decode."""
-    return _items(caps, replay.run_group([_capture_arg(c) for c in caps])[1])
+    return ItemChunk(replay.run_group([_capture_arg(c) for c in caps])[1], caps).items()
 
 
-def native_groups(replay: L2Replay, caps: list[L2Capture], groups: list[list[int]]) -> Iterator[Iterator[Item]]:
-    """``native_items`` of each group in order (each group's iterator must be consumed before
-    the next is taken), computed on a Rust thread (``L2Replay.start``) and handed over in
-    chunks as they are ready, so the caller decides on the first items while the rest are
-    computed. Same items; a depth line that does not decode raises BacktestInputError naming
-    the capture and the line."""
+def native_groups(replay: L2Replay, caps: list[L2Capture], groups: list[list[int]]) -> Iterator[Iterator[ItemChunk]]:
+    """``native_items`` of each group in order as ``ItemChunk``s (each group's iterator must be
+    consumed before the next is taken), computed on a Rust thread (``L2Replay.start``, the
+    depth lines borrowed, not copied) and handed over in chunks as they are ready, so the
+    caller decides on the first items while the rest are computed. Same items; a depth line
+    that does not decode raises BacktestInputError naming the capture and the line."""
     replay.start([[_capture_arg(caps[i]) for i in idx] for idx in groups])
     for idx in groups:
         yield _chunks(replay, [caps[i] for i in idx])
     assert replay.next_chunk() is None  # every group ended: the kernels are back in ``replay``
 
 
-def _chunks(replay: L2Replay, caps: list[L2Capture]) -> Iterator[Item]:
+def _chunks(replay: L2Replay, caps: list[L2Capture]) -> Iterator[ItemChunk]:
     while True:
         try:
             r = replay.next_chunk()
@@ -277,38 +329,14 @@ def _chunks(replay: L2Replay, caps: list[L2Capture]) -> Iterator[Item]:
             raise BacktestInputError(f"broken depth update in {exc}") from None
         assert r is not None, "a started group ends with its end marker"
         end, raw = r
-        yield from _items(caps, raw)
+        if len(raw):
+            yield ItemChunk(raw, caps)
         if end:
             return
 
 
 def _capture_arg(c: L2Capture) -> _Capture:
     return (c.key, c.usdm, *c.snapshot, c.depth_lines, *c.trades.columns())
-
-
-def _items(caps: list[L2Capture], raw: list[tuple[int, _Out, _Feat | None]]) -> list[Item]:
-    out: list[Item] = []
-    for ci, msg, fv in raw:
-        c = caps[ci]
-        m = message(c.venue, c.symbol, msg, msg[3])
-        if fv is None:
-            out.append((m, None))
-            continue
-        obi, ti, spread, vol, cancel, mid = fv
-        f = MicroFeatures(
-            venue=c.venue,
-            symbol=c.symbol,
-            obi=obi,
-            ti=ti,
-            spread_bps=spread,
-            micro_vol_bps=vol,
-            cancel_rate=cancel,
-            mid=mid,
-            ts_event_ns=m.ts_event_ns,
-            ts_init_ns=m.ts_init_ns,
-        )
-        out.append((m, f))
-    return out
 
 
 def python_items(feats: Features, streams: list[list[tuple[int, int, Event]]]) -> Iterator[Item]:
@@ -438,6 +466,7 @@ def run_l2(
     transform: Callable[[L2Capture], L2Capture] | None = None,
     sync: str = "native",
     on_vector: Callable[[MicroFeatures], None] | None = None,
+    batch: bool = True,
 ) -> L2Result:
     """Run the L2 backtest over ``captures`` (module doc). ``transform`` edits a capture as
     read (``L2Capture``) before the run (the look-ahead test perturbs later inputs with it).
@@ -448,6 +477,9 @@ def run_l2(
     picks its backend). ``on_vector`` sees every feature vector in stream order. ``run_s``
     times everything after reading the files (gunzipped), the depth lines' JSON decoding
     included. ``progress(depth messages done, total)`` is called per capture group.
+    ``batch`` (native only): the vectors that only get recorded go to the execution core in
+    runs (``ExecutionCore.on_features_batch``), only the items a decision or a reward reads
+    become contracts; False hands every item to the per-vector path (tested equal).
     Raises BacktestInputError for a capture without diffs; FileNotFoundError / ValueError /
     msgspec.DecodeError for a broken capture file; ValueError for an unknown ``sync``."""
     window_ns = int(s.window_s * 1e9)
@@ -461,7 +493,7 @@ def run_l2(
                 raise BacktestInputError(f"capture {c.name} of {c.venue}/{c.symbol} has no depth updates")
         n_diffs, n_trades = [c.n_diffs for c in caps], sum(len(c.trades) for c in caps)
         replay = L2Replay(s.obi_levels, window_ns, top_k=s.top_k, coalesce_ns=s.coalesce_ms * MS)
-        per_group: Iterator[Iterable[Item]] = native_groups(replay, caps, groups)
+        per_group: Iterator[Iterable[Item | ItemChunk]] = native_groups(replay, caps, groups)
     elif sync == "python" and transform is None:
         kern = kernels or load_kernels()
         decoded = [load(c.venue, c.symbol, c.folder) for c in captures]
@@ -475,7 +507,7 @@ def run_l2(
         progress(0, total)
     with _cyclic_gc_paused():
         t0, c0 = time.perf_counter(), time.process_time()
-        res = _run(s, captures, groups, per_group, n_diffs, progress, on_vector)
+        res = _run(s, captures, groups, per_group, n_diffs, progress, on_vector, batch)
         res.run_s, res.run_cpu_s = time.perf_counter() - t0, time.process_time() - c0
     res.trades = n_trades
     return res
@@ -508,64 +540,151 @@ def _run(
     s: L2Settings,
     captures: list[CaptureRef],
     groups: list[list[int]],
-    per_group: Iterator[Iterable[Item]],
+    per_group: Iterator[Iterable[Item | ItemChunk]],
     n_diffs: list[int],
     progress: Callable[[int, int], None] | None,
     on_vector: Callable[[MicroFeatures], None] | None,
+    batch: bool = True,
 ) -> L2Result:
-    """The decision loop of ``run_l2`` over each capture group's items (module doc, 3–5)."""
+    """The decision loop of ``run_l2`` over each capture group's items or ``ItemChunk``s
+    (module doc, 3–5): a chunk goes through ``_Loop.chunk`` (``batch``) or item by item."""
     total = sum(n_diffs)
     books = sorted({f"{c.venue}:{c.symbol}" for c in captures})
-    equity = s.capital_quote
-    router = Router(s.seed, s.prior_precision, s.exploration, s.mc_draws, arms=s.policies)
-    guards = RiskGuards(s.guards)
-    cols = columns(s.policies)
-    d = cols.data
-    eq_t: list[int] = []
-    eq_v: list[float] = []
-    rows: dict[tuple[str, str], deque[int]] = {}
-    n_updates = n_books = n_vec = n_depth = 0
+    loop = _Loop(s, on_vector)
+    n_depth = 0
     for idx, items in zip(groups, per_group, strict=True):
         # each group starts flat with the equity the previous one ended with (its positions
         # marked at their last mid); rewards still pending at a group's end are dropped
-        ex = ExecutionCore(msgspec.structs.replace(s.execution(books), capital_quote=equity))
-        rows.clear()
-        for m, f in items:
-            if isinstance(m, BookTopK):
-                ex.on_book(m)
-                n_books += 1
-            elif (m.venue, m.symbol) in ex.slots and m.state is not BookState.LIVE:
-                ex.slots[(m.venue, m.symbol)].top = None  # as the live shell's status handler
-            if f is None:
-                continue
-            n_vec += 1
-            if on_vector is not None:
-                on_vector(f)
-            key = (f.venue, f.symbol)
-            due = ex.on_features(f)
-            pend = rows.setdefault(key, deque())
-            slot = ex.slots[key]
-            if pend and not slot.pending:  # session restart cleared the pending rewards
-                pend.clear()
-            for policy, reward, ctx in ex.due_rewards(key):
-                d["reward"][pend.popleft()] = reward
-                router.update(policy, reward, ctx)
-                n_updates += 1
-            if not due:
-                continue
-            try:
-                _decide(ex, router, guards, key, d, pend)
-            except NotTradable:
-                continue
-            eq_t.append(f.ts_event_ns)
-            eq_v.append(ex.equity())
-        equity = ex.equity()
+        loop.start_group(ExecutionCore(msgspec.structs.replace(s.execution(books), capital_quote=loop.equity)))
+        for it in items:
+            if not isinstance(it, ItemChunk):
+                loop.count(it)
+                loop.item(*it)
+            elif batch:
+                loop.chunk(it)
+            else:
+                for i in range(len(it)):
+                    loop.count(x := it.item(i))
+                    loop.item(*x)
+        loop.equity = loop.ex.equity()
         n_depth += sum(n_diffs[i] for i in idx)
         if progress is not None:
             progress(n_depth, total)
     return L2Result(
-        d, eq_t, eq_v, n_depth, 0, n_books, n_vec, n_updates, 0.0, 0.0, dict(sorted(guards.blocked.items()))
+        loop.d,
+        loop.eq_t,
+        loop.eq_v,
+        n_depth,
+        0,
+        loop.n_books,
+        loop.n_vec,
+        loop.n_updates,
+        0.0,
+        0.0,
+        dict(sorted(loop.guards.blocked.items())),
     )
+
+
+class _Loop:
+    """The decision loop's state (router, guards, the decision columns, the group's execution
+    core) and its two entries: ``item`` (one book or status with its vector: the execution
+    core's per-vector path, rewards, decisions) and ``chunk`` (a Rust chunk: the runs of
+    vectors that only get recorded go to ``ExecutionCore.on_features_batch``, every other item
+    to ``item``; tested to decide exactly as item by item)."""
+
+    def __init__(self, s: L2Settings, on_vector: Callable[[MicroFeatures], None] | None) -> None:
+        self.router = Router(s.seed, s.prior_precision, s.exploration, s.mc_draws, arms=s.policies)
+        self.guards = RiskGuards(s.guards)
+        self.d = columns(s.policies).data
+        self.eq_t: list[int] = []
+        self.eq_v: list[float] = []
+        self.rows: dict[tuple[str, str], deque[int]] = {}
+        self.n_updates = self.n_books = self.n_vec = 0
+        self.equity = s.capital_quote
+        self.on_vector = on_vector
+
+    def start_group(self, ex: ExecutionCore) -> None:
+        self.ex = ex
+        self.rows.clear()
+
+    def count(self, it: Item) -> None:
+        self.n_books += isinstance(it[0], BookTopK)
+        if it[1] is not None:
+            self.n_vec += 1
+            if self.on_vector is not None:
+                self.on_vector(it[1])
+
+    def item(self, m: BookTopK | BookStatus, f: MicroFeatures | None) -> None:
+        ex, d = self.ex, self.d
+        if isinstance(m, BookTopK):
+            ex.on_book(m)
+        elif (m.venue, m.symbol) in ex.slots and m.state is not BookState.LIVE:
+            ex.slots[(m.venue, m.symbol)].top = None  # as the live shell's status handler
+        if f is None:
+            return
+        key = (f.venue, f.symbol)
+        due = ex.on_features(f)
+        pend = self.rows.setdefault(key, deque())
+        slot = ex.slots[key]
+        if pend and not slot.pending:  # session restart cleared the pending rewards
+            pend.clear()
+        for policy, reward, ctx in ex.due_rewards(key):
+            d["reward"][pend.popleft()] = reward
+            self.router.update(policy, reward, ctx)
+            self.n_updates += 1
+        if not due:
+            return
+        try:
+            _decide(ex, self.router, self.guards, key, d, pend)
+        except NotTradable:
+            return
+        self.eq_t.append(f.ts_event_ns)
+        self.eq_v.append(ex.equity())
+
+    def chunk(self, ch: ItemChunk) -> None:
+        """``item`` for each of ``ch``'s items, in order, except that every run of a book's
+        vectors that ``ExecutionCore.quiet_count`` calls quiet (only recorded: no decision,
+        reward or session restart) goes to ``on_features_batch`` — before each other item
+        every book's quiet vectors up to it are recorded, so that item sees each book's
+        latest top as item by item. Items without a vector always go to ``item``."""
+        ex, n = self.ex, len(ch)
+        self.n_books += int(ch.is_book.sum())
+        self.n_vec += int(ch.has_vec.sum())
+        if self.on_vector is not None:
+            for i in np.flatnonzero(ch.has_vec).tolist():
+                self.on_vector(ch.vector(i))
+        keys = [(c.venue, c.symbol) for c in ch.caps]
+        runs = [np.flatnonzero(ch.has_vec & (ch.cap == ci)) for ci in range(len(keys))]
+        done = [0] * len(keys)  # vectors of each run already handed to the core
+        stop: list[int | None] = [None] * len(keys)  # each run's first vector that is not quiet (cached)
+        singles = [*np.flatnonzero(~ch.has_vec).tolist(), n]
+        s_at, pos = 0, 0
+        while pos < n:
+            while singles[s_at] < pos:
+                s_at += 1
+            e = singles[s_at]
+            for ci, run in enumerate(runs):
+                a = done[ci]
+                if a == len(run) or run[a] >= e:
+                    continue
+                st = stop[ci]
+                if st is None:
+                    q = a + ex.quiet_count(keys[ci], ch.ts_ns[run[a:]])
+                    st = stop[ci] = int(run[q]) if q < len(run) else n
+                e = min(e, st)
+            for ci, run in enumerate(runs):
+                a, b = done[ci], int(np.searchsorted(run, e))
+                if b > a:
+                    got = ex.on_features_batch(keys[ci], ch.ts_ns[run[a:b]], *ch.run(run[a:b].tolist()))
+                    assert got == b - a, "a run found quiet is recorded whole"
+                    done[ci] = b
+            if e < n:
+                ci = int(ch.cap[e])
+                if ch.has_vec[e]:
+                    done[ci] += 1
+                stop[ci] = None  # this book's state may change: its next quiet run is looked up again
+                self.item(*ch.item(e))
+            pos = e + 1
 
 
 def _decide(

@@ -10,11 +10,15 @@ and pay ``fee_bps``. Reward of a decision = signal·(mid(t+H) − mid(t))/mid(t)
 from __future__ import annotations
 
 import hashlib
+import math
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import msgspec
+import numpy as np
+import numpy.typing as npt
 
 from stevie.contracts import BookState, BookTopK, MicroFeatures
 from stevie.contracts.rpc import (
@@ -152,7 +156,49 @@ class ExecutionCore:
             slot.pending.clear()
             slot.last_decision_ns = 0
         slot.features.append(f)
-        return f.ts_event_ns - slot.last_decision_ns >= self.s.decision_interval_s * 1e9
+        return f.ts_event_ns >= self.decision_due_ns(slot)
+
+    def decision_due_ns(self, slot: BookSlot) -> int:
+        """Event time (ns) from which a vector of ``slot`` makes a decision due: the last
+        decision's + ``decision_interval_s`` rounded up to the next ns (for integer times
+        t − last ≥ interval ⇔ t ≥ last + ⌈interval⌉)."""
+        return slot.last_decision_ns + math.ceil(self.s.decision_interval_s * 1e9)
+
+    def quiet_count(self, key: Key, ts_ns: npt.NDArray[np.int64]) -> int:
+        """How many leading vectors of a run of ``key``'s feature vectors (event times
+        ``ts_ns``, ns, in stream order, each with its LIVE book) ``on_features`` would only
+        record — no session restart (time going back), no decision due — with
+        ``due_rewards`` giving nothing after any of them. The whole run for an untracked key."""
+        slot = self.slots.get(key)
+        if slot is None or len(ts_ns) == 0:
+            return len(ts_ns)
+        until = min([self.decision_due_ns(slot), *(p.due_ns for p in slot.pending)])
+        first = slot.features[-1].ts_event_ns if slot.features else int(ts_ns[0])
+        prev = np.concatenate(([first], ts_ns[:-1]))
+        stop = (ts_ns >= until) | (ts_ns < prev)
+        return int(np.argmax(stop)) if stop.any() else len(ts_ns)
+
+    def on_features_batch(
+        self,
+        key: Key,
+        ts_ns: npt.NDArray[np.int64],
+        book: Callable[[int], BookTopK],
+        vector: Callable[[int], MicroFeatures],
+    ) -> int:
+        """The batch entry of the per-vector path: for the leading ``n = quiet_count(key,
+        ts_ns)`` vectors of a run of ``key``'s vectors (``vector(i)`` the i-th, ``book(i)``
+        its LIVE book, event time ``ts_ns[i]``), the same state as ``on_book(book(i));
+        on_features(vector(i)); due_rewards(key)`` for each i < n (which would all return
+        False / nothing), building only what stays: the n-th book and the last vectors the
+        slot keeps. Returns n; the caller hands vector n (if any) to the per-vector path."""
+        n = self.quiet_count(key, ts_ns)
+        slot = self.slots.get(key)
+        if slot is None or n == 0:
+            return n
+        self.on_book(book(n - 1))
+        keep = n if slot.features.maxlen is None else min(n, slot.features.maxlen)
+        slot.features.extend(vector(i) for i in range(n - keep, n))
+        return n
 
     def slot(self, key: Key) -> BookSlot:
         """The book's slot. Raises NotTradable when unknown, not LIVE or without features."""
