@@ -108,22 +108,31 @@ pub fn run_group_streaming(
     chunk: usize,
     emit: &mut dyn FnMut(Vec<Item>) -> bool,
 ) -> Result<Vec<usize>, GroupError> {
-    let mut published = Vec::with_capacity(caps.len());
-    std::thread::scope(|s| {
-        let handles: Vec<_> = caps
-            .into_iter()
-            .map(|mut c| {
-                s.spawn(move || {
-                    let (b, a, last) = c.snapshot;
-                    let r = c.sync.replay_capture(b, a, last, c.lines);
-                    (c.key, c.trades, r)
-                })
-            })
-            .collect();
-        for h in handles {
-            published.push(h.join().expect("a sync thread panicked"));
-        }
+    let published = std::thread::scope(|s| {
+        let handles: Vec<_> = caps.into_iter().map(|c| s.spawn(move || sync_capture(c))).collect();
+        handles.into_iter().map(|h| h.join().expect("a sync thread panicked")).collect()
     });
+    merge_streaming(bank, published, chunk, emit)
+}
+
+/// One capture's sync result: its key, trades and (diffs, published messages) or the line
+/// that did not decode.
+pub type Synced<'a> = (String, Trades<'a>, Result<(usize, Vec<Out>), (usize, crate::decode::DecodeError)>);
+
+/// The book sync of one capture (`BookSync::replay_capture` over its lines).
+pub fn sync_capture(mut c: Capture<'_>) -> Synced<'_> {
+    let (b, a, last) = c.snapshot;
+    let r = c.sync.replay_capture(b, a, last, c.lines);
+    (c.key, c.trades, r)
+}
+
+/// The merge + features half of `run_group_streaming`, over the captures' sync results.
+pub fn merge_streaming(
+    bank: &mut FeatureBank,
+    published: Vec<Synced<'_>>,
+    chunk: usize,
+    emit: &mut dyn FnMut(Vec<Item>) -> bool,
+) -> Result<Vec<usize>, GroupError> {
     let mut streams = Vec::with_capacity(published.len());
     let mut n_diffs = Vec::with_capacity(published.len());
     for (i, (key, trades, r)) in published.into_iter().enumerate() {
@@ -216,8 +225,8 @@ pub enum Event {
 /// Items per chunk sent by `spawn_groups`.
 pub const CHUNK: usize = 1024;
 
-/// `run_group_streaming` over every group in order on a background thread, each chunk sent as
-/// soon as it is ready (the caller decides on the first items of a group while the rest are
+/// `run_group_streaming` over every group in order on a background thread (group k + 1's
+/// syncs run while group k is merged), each chunk sent as soon as it is ready (the caller decides on the first items of a group while the rest are
 /// computed; the bank carries the kernels from group to group). The thread stops at the first
 /// error or when the receiver is dropped, and returns the bank.
 pub fn spawn_groups<L: AsRef<[u8]> + Send + 'static>(
@@ -226,27 +235,42 @@ pub fn spawn_groups<L: AsRef<[u8]> + Send + 'static>(
 ) -> (std::sync::mpsc::Receiver<Event>, std::thread::JoinHandle<FeatureBank>) {
     let (tx, rx) = std::sync::mpsc::channel();
     let handle = std::thread::spawn(move || {
-        for group in groups {
-            let caps = group.iter().map(OwnedCapture::borrowed).collect();
-            let mut open = true;
-            let r = run_group_streaming(&mut bank, caps, CHUNK, &mut |items| {
-                open = tx.send(Event::Items(items)).is_ok();
-                open
-            });
-            let sent = match r {
-                Ok(n) => open && tx.send(Event::GroupEnd(n)).is_ok(),
-                Err(e) => {
-                    let _ = tx.send(Event::Failed(e));
-                    false
+        let groups = &groups;
+        std::thread::scope(|s| {
+            // group k + 1's captures sync (one thread each) while group k is merged
+            let mut next = groups.first().map(|g| spawn_syncs(s, g));
+            for k in 0..groups.len() {
+                let published = next.take().expect("spawned").into_iter().map(|h| h.join().expect("a sync thread panicked"));
+                let published: Vec<_> = published.collect();
+                next = groups.get(k + 1).map(|g| spawn_syncs(s, g));
+                let mut open = true;
+                let r = merge_streaming(&mut bank, published, CHUNK, &mut |items| {
+                    open = tx.send(Event::Items(items)).is_ok();
+                    open
+                });
+                let sent = match r {
+                    Ok(n) => open && tx.send(Event::GroupEnd(n)).is_ok(),
+                    Err(e) => {
+                        let _ = tx.send(Event::Failed(e));
+                        false
+                    }
+                };
+                if !sent {
+                    break; // the scope waits for the next group's syncs, then the thread ends
                 }
-            };
-            if !sent {
-                break;
             }
-        }
+        });
         bank
     });
     (rx, handle)
+}
+
+/// Start the sync of each of a group's captures on its own scoped thread.
+fn spawn_syncs<'scope, 'env, L: AsRef<[u8]>>(
+    s: &'scope std::thread::Scope<'scope, 'env>,
+    group: &'env [OwnedCapture<L>],
+) -> Vec<std::thread::ScopedJoinHandle<'scope, Synced<'env>>> {
+    group.iter().map(|c| c.borrowed()).map(|c| s.spawn(move || sync_capture(c))).collect()
 }
 
 fn ts_of(o: &Out) -> i64 {

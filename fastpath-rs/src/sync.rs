@@ -168,7 +168,7 @@ impl BookSync {
     pub fn on_diff(&mut self, d: Diff) -> Vec<Out> {
         self.last_event_ns = self.last_event_ns.max(d.ts_ns);
         if self.state != State::Syncing {
-            return self.apply(d);
+            return self.apply(&d);
         }
         if self.wants_snapshot {
             if self.buffer.len() >= self.s.buffer_size {
@@ -179,6 +179,15 @@ impl BookSync {
         }
         let now = d.ts_ns;
         self.replay(VecDeque::from([d]), now)
+    }
+
+    /// `on_diff` of a borrowed diff (copied only when it has to be buffered or replayed).
+    pub fn on_diff_ref(&mut self, d: &Diff) -> Vec<Out> {
+        if self.state != State::Syncing {
+            self.last_event_ns = self.last_event_ns.max(d.ts_ns);
+            return self.apply(d);
+        }
+        self.on_diff(d.clone())
     }
 
     /// Apply a REST snapshot, then the buffered diffs; LIVE once one diff continues it.
@@ -269,8 +278,8 @@ impl BookSync {
         reason
     }
 
-    fn apply(&mut self, d: Diff) -> Vec<Out> {
-        if let Some(reason) = self.bad_levels(&d) {
+    fn apply(&mut self, d: &Diff) -> Vec<Out> {
+        if let Some(reason) = self.bad_levels(d) {
             return self.resync(reason, d.ts_ns);
         }
         match self.book.apply_diff(d.first, d.last, d.prev, &d.bids, &d.asks) {
@@ -357,17 +366,16 @@ impl BookSync {
         let ms = 1_000_000i64;
         let mut out = self.on_snapshot(snap_bids, snap_asks, last_update_id, first.0.event_ms as i64 * ms);
         let usdm = self.book.usdm;
+        let mut d = Diff { first: 0, last: 0, prev: None, bids: Vec::new(), asks: Vec::new(), ts_ns: 0 };
         for &(h, b0, b1, a0, a1) in &heads {
-            let price = |l: &(i64, f64)| (self.book.to_price(l.0), l.1);
-            let d = Diff {
-                first: h.first,
-                last: h.last,
-                prev: if usdm { h.prev } else { None },
-                bids: ub[b0..b1].iter().map(price).collect(),
-                asks: ua[a0..a1].iter().map(price).collect(),
-                ts_ns: h.event_ms as i64 * ms,
-            };
-            out.extend(self.on_diff(d));
+            (d.first, d.last, d.prev, d.ts_ns) = (h.first, h.last, if usdm { h.prev } else { None }, h.event_ms as i64 * ms);
+            let book = &self.book;
+            let price = |l: &(i64, f64)| (book.to_price(l.0), l.1);
+            d.bids.clear();
+            d.bids.extend(ub[b0..b1].iter().map(price));
+            d.asks.clear();
+            d.asks.extend(ua[a0..a1].iter().map(price));
+            out.extend(self.on_diff_ref(&d)); // the levels' buffers are reused from diff to diff
         }
         Ok((heads.len(), out))
     }

@@ -255,6 +255,7 @@ class ItemChunk:
     def __init__(self, raw: L2Chunk, caps: list[L2Capture]) -> None:
         self.raw, self.caps = raw, caps
         self.cap, self.is_book, self.has_vec, self.ts_ns, self.vectors = raw.columns()
+        self._rows: list[list[float]] | None = None  # built on the first vector asked for
 
     def __len__(self) -> int:
         return len(self.raw)
@@ -270,8 +271,10 @@ class ItemChunk:
         return m
 
     def vector(self, i: int) -> MicroFeatures:
-        c, ts = self.caps[int(self.cap[i])], int(self.ts_ns[i])
-        obi, ti, spread, vol, cancel, mid = self.vectors[i].tolist()
+        if self._rows is None:
+            self._rows, self._ts, self._cap = self.vectors.tolist(), self.ts_ns.tolist(), self.cap.tolist()
+        c, ts = self.caps[self._cap[i]], self._ts[i]
+        obi, ti, spread, vol, cancel, mid = self._rows[i]
         return MicroFeatures(
             venue=c.venue,
             symbol=c.symbol,

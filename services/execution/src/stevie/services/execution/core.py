@@ -172,11 +172,13 @@ class ExecutionCore:
         slot = self.slots.get(key)
         if slot is None or len(ts_ns) == 0:
             return len(ts_ns)
+        if slot.features and ts_ns[0] < slot.features[-1].ts_event_ns:
+            return 0
         until = min([self.decision_due_ns(slot), *(p.due_ns for p in slot.pending)])
-        first = slot.features[-1].ts_event_ns if slot.features else int(ts_ns[0])
-        prev = np.concatenate(([first], ts_ns[:-1]))
-        stop = (ts_ns >= until) | (ts_ns < prev)
-        return int(np.argmax(stop)) if stop.any() else len(ts_ns)
+        stop = ts_ns >= until
+        stop[1:] |= ts_ns[1:] < ts_ns[:-1]
+        k = int(np.argmax(stop))
+        return k if stop[k] else len(ts_ns)
 
     def on_features_batch(
         self,
