@@ -91,6 +91,10 @@ CRITICAL = frozenset(
     }
 )
 STAGGER_S = 2.0
+#: critical services that import scipy themselves (router: its bandit): forked after the fork
+#: server has imported ``zygote.EXTENDED`` — behind the other critical ones, which do not wait
+#: for that import — so they share it instead of holding a private copy
+MATHS = frozenset({"router"})
 
 
 @dataclass
@@ -149,7 +153,8 @@ class Supervisor:
     def __init__(
         self, names: tuple[str, ...], env: dict[str, str], log_dir: Path, grace_s: float, fork_server: bool = True
     ) -> None:
-        self.children = [Child(n, 0.0 if n in CRITICAL else STAGGER_S, log_path=log_dir / f"{n}.log") for n in names]
+        order = sorted(names, key=lambda n: (n not in CRITICAL, n in MATHS))  # stable: registry order otherwise
+        self.children = [Child(n, 0.0 if n in CRITICAL else STAGGER_S, log_path=log_dir / f"{n}.log") for n in order]
         self.env, self.grace_s = env, grace_s
         self.stopping = asyncio.Event()
         log_dir.mkdir(parents=True, exist_ok=True)
@@ -169,8 +174,8 @@ class Supervisor:
     async def _spawn(self, child: Child) -> None:
         if self.forks is not None and self.forks.alive:
             try:
-                # the maths libraries only for those after the critical path: it does not wait for them
-                extended = child.name not in CRITICAL
+                # the maths libraries only for those after the critical path (and MATHS, forked last)
+                extended = child.name not in CRITICAL or child.name in MATHS
                 child.proc = await self.forks.spawn(child.name, child.log_path, self.env, extended)
                 child.started_mono = time.monotonic()
                 log.info("service_started", name=child.name, pid=child.proc.pid, log=str(child.log_path), forked=True)
