@@ -26,8 +26,13 @@ event time):
    the live service runs), so only the books, statuses and vectors come back to Python:
    ``native_items``. ``sync="python"`` runs it all through the Python cores instead
    (``BookSync`` → ``merge_streams`` → ``step``: ``python_items``); the two are tested to give
-   the same vectors and decisions (``tests/test_backtest_l2.py``). Books and vectors go to
-   ``ExecutionCore.on_book/on_features``.
+   the same vectors and decisions (``tests/test_backtest_l2.py``). The items come back in
+   chunks of columns (``ItemChunk``); a run of a book's vectors that the execution core would
+   only record (``ExecutionCore.quiet_count``: no decision, reward or session restart due)
+   goes to ``ExecutionCore.on_features_batch`` (which builds only the last book and the
+   vectors the slot keeps); every other item — the vector a decision or a reward is due at, a
+   status — becomes its contracts and goes to ``ExecutionCore.on_book/on_features`` as live.
+   Tested to decide exactly as item by item (``run_l2(batch=False)``).
 5. **Decision** when ``on_features`` says one is due (every ``decision_interval_s`` of event
    time per book): rewards whose horizon passed (``due_rewards``) → ``Router.update``; then
    ``context`` → ``Router.choose`` (Thompson sampling over ``L2_POLICIES``) → ``size`` →
@@ -49,9 +54,11 @@ import gc
 import gzip
 import hashlib
 import heapq
+import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -488,7 +495,9 @@ def run_l2(
     window_ns = int(s.window_s * 1e9)
     groups = capture_groups(captures)
     if sync == "native" and kernels is None:
-        caps = [load_capture(c.venue, c.symbol, c.folder) for c in captures]
+        # gunzip (zlib) and the CSV reader (polars) release the GIL: the captures read in parallel
+        with ThreadPoolExecutor(max(1, min(len(captures), os.cpu_count() or 1))) as pool:
+            caps = list(pool.map(lambda c: load_capture(c.venue, c.symbol, c.folder), captures))
         if transform is not None:
             caps = [transform(d) for d in caps]
         for c in caps:
