@@ -203,9 +203,12 @@ def chunk_edges(jobs: list[PrepareJob]) -> list[int]:
     return [*range(min(firsts) + CHUNK_MS, max(lasts) + 1, CHUNK_MS), 2**62]
 
 
-def _worker(jobs: list[PrepareJob], edges: list[int], out: Any) -> None:
-    """A worker process: its symbols' statics, then every chunk of all of them, edge by edge."""
+def _worker(inbox: Any, edges: list[int], out: Any) -> None:
+    """A worker process: its jobs arrive on ``inbox`` (not as process arguments, so a worker
+    that dies while starting cannot block the parent); then its symbols' statics, then every
+    chunk of all of them, edge by edge."""
     try:
+        jobs: list[PrepareJob] = inbox.get()
         preps = [SymbolPreparer(j) for j in jobs]
         out.put(("static", [p.static() for p in preps]))
         for e in edges:
@@ -240,9 +243,13 @@ class PreparedStream:
             w = loads.index(min(loads))
             share[w].append(j)
             loads[w] += j.close.size
-        for part in share:
-            proc = ctx.Process(target=_worker, args=(part, self.edges, self.q), daemon=True)
+        self.inboxes: list[Any] = []  # held until the workers are joined (a queue's semaphore
+        for part in share:  # must outlive the child's unpickling)
+            inbox = ctx.Queue()
+            proc = ctx.Process(target=_worker, args=(inbox, self.edges, self.q), daemon=True)
             proc.start()
+            inbox.put(part)
+            self.inboxes.append(inbox)
             self.procs.append(proc)
         self.open = len(self.procs)
         while len(self.prepared) < len(jobs):
