@@ -74,8 +74,9 @@ def test_bar_policies_in_batch_beat_per_decision_calls():
 def test_bar_backtest_cpu_throughput_floor():
     """A generous absolute floor (CPU time, not wall time, so other processes do not count):
     one symbol, six days, everything in this process (fits, vol core, router, sizing, guards).
-    Measured on the 2-core VM at load average ≈ 25: ≈ 16,900 bars per CPU-second; CI asserts
-    half, ≥ 8,000."""
+    Measured on the 2-core VM (2026-12-01, after the streamed preparation and the exact
+    propensity): 14,600 bars per CPU-second at load average ≈ 4, 29,000 at ≈ 2 (CPU time per
+    vCPU depends on how busy its sibling is); CI asserts half the lower figure, ≥ 7,000."""
     import time
 
     from stevie.backtest.bars import BarSettings, run_bars
@@ -89,7 +90,56 @@ def test_bar_backtest_cpu_throughput_floor():
     res = run_bars(k, fund, BarSettings(symbols=["BTCUSDT"]), workers=1)
     cpu = time.process_time() - t
     print(f"bar backtest: {res.bars / cpu:,.0f} bars per CPU-second, {len(res.decisions['symbol'])} decisions")
-    assert len(res.decisions["symbol"]) > 1000 and res.bars / cpu >= 8_000
+    assert len(res.decisions["symbol"]) > 1000 and res.bars / cpu >= 7_000
+
+
+def test_exact_propensity_choose_beats_the_monte_carlo_choose():
+    """The router core's ``choose`` (arms stacked, one draw per arm, the exact
+    ``win_probability``) against the choose it replaced (per-arm products, the same draw, then
+    500 joint draws and an argmax count — the backtest's setting; the live router used 2,000),
+    on a posterior shaped like a bar backtest's (``p_flat``'s reward is always 0 and it is
+    updated most; the others are noisy), CPU time of 1,000 chooses, best of 3, round-robin in
+    one process. Measured on the 2-core VM (load average ≈ 2–4): ≈ 2.1× (the exact propensity is
+    ≈ 11 µs when the chosen arm is the sharpest, ≈ 41 µs when a sharper arm needs its own
+    breakpoints, vs ≈ 58 µs for the 500 draws); CI asserts half, 1.05×."""
+    import time
+
+    import numpy as np
+
+    from stevie.quant.bandit import Choice, LinearTS
+    from stevie.quant.policies import BAR_POLICIES
+
+    rng = np.random.default_rng(1)
+    ts = LinearTS(list(BAR_POLICIES), dim=26, v=0.5)
+    xs = np.clip(rng.normal(0, 1, (3000, 26)), -5, 5)
+    xs[:, 0] = 1.0
+    for n, x in enumerate(xs):
+        arm = "p_flat" if n % 4 else BAR_POLICIES[n % len(BAR_POLICIES)]
+        ts.update(arm, 0.0 if arm == "p_flat" else float(rng.normal(-1, 10)), x)
+
+    def mc_choose(context: np.ndarray, g: np.random.Generator) -> Choice:
+        x = ts._x(context)
+        solved = [ts.posteriors[a]._solved() for a in ts.arms]
+        means = np.array([m @ x for m, _ in solved])
+        sds = ts.v * np.sqrt(np.maximum([x @ inv @ x for _, inv in solved], 0.0))
+        sampled = means + sds * g.standard_normal(len(ts.arms))
+        i = int(np.argmax(sampled))
+        draws = means[None, :] + sds[None, :] * g.standard_normal((500, len(ts.arms)))
+        p = float(np.mean(np.argmax(draws, axis=1) == i))
+        bonus = float(sampled[i] - means[i])
+        scores = dict(zip(ts.arms, map(float, sampled), strict=True))
+        return Choice(ts.arms[i], float(sampled[i]), bonus, max(p, 1 / 500), float(sds[i]), scores)
+
+    best = {"exact": float("inf"), "mc": float("inf")}
+    for _ in range(3):
+        for k, fn in (("exact", ts.choose), ("mc", mc_choose)):
+            g = np.random.default_rng(0)
+            t = time.process_time()
+            for x in xs[:1000]:
+                fn(x, g)
+            best[k] = min(best[k], time.process_time() - t)
+    print(f"exact-propensity choose {best['mc'] / best['exact']:.1f}x the 500-draw MC choose (CPU)")
+    assert best["mc"] / best["exact"] >= 1.05
 
 
 def test_l2_backtest_rust_stage_beats_the_python_cores():

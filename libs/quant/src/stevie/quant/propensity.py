@@ -28,27 +28,19 @@ from stevie.quant.errors import QuantInputError
 BREAKS = np.array([-8.5, -6.5, -5.0, -4.0, -3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.5, 8.5])
 """Breakpoints of the composite rule in units of the arm's own σ."""
 _GL_X, _GL_W = np.polynomial.legendre.leggauss(8)
-_INV_SQRT_2PI = 1.0 / np.sqrt(2.0 * np.pi)
+_GL_W_PHI = _GL_W / np.sqrt(2.0 * np.pi)  # the weights times φ's constant
 
 
 def _nodes(breaks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Nodes u and weights w·φ(u) of the composite Gauss–Legendre rule on sorted ``breaks``."""
-    half = 0.5 * np.diff(breaks)
-    u = ((breaks[:-1] + half)[:, None] + half[:, None] * _GL_X).ravel()
-    w = (half[:, None] * _GL_W).ravel() * np.exp(-0.5 * u * u) * _INV_SQRT_2PI
+    h = 0.5 * np.diff(breaks)[:, None]
+    u = ((breaks[:-1, None] + h) + h * _GL_X).ravel()
+    w = (h * _GL_W_PHI).ravel()
+    w *= np.exp(-0.5 * u * u)
     return u, w
 
 
 _BASE_U, _BASE_W = _nodes(BREAKS)
-_OTHERS: dict[int, list[np.ndarray]] = {}
-
-
-def _others(k: int) -> list[np.ndarray]:
-    """Per arm i, the indices j ≠ i (cached per K)."""
-    o = _OTHERS.get(k)
-    if o is None:
-        o = _OTHERS[k] = [np.array([j for j in range(k) if j != i], dtype=np.intp) for i in range(k)]
-    return o
 
 
 def win_probability(means: np.ndarray, sds: np.ndarray, i: int, check: bool = True) -> float:
@@ -69,16 +61,26 @@ def win_probability(means: np.ndarray, sds: np.ndarray, i: int, check: bool = Tr
             raise QuantInputError("means must be finite and sds finite and > 0")
     if k == 1:
         return 1.0
-    o = _others(k)[i]
-    mo, so = m[o], s[o]
-    a = (m[i] - mo) / so
-    b = s[i] / so
-    step = -a / b  # where arm j's factor crosses ½, in units of s_i around m_i
-    edge = BREAKS[-1]
-    sharp = (b > 1.0) & (np.abs(step) < edge + edge / b)
-    if sharp.any():
-        extra = (step[sharp][:, None] + BREAKS / b[sharp][:, None]).ravel()
-        u, w = _nodes(np.sort(np.concatenate([BREAKS, extra[np.abs(extra) < edge]])))
+    # K is small (the policies): the per-arm coefficients in Python floats, the nodes in numpy
+    ml, sl = m.tolist(), s.tolist()
+    mi, si = ml[i], sl[i]
+    edge = float(BREAKS[-1])
+    a: list[float] = []
+    b: list[float] = []
+    extra: list[np.ndarray] = []
+    for j in range(k):
+        if j == i:
+            continue
+        aj, bj = (mi - ml[j]) / sl[j], si / sl[j]
+        a.append(aj)
+        b.append(bj)
+        step = -aj / bj  # where arm j's factor crosses ½, in units of s_i around m_i
+        if bj > 1.0 and abs(step) < edge + edge / bj:  # sharp, and its step lies in the range
+            extra.append(step + BREAKS / bj)
+    if extra:
+        pts = np.concatenate([BREAKS, *extra])
+        u, w = _nodes(np.sort(pts[np.abs(pts) <= edge]))
     else:
         u, w = _BASE_U, _BASE_W
-    return min(1.0, max(0.0, float(w @ ndtr(a[:, None] + b[:, None] * u).prod(axis=0))))
+    z = np.array(a)[:, None] + np.array(b)[:, None] * u
+    return min(1.0, max(0.0, float(w @ ndtr(z).prod(axis=0))))
