@@ -200,3 +200,42 @@ def reanchor(rows: list[list[object]], origin_ms: int) -> list[list[object]]:
     last_close = int(str(rows[-1][6])) + 1
     shift = -((last_close - origin_ms + DAY_MS - 1) // DAY_MS) * DAY_MS
     return [[int(str(r[0])) + shift, *r[1:6], int(str(r[6])) + shift, *r[7:]] for r in rows]
+
+
+def pass_shift_ms(first_ms: int, last_ms: int, session: int) -> int:
+    """Event-time shift (ms) of replay pass ``session`` (0, 1, …): each pass replays the
+    window one whole number of days later than the one before, so event time never goes
+    back across a loop (decision clocks, audit ids and stored bars keep moving forward) and
+    the time of day is kept. The step is the window's span rounded up to whole days (one
+    day for every shipped window). Raises ValueError for ``last_ms < first_ms`` or a
+    negative ``session``."""
+    if last_ms < first_ms or session < 0:
+        raise ValueError(f"bad pass: first {first_ms} last {last_ms} session {session}")
+    days = (last_ms - first_ms) // DAY_MS + 1
+    return session * days * DAY_MS
+
+
+#: the wire fields that carry event/transaction times in ms (depth, trade, markPrice streams)
+TIME_FIELDS = ("E", "T")
+
+
+def shift_payload(payload: dict[str, Any], shift_ms: int) -> dict[str, Any]:
+    """The Binance payload with its time fields (``E`` event time, ``T`` transaction/trade
+    time — in ``markPrice`` the next funding time) moved by ``shift_ms``; other fields
+    unchanged. The input is not modified; ``shift_ms == 0`` returns it as is."""
+    if not shift_ms:
+        return payload
+    out = dict(payload)
+    for k in TIME_FIELDS:
+        v = out.get(k)
+        if isinstance(v, int) and not isinstance(v, bool):
+            out[k] = v + shift_ms
+    return out
+
+
+def shift_klines(rows: list[list[object]], shift_ms: int) -> list[list[object]]:
+    """Kline rows (Binance array form: open time first, close time seventh) moved by
+    ``shift_ms``; values unchanged."""
+    if not shift_ms:
+        return rows
+    return [[int(str(r[0])) + shift_ms, *r[1:6], int(str(r[6])) + shift_ms, *r[7:]] for r in rows]

@@ -10,7 +10,8 @@ WINDOWS = ("2024-08-08", "2024-07-18", "2023-04-04")
 class VenueReplaySettings(CommonSettings, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """data_dir: the ``data/samples`` folder. window: which capture window to replay (all
     captures of one window share one replay clock). speed: replay pacing factor (2 = twice
-    as fast; event times are unchanged). loop: restart as a new session at the end.
+    as fast; event times are unchanged). loop: restart as a new session at the end,
+    one day later in event time.
     spot_port / usdm_port: loopback ports of the ``binance`` / ``binance-usdm`` venues."""
 
     data_dir: str = "data/samples"

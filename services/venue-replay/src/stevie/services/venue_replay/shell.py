@@ -4,7 +4,8 @@ aiohttp, paced by the recorded event times on one ``ReplayClock``.
 REST: ``/api/v3/{depth,klines,exchangeInfo,time,ping}`` (spot) and the ``/fapi/v1/...``
 twins (USD-M). WebSocket: combined streams ``/stream?streams=btcusdt@depth@100ms/btcusdt@trade``.
 At the end of the capture with ``loop`` on, every socket is closed and a new session starts
-(update ids restart), as after an exchange restart.
+(update ids restart), as after an exchange restart; each pass replays the window one day
+later in event time (``core.pass_shift_ms``), so event time never goes back.
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ from stevie.services.venue_replay.core import (
     Event,
     ReplayBook,
     exchange_info,
+    pass_shift_ms,
+    shift_klines,
+    shift_payload,
     stream_kind,
     wire_payload,
 )
@@ -82,6 +86,7 @@ class Replay:
             self.venues["binance-usdm"].history[sym] = rows.reanchored(origin_ms)
         self.clock = ReplayClock(self.events[0].ts_ns, settings.speed)
         self.session = 0
+        self.shift_ms = 0  # event-time shift of this pass (core.pass_shift_ms): time never goes back
         self._closing: set[asyncio.Future[bool]] = set()
         self.sent = Counter("venue_replay_messages_total", "WS messages sent", ["venue", "kind"], registry=ctx.registry)
         self.dropped = Counter(
@@ -103,30 +108,34 @@ class Replay:
         while True:
             self.ctx.log.info("replay_session", session=self.session, events=len(self.events))
             self.sessions.set(self.session)
-            self.clock = ReplayClock(self.events[0].ts_ns, self.s.speed)
+            first_ms, last_ms = self.events[0].ts_ns // MS, self.events[-1].ts_ns // MS
+            self.shift_ms = pass_shift_ms(first_ms, last_ms, self.session)
+            shift_ns = self.shift_ms * MS
+            self.clock = ReplayClock(self.events[0].ts_ns + shift_ns, self.s.speed)
             for v in self.venues.values():
                 v.reset()
             for ev in self.events:
-                delay = (self.clock.mono_due_ns(ev.ts_ns) - time.monotonic_ns()) / 1e9
+                delay = (self.clock.mono_due_ns(ev.ts_ns + shift_ns) - time.monotonic_ns()) / 1e9
                 if delay > 0:
                     await asyncio.sleep(delay)
-                self._emit(ev)
+                self._emit(ev, ev.ts_ns + shift_ns)
             if not self.s.loop:
                 return
             await self._close_all()
             self.session += 1
 
-    def _emit(self, ev: Event) -> None:
+    def _emit(self, ev: Event, ts_ns: int) -> None:
+        """Send ``ev`` to its subscribers at (this pass's) event time ``ts_ns``."""
         venue = self.venues[ev.venue]
-        payload = wire_payload(ev)
+        payload = shift_payload(wire_payload(ev), self.shift_ms)
         if ev.kind == "depth":
             book = venue.books[ev.symbol]
-            spiked = self.chaos.spike_diff(ev.venue, ev.symbol, payload, book.bids, ev.ts_ns)
+            spiked = self.chaos.spike_diff(ev.venue, ev.symbol, payload, book.bids, ts_ns)
             book.apply(ev.payload)
             if spiked is not payload:
                 payload = spiked
                 self.m_chaos_hits.labels("depth_spike", ev.venue).inc()
-            if self.chaos.drop_diff(ev.venue, ev.symbol, ev.ts_ns):
+            if self.chaos.drop_diff(ev.venue, ev.symbol, ts_ns):
                 self.m_chaos_hits.labels("l2_gap", ev.venue).inc()
                 return
         for client in list(venue.clients):
@@ -227,7 +236,9 @@ class Replay:
         book = venue.books[sym]
         body = book.snapshot(limit)
         if venue.usdm:
-            body["E"], body["T"] = book.last_event_ms or self.now_ms(), book.last_trans_ms or self.now_ms()
+            shift = self.shift_ms
+            body["E"] = book.last_event_ms + shift if book.last_event_ms else self.now_ms()
+            body["T"] = book.last_trans_ms + shift if book.last_trans_ms else self.now_ms()
         return web.json_response(body)
 
     async def klines(self, venue: Venue, request: web.Request) -> web.Response:
@@ -243,7 +254,10 @@ class Replay:
             end = int(request.query.get("endTime", str(self.now_ms())))
         except ValueError:
             return self._error(-1100, "Illegal characters found in a parameter.")
-        live = self.prepared.live_klines(venue.name, sym, min(end, self.now_ms()))
+        # this pass's closed bars, moved to its event time (earlier passes are not served)
+        live = shift_klines(
+            self.prepared.live_klines(venue.name, sym, min(end, self.now_ms()) - self.shift_ms), self.shift_ms
+        )
         hist = venue.history.get(sym, KlineHistory.empty())
         lo = bisect.bisect_left(hist, start, key=lambda r: int(str(r[0])))
         hi = bisect.bisect_right(hist, end, key=lambda r: int(str(r[0])))
