@@ -7,7 +7,8 @@ from stevie.runtime.settings import CommonSettings, SettingsError
 
 class RouterSettings(CommonSettings, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """seed: RNG seed (reproducible choices). prior_precision: λ. exploration: v.
-    mc_draws: Monte-Carlo draws for the propensity."""
+    mc_draws: Monte-Carlo draws of the baseline-challenger guard's action distribution
+    (``choose``'s own propensity is the exact win probability, ``stevie.quant.propensity``)."""
 
     seed: int = 0
     prior_precision: float = 1.0
