@@ -15,7 +15,7 @@ import pytest
 
 from stevie.bus import InMemoryBus
 from stevie.contracts import BookState, BookStatus, BookTopK, MicroFeatures, encode, subjects
-from stevie.contracts.rpc import Audit, Choice, ChooseRequest, GuardDecision, PosteriorSummary, RpcError
+from stevie.contracts.rpc import Audit, Choice, DecideRequest, GuardDecision, PosteriorSummary, RpcError
 from stevie.contracts.venues import VenueScoreRequest
 from stevie.runtime.clock import LiveClock
 from stevie.runtime.logs import get_logger
@@ -71,6 +71,7 @@ class Fakes:
         self.calls: list[tuple[str, str]] = []  # (service.method, symbol)
         self.gates: dict[str, asyncio.Event] = {}  # symbol → router.decide waits on it
         self.venues: Registry | None = None
+        self.carried: list[list[str]] = []  # per router.decide, the policies of the rewards it carried
 
     async def start(self) -> None:
         choice = Choice("p_obi_momentum", 1.0, 0.0, 0.5, 0.1, {}, [])
@@ -85,7 +86,8 @@ class Fakes:
             return h
 
         async def decide(data: bytes) -> msgspec.Struct:
-            req = msgspec.json.decode(data, type=ChooseRequest)
+            req = msgspec.json.decode(data, type=DecideRequest)
+            self.carried.append([r.policyId for r in req.rewards])
             gate = self.gates.get(req.context.symbol)
             if gate is not None:
                 await gate.wait()
@@ -162,51 +164,60 @@ async def test_one_books_decision_does_not_wait_on_anothers():
 
 
 @pytest.mark.asyncio
-async def test_due_rewards_reach_the_router_before_the_decision_of_the_same_step():
+async def test_due_rewards_ride_with_the_decision_of_the_same_step():
     ex, fakes, bus = await started(venue_routing=False, decision_interval_s=10.0, horizon_s=30.0)
     for t in (0, 10, 20, 30):
         ex.on_book(book(BTC, T0 + t * S))
         ex.on_features(features(BTC, T0 + t * S))
         await until(lambda: not ex._inbox[BTC] and ex._workers[BTC].done())
     btc = [n for n, sym in fakes.calls if sym == "BTCUSDT" and n.startswith("router.")]
-    # four decisions; at t = 30 s the reward of the t = 0 decision is due: sent first
-    assert btc == ["router.decide"] * 3 + ["router.update", "router.decide"]
+    # four decisions; at t = 30 s the reward of the t = 0 decision is due: in that decision's
+    # request (the router applies it before it chooses), not an update of its own
+    assert btc == ["router.decide"] * 4
+    assert fakes.carried == [[], [], [], ["p_obi_momentum"]]
     assert len(audits(bus)) == 4
+    assert ex.m_rewards.labels("p_obi_momentum", "decision")._value.get() == 1
 
 
 @pytest.mark.asyncio
 async def test_a_reward_is_sent_when_the_book_at_its_horizon_arrives_never_before_an_earlier_decision():
-    ex, fakes, bus = await started(venue_routing=False, decision_interval_s=10.0, horizon_s=30.0)
+    ex, fakes, bus = await started(venue_routing=False, decision_interval_s=10.0, horizon_s=25.0)
 
-    async def tick(t: int, with_features: bool = True) -> None:
+    async def tick(t: int) -> None:
         ex.on_book(book(BTC, T0 + t * S))
-        if with_features:
-            ex.on_features(features(BTC, T0 + t * S))
+        ex.on_features(features(BTC, T0 + t * S))
         await until(lambda: not ex._inbox[BTC] and ex._workers[BTC].done())
 
-    for t in (0, 10, 20, 25):
+    for t in (0, 10, 20):
         await tick(t)
-    # the book at the horizon of the t = 0 decision: its update goes out before its features
-    ex.on_book(book(BTC, T0 + 30 * S))
+    # the book at the horizon of the t = 0 decision (no decision due at 25): its update goes
+    # out before its features
+    ex.on_book(book(BTC, T0 + 25 * S))
     await until(lambda: fakes.count("router.update") == 1)
     assert fakes.count("router.decide") == 3 and len(audits(bus)) == 3
+    ex.on_features(features(BTC, T0 + 25 * S))
+    # the book of a decision (t = 30) leaves what is due to that decision's request
+    ex.on_book(book(BTC, T0 + 30 * S))
+    await asyncio.sleep(0.01)
+    assert fakes.count("router.update") == 1
     ex.on_features(features(BTC, T0 + 30 * S))
     await until(lambda: len(audits(bus)) == 4)
-    assert [n for n, _ in fakes.calls if n.startswith("router.")][-2:] == ["router.update", "router.decide"]
-    # the book at t = 40 (the t = 10 decision's horizon) arrives, its features are late; the
-    # next book (t = 50) arrives before them: the t = 20 decision's reward, due at 50, must not
-    # reach the router before the decision at t = 40
-    ex.on_book(book(BTC, T0 + 40 * S))
-    await until(lambda: fakes.count("router.update") == 2)  # due at 40, sent by the book path
-    ex.on_book(book(BTC, T0 + 50 * S))
+    # the book at t = 35 (the t = 10 decision's horizon) is sent by the book path; the books at
+    # 40 and 45 arrive before the features of 35 and 40: the t = 20 decision's reward, due at
+    # 45, must not reach the router before the decision at t = 40
+    ex.on_book(book(BTC, T0 + 35 * S))
+    await until(lambda: fakes.count("router.update") == 2)
+    for t in (40, 45):
+        ex.on_book(book(BTC, T0 + t * S))
     await asyncio.sleep(0.01)
     assert fakes.count("router.update") == 2
-    ex.on_features(features(BTC, T0 + 40 * S))
+    for t in (35, 40):
+        ex.on_features(features(BTC, T0 + t * S))
     await until(lambda: len(audits(bus)) == 5)
-    assert fakes.count("router.update") == 2  # decided at t = 40 without the t = 50 information
-    ex.on_features(features(BTC, T0 + 50 * S))  # its step sends it, then decides
-    await until(lambda: len(audits(bus)) == 6)
-    assert [n for n, _ in fakes.calls if n.startswith("router.")][-2:] == ["router.update", "router.decide"]
+    assert fakes.count("router.update") == 2 and fakes.carried[-1] == []  # decided at 40 without 45's information
+    ex.on_features(features(BTC, T0 + 45 * S))  # no decision due at 45: its step sends it
+    await until(lambda: fakes.count("router.update") == 3)
+    assert fakes.count("router.decide") == 5
 
 
 @pytest.mark.asyncio

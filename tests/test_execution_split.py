@@ -144,3 +144,54 @@ def test_a_stale_or_invalid_share_sends_everything_to_blue():
     assert sp.current_share() == 1.0
     clock.ns += 6 * S  # control silent longer than the 5 s TTL
     assert sp.current_share() == 0.0 and sp.pick("binance", "BTCUSDT", 1) == "blue"
+
+
+async def test_due_rewards_ride_with_the_stack_asked_and_reach_the_fallback_before_it_decides():
+    """The rewards of the stack asked first ride in its ``DecideRequest``; the other stack's
+    go through ``send`` beside it; when green fails, blue's rewards are in before blue's
+    fallback call, and green's carried ones are not re-sent."""
+    import asyncio
+
+    from stevie.contracts.rpc import MAX_CARRIED_REWARDS, DecideRequest, UpdateRequest
+
+    ctx = RouterContext(symbol="BTCUSDT")
+    blue_u, green_u = UpdateRequest("p_maker", 1.0, ctx), UpdateRequest("p_flat", -2.0, ctx)
+    routed = [(SERVICE["blue"], blue_u), (SERVICE["green"], green_u)]
+    for green_fails in (False, True):
+        sp = make(1.0, Clock())  # everything to green first
+        log: list[tuple[str, str, list[str]]] = []
+        carried: list[list[str]] = []
+
+        async def send(service: str, u: UpdateRequest, log=log) -> None:
+            await asyncio.sleep(0.005)  # slower than the decide call
+            log.append((service, "update", [u.policyId]))
+
+        async def call(service: str, method: str, req: DecideRequest, tp: type, log=log, fails=green_fails) -> Choice:
+            log.append((service, method, [r.policyId for r in req.rewards]))
+            if fails and service == SERVICE["green"]:
+                raise RuntimeError("green-router.decide: 503")
+            return choice("green" if service == SERVICE["green"] else "blue")
+
+        c = await sp.decide(call, ctx, "binance", "BTCUSDT", 5 * S, routed, send, carried.append)
+        assert log[0] == (SERVICE["green"], "decide", ["p_flat"])  # green's reward carried
+        assert carried == [[green_u]]
+        if green_fails:
+            assert c.stack == "blue"
+            assert log[1:] == [(SERVICE["blue"], "update", ["p_maker"]), (SERVICE["blue"], "decide", [])]
+        else:
+            assert c.stack == "green" and log[1:] == [(SERVICE["blue"], "update", ["p_maker"])]
+    # past the bound, the first stack's extra rewards go ahead as updates
+    sp = make(0.0, Clock())
+    sent: list[str] = []
+
+    async def send_all(service: str, u: UpdateRequest) -> None:
+        sent.append(service)
+
+    async def blue(service: str, method: str, req: DecideRequest, tp: type) -> Choice:
+        assert len(req.rewards) == MAX_CARRIED_REWARDS and len(sent) == 3  # the overflow went first
+        return choice("blue")
+
+    many = [(SERVICE["blue"], blue_u)] * (MAX_CARRIED_REWARDS + 3)
+    assert (await sp.decide(blue, ctx, "binance", "BTCUSDT", 6 * S, many, send_all)).stack == "blue"
+    with pytest.raises(ValueError, match="sender"):
+        await sp.decide(blue, ctx, "binance", "BTCUSDT", 7 * S, routed)

@@ -292,6 +292,24 @@ class UpdateRequest(msgspec.Struct, frozen=True, tag=True, forbid_unknown_fields
     context: RouterContext
 
 
+#: rewards one ``DecideRequest`` may carry (more are sent as ``router.update`` calls)
+MAX_CARRIED_REWARDS = 256
+
+
+class DecideRequest(msgspec.Struct, frozen=True, tag=True, forbid_unknown_fields=True):
+    """``router.decide`` (execution's decision clock, not the public API): the decision's
+    context and the rewards due at its event time for that stack, applied in order before
+    the choice — one round trip instead of one ``router.update`` per reward and then
+    ``router.decide``. At most ``MAX_CARRIED_REWARDS``."""
+
+    context: RouterContext
+    rewards: list[UpdateRequest] = []
+
+    def __post_init__(self) -> None:
+        if len(self.rewards) > MAX_CARRIED_REWARDS:
+            raise ValueError(f"at most {MAX_CARRIED_REWARDS} rewards per decision, got {len(self.rewards)}")
+
+
 class PosteriorSummary(msgspec.Struct, frozen=True, tag=True):
     policyId: str
     n: int

@@ -3,7 +3,8 @@ PostgreSQL, every service) measured from the outside.
 
 - start → first LIVE book (``/api/l2``) and → first decision stored (``/api/audit/latest``);
 - tick → decision latency (``exec_tick_to_decision_seconds``: the triggering book at the
-  venue edge → its audit stored on JetStream), p50/p99 while the API is idle and while a
+  venue edge → its audit published; and ``exec_tick_to_stored_seconds``, → JetStream's ack of
+  it), p50/p99 while the API is idle and while a
   load generator sends ``load_rps`` requests/s to the gateway (the achieved rate is reported);
   the decision clock runs every ``BENCH_DECISION_INTERVAL_S`` event seconds (the default is
   10 s) so a phase holds enough samples for a p99, and the decisions up to ``WARMUP_S`` after
@@ -47,6 +48,7 @@ from stevie.runtime.infra import free_port
 BOOKS = [("binance", "BTCUSDT"), ("binance", "ETHUSDT"), ("binance-usdm", "BTCUSDT"), ("binance-usdm", "ETHUSDT")]
 _BUCKET = re.compile(r"^(?P<name>\w+)_bucket\{(?P<labels>[^}]*)\} (?P<v>\S+)$")
 TICK = "exec_tick_to_decision_seconds"
+STORED = "exec_tick_to_stored_seconds"
 STAGE = "exec_decision_stage_seconds"
 #: steps of a decision, each as execution waits for it (p50/p99 of the idle phase)
 STAGES = ("edge", "rewards", "rpc:router.decide", "rpc:risk-guards.check", "store")
@@ -65,6 +67,7 @@ class StackBench:
     tick_warmup_ms: tuple[float, float, int] = (float("nan"), float("nan"), 0)  # first WARMUP_S of decisions
     tick_idle_ms: tuple[float, float, int] = (float("nan"), float("nan"), 0)  # p50, p99, samples
     tick_load_ms: tuple[float, float, int] = (float("nan"), float("nan"), 0)
+    stored_idle_ms: tuple[float, float, int] = (float("nan"), float("nan"), 0)  # tick → JetStream's ack
     stages_idle_ms: dict[str, tuple[float, float, int]] = field(default_factory=dict)
     load_rps: float = 0.0
     health_p99_ms: float = float("nan")
@@ -245,6 +248,9 @@ def run(seconds: float = 60.0, speed: float = 4.0, load_rps: float = 2000.0, win
         p50, _ = quantile(h0, h1, 0.5)
         p99, n = quantile(h0, h1, 0.99)
         res.tick_idle_ms = (p50 * 1e3, p99 * 1e3, n)
+        st0, st1 = histogram(text0, STORED), histogram(text1, STORED)
+        (p50, _), (p99, n) = quantile(st0, st1, 0.5), quantile(st0, st1, 0.99)
+        res.stored_idle_ms = (p50 * 1e3, p99 * 1e3, n)
         for st in STAGES:
             s0, s1 = histogram(text0, STAGE, f'stage="{st}"'), histogram(text1, STAGE, f'stage="{st}"')
             (sp50, _), (sp99, sn) = quantile(s0, s1, 0.5), quantile(s0, s1, 0.99)
@@ -301,6 +307,7 @@ def summary(r: StackBench) -> dict[str, str]:
         f"tick → decision, warm-up (to first + {WARMUP_S:.0f} s)": f"{warm[0]:.1f} / {warm[1]:.1f} ms ({warm[2]})",
         "tick → decision, API idle (p50 / p99, samples)": f"{idle[0]:.1f} / {idle[1]:.1f} ms ({idle[2]})",
         f"tick → decision under {r.load_rps:,.0f} req/s": f"{load[0]:.1f} / {load[1]:.1f} ms ({load[2]})",
+        "tick → audit stored (JetStream ack), API idle": "{:.1f} / {:.1f} ms ({})".format(*r.stored_idle_ms),
         "  idle: steps p50 / p99 ms (samples)": ", ".join(
             f"{k} {v[0]:.1f} / {v[1]:.1f} ({v[2]})" for k, v in r.stages_idle_ms.items()
         ),

@@ -9,7 +9,7 @@ import contextlib
 import math
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 import asyncpg
@@ -66,6 +66,11 @@ STREAM = "STEVIE_EVENTS"
 MAX_ORDER_SIZE = 1e9
 #: seconds a decision waits for the very first vol forecast / smile of a symbol
 FIRST_FETCH_S = 0.25
+#: clock decisions whose audit and record may be on their way to JetStream at once; past it a
+#: decision waits for its own store (back-pressure while NATS or the stream leader is away)
+MAX_STORING = 256
+#: seconds a stopping execution waits for the audits still on their way (within the stop bound)
+STOP_STORING_S = 0.3
 
 
 class Execution:
@@ -87,6 +92,7 @@ class Execution:
         self._workers: dict[Key, asyncio.Future[None]] = {}
         self._prefetching: set[asyncio.Future[object]] = set()
         self._rewarding: dict[Key, asyncio.Future[None]] = {}  # rewards the book path is sending
+        self.storing: set[asyncio.Future[None]] = set()  # clock decisions' audits on their way to JetStream
         self._book_ts: dict[Key, int] = {}  # event time of the latest LIVE book
         # the venue score in-process: a mirror of the venues service's registry (its published
         # venue health) fed with the books, statuses and features execution receives
@@ -112,17 +118,31 @@ class Execution:
         )
         self.m_tick = Histogram(
             "exec_tick_to_decision_seconds",
-            "Wall time from the triggering book at the venue edge to the decision's audit on JetStream",
+            "Wall time from the triggering book at the venue edge to the decision's audit published "
+            "(handed to the NATS client for JetStream; its storage ack: exec_tick_to_stored_seconds)",
             ["venue", "symbol"],
             registry=r,
             buckets=LATENCY_BUCKETS_S,
         )
+        self.m_stored = Histogram(
+            "exec_tick_to_stored_seconds",
+            "Wall time from the triggering book at the venue edge to JetStream's ack of the decision's "
+            "audit and execution record (both stored)",
+            ["venue", "symbol"],
+            registry=r,
+            buckets=LATENCY_BUCKETS_S,
+        )
+        self.m_store_failed = Counter(
+            "exec_store_failed_total",
+            "Clock decisions whose audit or record JetStream did not acknowledge within the retry bound",
+            registry=r,
+        )
         self.m_stage = Histogram(
             "exec_decision_stage_seconds",
             "Wall time of one step of the decision path: edge (book at the venue edge → features "
-            "at execution), rewards (the due rewards a decision waits for), rpc:SERVICE.METHOD (a "
-            "request/reply call, as execution waits for it), venues.score:local, store (audit and "
-            "record on JetStream)",
+            "at execution), rewards (the rewards the book path is still sending, which a decision "
+            "waits for), rpc:SERVICE.METHOD (a request/reply call, as execution waits for it), "
+            "venues.score:local, store (audit and record on JetStream: off a clock decision's path)",
             ["stage"],
             registry=r,
             buckets=LATENCY_BUCKETS_S,
@@ -203,9 +223,18 @@ class Execution:
             value = self.smile_cache.get(symbol, (0.0, 0.0))[1]
         return value
 
-    async def decide(self, key: Key, choice: Choice | None = None) -> ExecutionRecord:
-        """One decision at the latest event time of ``key``. Raises NotTradable."""
+    async def decide(self, key: Key, choice: Choice | None = None, tick_ns: int | None = None) -> ExecutionRecord:
+        """One decision at the latest event time of ``key``; the rewards due then reach the
+        router first (carried in its ``router.decide``). ``tick_ns``: a clock decision's
+        trigger at the venue edge (wall ns): it returns once the audit is published, and its
+        storage is timed from there; an API decision returns once it is stored. Raises
+        NotTradable."""
         async with self.locks[key]:
+            t0 = time.perf_counter()
+            sending = self._rewarding.get(key)
+            if sending is not None:  # the book path's rewards reach the router before this decision
+                await sending
+            self.m_stage.labels("rewards").observe(time.perf_counter() - t0)
             slot = self.core.slot(key)
             now = slot.features[-1].ts_event_ns
             sigma, sigma_har, source = await self.sigma(key[1])
@@ -216,13 +245,18 @@ class Execution:
             window = self.core.feature_window(key)
             if choice is None and not self.flags.enabled("StrategyRouter"):
                 choice = Choice("p_flat", 0.0, 0.0, 1.0, 0.0, {}, [])
+            routed = [(self.split.reward_to(c, r), UpdateRequest(p, r, c)) for p, r, c in self.core.due_rewards(key)]
             if choice is None:
-                choice = await self.split.decide(self.call, ctx, key[0], key[1], now)
+                choice = await self.split.decide(
+                    self.call, ctx, key[0], key[1], now, routed, self.send_reward, self._carried
+                )
+            else:  # no router call: the rewards go as updates
+                await asyncio.gather(*(self.send_reward(svc, u) for svc, u in routed))
             sizing = self.core.size(key, choice, ctx, sigma, source, now)
             held = sum(p.size for k, p in self.core.positions.items() if k[1] == key[1])  # every venue
             order = sizing.target_size - held
             side, qty = (1 if order > 0 else -1), abs(order)
-            return await self.execute(key, choice, sizing, ctx, window, side, qty, now)
+            return await self.execute(key, choice, sizing, ctx, window, side, qty, now, tick_ns)
 
     async def execute(
         self,
@@ -234,6 +268,7 @@ class Execution:
         side: int,
         qty: float,
         now: int,
+        tick_ns: int | None = None,
     ) -> ExecutionRecord:
         fill: FillView | None = None
         fill_key, route = key, None
@@ -270,14 +305,35 @@ class Execution:
             pos = self.core.positions[fill_key].size
             audit = msgspec.structs.replace(audit, venue=fill_key[0], position_after=pos, route=route)
             rec = msgspec.structs.replace(rec, venue=fill_key[0], position=pos)
-        t0 = time.perf_counter()
-        await asyncio.gather(  # both stored on JetStream (independent, idempotent by id): one round trip
-            self.ctx.bus.publish_durable(subjects.audit(self.root, *fill_key), encode(audit), event_id),
-            self.ctx.bus.publish_durable(subjects.exec_record(self.root, *fill_key), encode(rec), event_id + ":rec"),
-        )
-        self.m_stage.labels("store").observe(time.perf_counter() - t0)
+        stored = asyncio.ensure_future(self._store(key, fill_key, event_id, encode(audit), encode(rec), tick_ns))
+        self.storing.add(stored)
+        stored.add_done_callback(self.storing.discard)
+        if tick_ns is None or len(self.storing) > MAX_STORING:
+            await asyncio.shield(stored)
         self.m_decisions.labels(*key).inc()
         return rec
+
+    async def _store(
+        self, key: Key, fill_key: Key, event_id: str, audit: bytes, rec: bytes, tick_ns: int | None
+    ) -> None:
+        """Audit and record on JetStream (independent, idempotent by id: one round trip);
+        raises TimeoutError (``publish_durable``'s bound) for an API decision, logs and counts
+        it for a clock decision, whose caller does not wait."""
+        t0 = time.perf_counter()
+        try:
+            await asyncio.gather(
+                self.ctx.bus.publish_durable(subjects.audit(self.root, *fill_key), audit, event_id),
+                self.ctx.bus.publish_durable(subjects.exec_record(self.root, *fill_key), rec, event_id + ":rec"),
+            )
+        except TimeoutError as exc:
+            if tick_ns is None:
+                raise
+            self.m_store_failed.inc()
+            self.ctx.log.error("decision_not_stored", event_id=event_id, error=str(exc)[:200])
+            return
+        self.m_stage.labels("store").observe(time.perf_counter() - t0)
+        if tick_ns is not None:
+            self.m_stored.labels(*key).observe(max(0, time.time_ns() - tick_ns) / 1e9)
 
     def alpha_signals(self, ctx: RouterContext, window: list[list[float]]) -> list[AlphaSignal]:
         """Every registered alpha's signal (from the decision context and the window's mids) and weight."""
@@ -332,9 +388,9 @@ class Execution:
     # -- venue score in-process ----------------------------------------------------------
     def on_book(self, top: BookTopK) -> None:
         """Record the book; rewards due at its event time are sent now, while its features
-        are computed (the update no longer waits in the decision's path) — only when every
-        earlier book's features are handled, so no decision at an earlier event time can see
-        them (else the features step sends them, as before)."""
+        are computed — only when every earlier book's features are handled, so no decision at
+        an earlier event time can see them, and when its features make no decision due (that
+        decision carries them in its ``router.decide``); else the features step sends them."""
         self.core.on_book(top)
         self._venue_md_in(top)
         key = (top.venue, top.symbol)
@@ -343,7 +399,8 @@ class Execution:
         prev_ns, self._book_ts[key] = self._book_ts.get(key), top.ts_event_ns
         feats, worker = self.core.slots[key].features, self._workers.get(key)
         caught_up = bool(feats) and prev_ns is not None and feats[-1].ts_event_ns >= prev_ns
-        if caught_up and not self._inbox.get(key) and (worker is None or worker.done()):
+        deciding = top.ts_event_ns >= self.core.decision_due_ns(self.core.slots[key])
+        if caught_up and not deciding and not self._inbox.get(key) and (worker is None or worker.done()):
             due = self.core.due_rewards(key, top.ts_event_ns)
             if due:
                 self._rewarding[key] = asyncio.ensure_future(self._rewards_after(self._rewarding.get(key), key, due))
@@ -437,13 +494,19 @@ class Execution:
                 await sending
             due = self.core.due_rewards(key)
         for policy, reward, ctx in due:
-            try:
-                await self.call(
-                    self.split.reward_to(ctx, reward), "update", UpdateRequest(policy, reward, ctx), PosteriorSummary
-                )
-                self.m_rewards.labels(policy, via).inc()
-            except (TimeoutError, RuntimeError, msgspec.ValidationError) as exc:
-                self.ctx.log.warning("reward_not_sent", policy=policy, error=str(exc)[:200])
+            await self.send_reward(self.split.reward_to(ctx, reward), UpdateRequest(policy, reward, ctx), via)
+
+    async def send_reward(self, service: str, u: UpdateRequest, via: str = "decision") -> None:
+        """``service.update`` with one reward; a failure is logged, not raised."""
+        try:
+            await self.call(service, "update", u, PosteriorSummary)
+            self.m_rewards.labels(u.policyId, via).inc()
+        except (TimeoutError, RuntimeError, msgspec.ValidationError) as exc:
+            self.ctx.log.warning("reward_not_sent", policy=u.policyId, error=str(exc)[:200])
+
+    def _carried(self, rewards: Sequence[UpdateRequest]) -> None:
+        for u in rewards:
+            self.m_rewards.labels(u.policyId, "decision").inc()
 
     def on_features(self, f: MicroFeatures) -> None:
         """Queue ``f`` for its book's worker. Each book's features are handled in arrival
@@ -475,21 +538,19 @@ class Execution:
         due = self.core.on_features(f)
         if key not in self.locks:
             return
-        if due and key in self.clock_keys:
-            self.m_stage.labels("edge").observe(max(0, time.time_ns() - f.ts_init_ns) / 1e9)
-            t0 = time.perf_counter()
+        deciding = due and key in self.clock_keys and self.flags.enabled("ExecutionRouter")
+        if not deciding or self.locks[key].locked():
             await self.rewards(key)
-            self.m_stage.labels("rewards").observe(time.perf_counter() - t0)  # what the decision waited for
-        else:
-            await self.rewards(key)
-        if due and key in self.clock_keys and self.flags.enabled("ExecutionRouter") and not self.locks[key].locked():
-            try:
-                await self.decide(key)
-                # tick → decision: the triggering book reached the edge (ts_init_ns, wall
-                # clock, carried through features) → its audit is stored on JetStream
-                self.m_tick.labels(*key).observe(max(0, time.time_ns() - f.ts_init_ns) / 1e9)
-            except (NotTradable, TimeoutError, RuntimeError, QuantInputError) as exc:
-                self.ctx.log.warning("decision_skipped", venue=key[0], symbol=key[1], error=str(exc)[:200])
+            return
+        self.m_stage.labels("edge").observe(max(0, time.time_ns() - f.ts_init_ns) / 1e9)
+        try:
+            await self.decide(key, tick_ns=f.ts_init_ns)  # the due rewards ride with the decision
+            # tick → decision: the triggering book reached the edge (ts_init_ns, wall clock,
+            # carried through features) → its audit is published
+            self.m_tick.labels(*key).observe(max(0, time.time_ns() - f.ts_init_ns) / 1e9)
+        except (NotTradable, TimeoutError, RuntimeError, QuantInputError) as exc:
+            self.ctx.log.warning("decision_skipped", venue=key[0], symbol=key[1], error=str(exc)[:200])
+            await self.rewards(key)  # those the decision did not take (NotTradable before the router call)
 
     # -- request handlers ---------------------------------------------------------------
     def _key(self, venue: str, symbol: str) -> Key:
@@ -626,7 +687,11 @@ async def main(ctx: ServiceContext) -> None:
     await ctx.serve_rpc("positions", PositionsRequest, ex.positions)
     gcwatch.watch(ctx.registry, "exec")
     ctx.log.info("gc_frozen", objects=gcwatch.freeze_startup())  # full collections skip the start-up state
-    await asyncio.Event().wait()
+    try:
+        await asyncio.Event().wait()
+    finally:  # SIGTERM: the audits still on their way get a moment to be stored
+        if ex.storing:
+            await asyncio.wait(set(ex.storing), timeout=STOP_STORING_S)
 
 
 SPEC = ServiceSpec("execution", ExecutionSettings, main)

@@ -11,7 +11,8 @@ samples measured where the calls happen (issue 13 item 5).
 - **Rewards** go back to the stack that made the decision (the context object the decision
   used identifies it; ``core.due_rewards`` hands the same object back), with a QoS sample:
   the predicted score (posterior mean = score − exploration bonus, bps) next to the realised
-  reward (bps).
+  reward (bps). Those due at a decision ride in the ``DecideRequest`` of the stack asked
+  (one round trip); the other stack's are sent beside it.
 - **Mirroring**: while a cutover runs (share > 0), each decision taken by blue is also sent
   to green's ``choose`` (a what-if: not traded, not counted as a decision, off the decision
   path, at most ``MAX_MIRRORS`` in flight) so green's latency and errors are measured at the
@@ -28,12 +29,22 @@ import asyncio
 import contextlib
 import hashlib
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol, TypeVar
+
+import msgspec
 
 from stevie.bus import Bus
 from stevie.contracts import encode, subjects
 from stevie.contracts.ops import DeployShare, SloSample, StackSlo
-from stevie.contracts.rpc import Choice, ChooseRequest, RouterContext
+from stevie.contracts.rpc import (
+    MAX_CARRIED_REWARDS,
+    Choice,
+    ChooseRequest,
+    DecideRequest,
+    RouterContext,
+    UpdateRequest,
+)
 
 #: the service that serves each stack's RPCs (``stevie.rpc.<service>.decide``)
 SERVICE = {"blue": "router", "green": "green-router"}
@@ -41,7 +52,19 @@ MAX_PENDING = 20_000
 MAX_BATCH = 5_000
 MAX_MIRRORS = 4
 
-Caller = Callable[[str, str, ChooseRequest, type[Choice]], Awaitable[Choice]]
+R = TypeVar("R")
+
+
+class Caller(Protocol):
+    """Request/reply to ``service.method``; raises TimeoutError or RuntimeError."""
+
+    def __call__(self, service: str, method: str, req: msgspec.Struct, tp: type[R], /) -> Awaitable[R]: ...
+
+
+#: a reward on its way: (the service of the stack that made the decision, the update)
+Routed = tuple[str, UpdateRequest]
+#: sends one reward as ``service.update`` (the caller logs and counts; never raises)
+Sender = Callable[[str, UpdateRequest], Awaitable[None]]
 
 
 def unit(decision_key: str) -> float:
@@ -94,29 +117,69 @@ class StackSplit:
         while len(self.pending) > MAX_PENDING:  # decisions whose reward never comes (book gap)
             self.pending.popitem(last=False)
 
-    async def decide(self, call: Caller, ctx: RouterContext, venue: str, symbol: str, ts_event_ns: int) -> Choice:
+    async def decide(
+        self,
+        call: Caller,
+        ctx: RouterContext,
+        venue: str,
+        symbol: str,
+        ts_event_ns: int,
+        rewards: Sequence[Routed] = (),
+        send: Sender | None = None,
+        on_carried: Callable[[Sequence[UpdateRequest]], None] = lambda _: None,
+    ) -> Choice:
         """The decision's choice from its stack (green falls back to blue on failure). Raises
-        what ``call`` raises for blue (TimeoutError, RuntimeError)."""
+        what ``call`` raises for blue (TimeoutError, RuntimeError).
+
+        ``rewards`` (due at the decision's event time, each routed by ``reward_to``) reach
+        every stack before it decides: those of the stack asked first ride in its
+        ``DecideRequest`` (≤ ``MAX_CARRIED_REWARDS``; the rest go ahead through ``send``);
+        the other stack's go through ``send`` meanwhile — blue's are awaited before blue is
+        asked as the fallback. Carried rewards are applied before the choice, so a stack that
+        fails the call has learnt them (or, on a timeout, may have): they are not re-sent, and
+        ``on_carried`` gets them once the first call is over. Raises ValueError for rewards
+        that need ``send`` without one."""
         colour = self.pick(venue, symbol, ts_event_ns)
         if colour == "blue" and self.mirror and self.current_share() > 0 and len(self.mirrors) < MAX_MIRRORS:
             task = asyncio.ensure_future(self._mirror(call, ctx))
             self.mirrors.add(task)
             task.add_done_callback(self.mirrors.discard)
         order = ("green", "blue") if colour == "green" else ("blue",)
-        for c in order:
-            t0 = self.timer()
-            try:
-                choice = await call(SERVICE[c], "decide", ChooseRequest(ctx), Choice)
-            except (TimeoutError, RuntimeError):
-                self._sample(c, SloSample(self.now_ns(), (self.timer() - t0) * 1e3, True))
-                if c == "blue":
-                    raise
-                continue
-            self._sample(c, SloSample(self.now_ns(), (self.timer() - t0) * 1e3, False))
-            self._remember(ctx, c, choice)
-            self.decided[c] += 1
-            return choice
-        raise AssertionError("unreachable: blue either answers or raises")
+        first = SERVICE[order[0]]
+        own = [u for svc, u in rewards if svc == first]
+        carried, overflow = own[:MAX_CARRIED_REWARDS], own[MAX_CARRIED_REWARDS:]
+        others = [(svc, u) for svc, u in rewards if svc != first]
+        if send is None:
+            if overflow or others:
+                raise ValueError("rewards beyond the first stack's carried ones need a sender")
+        elif overflow:
+            await asyncio.gather(*(send(first, u) for u in overflow))
+        apart = asyncio.gather(*(send(svc, u) for svc, u in others)) if others and send is not None else None
+        try:
+            for c in order:
+                if c != order[0] and apart is not None:
+                    await asyncio.shield(apart)  # the fallback stack's rewards before its choice
+                t0 = self.timer()
+                req = DecideRequest(ctx, carried if c == order[0] else [])
+                try:
+                    choice = await call(SERVICE[c], "decide", req, Choice)
+                except (TimeoutError, RuntimeError):
+                    if req.rewards:
+                        on_carried(req.rewards)
+                    self._sample(c, SloSample(self.now_ns(), (self.timer() - t0) * 1e3, True))
+                    if c == "blue":
+                        raise
+                    continue
+                if req.rewards:
+                    on_carried(req.rewards)
+                self._sample(c, SloSample(self.now_ns(), (self.timer() - t0) * 1e3, False))
+                self._remember(ctx, c, choice)
+                self.decided[c] += 1
+                return choice
+            raise AssertionError("unreachable: blue either answers or raises")
+        finally:
+            if apart is not None:
+                await apart
 
     async def _mirror(self, call: Caller, ctx: RouterContext) -> None:
         """Green's ``choose`` on a decision blue took: one latency/error sample for green."""

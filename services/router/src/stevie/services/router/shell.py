@@ -15,6 +15,7 @@ from prometheus_client import Counter
 from stevie.contracts.rpc import (
     Choice,
     ChooseRequest,
+    DecideRequest,
     PosteriorSummary,
     RouterSnapshot,
     SnapshotRequest,
@@ -41,6 +42,11 @@ async def main(ctx: ServiceContext) -> None:
         registry=ctx.registry,
     )
     updates = Counter("router_updates_total", "Posterior updates", ["policy", "stack"], registry=ctx.registry)
+    rejected = Counter(
+        "router_carried_rewards_rejected_total",
+        "Rewards carried by a router.decide request that the posterior refused (unknown policy, bad reward)",
+        registry=ctx.registry,
+    )
     faults = FaultPlan(s.fault_delay_ms, s.fault_error_rate)
     if faults.active:
         ctx.log.warning("fault_injection", delay_ms=s.fault_delay_ms, rate=s.fault_error_rate, model=s.fault_model)
@@ -57,23 +63,29 @@ async def main(ctx: ServiceContext) -> None:
         decisions.labels(c.policyId, "api", s.colour).inc()
         return msgspec.structs.replace(c, stack=s.colour)
 
-    async def decide(req: ChooseRequest) -> Choice:  # execution's decision clock
-        await inject()
-        c = router.choose(req.context, ctx.clock.now_ns())
-        decisions.labels(c.policyId, "execution", s.colour).inc()
-        return msgspec.structs.replace(c, stack=s.colour)
-
     def update(req: UpdateRequest) -> PosteriorSummary:
         out = router.update(req.policyId, req.reward, req.context)
         updates.labels(req.policyId, s.colour).inc()
         sync.on_update()
         return out
 
+    async def decide(req: DecideRequest) -> Choice:  # execution's decision clock
+        for r in req.rewards:  # the rewards due at the decision's event time first (as in the backtest)
+            try:
+                update(r)
+            except (KeyError, ValueError) as exc:  # one bad reward must not cost the decision
+                rejected.inc()
+                ctx.log.warning("carried_reward_rejected", policy=r.policyId[:60], error=str(exc)[:200])
+        await inject()
+        c = router.choose(req.context, ctx.clock.now_ns())
+        decisions.labels(c.policyId, "execution", s.colour).inc()
+        return msgspec.structs.replace(c, stack=s.colour)
+
     def snapshot(_: SnapshotRequest) -> RouterSnapshot:
         return router.snapshot(ctx.clock.now_ns())
 
     await ctx.serve_rpc("choose", ChooseRequest, choose)
-    await ctx.serve_rpc("decide", ChooseRequest, decide)
+    await ctx.serve_rpc("decide", DecideRequest, decide)
     await ctx.serve_rpc("update", UpdateRequest, update)
     await ctx.serve_rpc("snapshot", SnapshotRequest, snapshot)
     announcing = asyncio.ensure_future(sync.announce())
