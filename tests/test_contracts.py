@@ -145,3 +145,19 @@ def test_subjects_are_sanitised_and_patterned():
     assert subjects.md_status("stevie", "*", "*") == "stevie.md.status.*.*"
     with pytest.raises(ValueError):
         subjects.md_trade("stevie", "", "X")
+
+
+def test_a_decide_request_carries_a_bounded_number_of_rewards():
+    import msgspec
+
+    from stevie.contracts import encode
+    from stevie.contracts.rpc import MAX_CARRIED_REWARDS, DecideRequest, RouterContext, UpdateRequest
+
+    ctx = RouterContext(symbol="BTCUSDT")
+    ok = DecideRequest(ctx, [UpdateRequest("p_sma", 1.5, ctx)])
+    assert msgspec.json.decode(encode(ok), type=DecideRequest) == ok
+    assert msgspec.json.decode(encode(DecideRequest(ctx)), type=DecideRequest).rewards == []
+    too_many = encode(DecideRequest(ctx, [UpdateRequest("p_sma", 1.0, ctx)] * MAX_CARRIED_REWARDS))
+    too_many = too_many.replace(b'"rewards":[', b'"rewards":[' + encode(UpdateRequest("p_sma", 1.0, ctx)) + b",", 1)
+    with pytest.raises(msgspec.ValidationError, match="at most"):
+        msgspec.json.decode(too_many, type=DecideRequest)

@@ -60,3 +60,30 @@ async def test_rpc_errors_map_to_statuses(exc, status):
     assert err.status == status
     bad = await bus.request(subjects.rpc("t", "svc", "smile"), b"{not json")
     assert msgspec.json.decode(bad.data, type=RpcError).status == 400
+
+
+#: the services a clock decision waits on, and the API: they keep the default niceness
+PATH_SERVICES = ("book-maintainer", "features", "execution", "router", "green-router", "risk-guards")
+
+
+def test_background_services_run_niced_and_the_decision_path_does_not():
+    import subprocess
+    import sys
+
+    from stevie.runtime.registry import SERVICES, load_spec
+    from stevie.runtime.service import apply_nice
+    from stevie.runtime.settings import SettingsError
+
+    nice = {name: load_spec(name).nice for name in SERVICES}
+    assert all(nice[n] == 0 for n in (*PATH_SERVICES, "venues", "gateway")), nice
+    assert all(nice[n] >= 5 for n in ("evidence", "adaptive", "events", "venue-replay")), nice
+    # applied to the process itself (a child: the test process keeps its niceness)
+    code = "import os; from stevie.runtime.service import apply_nice; print(apply_nice(7), os.getpriority(0, 0))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["7", "7"]
+    with pytest.raises(ValueError, match=r"0\.\.19"):
+        apply_nice(20)
+    with pytest.raises(SettingsError, match="NICE"):
+        CommonSettings(nice=-1)
+    with pytest.raises(SettingsError, match="EVENT_LOOP"):
+        CommonSettings(event_loop="trio")

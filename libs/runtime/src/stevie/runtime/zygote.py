@@ -55,6 +55,7 @@ def preload() -> None:
     import prometheus_client  # noqa: F401
     import pydantic  # noqa: F401
     import structlog  # noqa: F401
+    import uvloop  # noqa: F401
 
     import stevie.bus
     import stevie.contracts

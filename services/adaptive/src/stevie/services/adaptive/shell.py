@@ -307,4 +307,4 @@ async def main(ctx: ServiceContext) -> None:
             await ad.pool.close()
 
 
-SPEC = ServiceSpec("adaptive", AdaptiveSettings, main)
+SPEC = ServiceSpec("adaptive", AdaptiveSettings, main, nice=10)  # background: yields the cores to the decision path

@@ -32,4 +32,4 @@ async def main(ctx: ServiceContext) -> None:
     await asyncio.Event().wait()
 
 
-SPEC = ServiceSpec("budgeter", BudgeterSettings, main)
+SPEC = ServiceSpec("budgeter", BudgeterSettings, main, nice=5)  # background: yields the cores to the decision path

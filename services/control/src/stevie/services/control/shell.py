@@ -337,4 +337,4 @@ async def main(ctx: ServiceContext) -> None:
                 await pool.close()
 
 
-SPEC = ServiceSpec("control", ControlSettings, main)
+SPEC = ServiceSpec("control", ControlSettings, main, nice=5)  # background: yields the cores to the decision path

@@ -167,4 +167,4 @@ def _np(v: list[float]) -> np.ndarray:
     return np.asarray(v, dtype=np.float32)
 
 
-SPEC = ServiceSpec("events", EventsSettings, main)
+SPEC = ServiceSpec("events", EventsSettings, main, nice=10)  # background: yields the cores to the decision path

@@ -339,4 +339,4 @@ async def main(ctx: ServiceContext) -> None:
         await pool.close()
 
 
-SPEC = ServiceSpec("evidence", EvidenceSettings, main)
+SPEC = ServiceSpec("evidence", EvidenceSettings, main, nice=10)  # background: yields the cores to the decision path

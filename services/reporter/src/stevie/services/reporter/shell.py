@@ -84,4 +84,4 @@ async def main(ctx: ServiceContext) -> None:
             pool.terminate()
 
 
-SPEC = ServiceSpec("reporter", ReporterSettings, main)
+SPEC = ServiceSpec("reporter", ReporterSettings, main, nice=5)  # background: yields the cores to the decision path

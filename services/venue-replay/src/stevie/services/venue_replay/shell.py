@@ -321,4 +321,6 @@ async def main(ctx: ServiceContext) -> None:
             await r.cleanup()
 
 
-SPEC = ServiceSpec("venue-replay", VenueReplaySettings, main)
+# the exchange's stand-in: live, the venue is not on our cores, so it yields them to the
+# decision path (its pacing is by event time; the tick → decision clock starts at our edge)
+SPEC = ServiceSpec("venue-replay", VenueReplaySettings, main, nice=5)

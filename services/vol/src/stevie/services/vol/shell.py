@@ -295,4 +295,4 @@ async def main(ctx: ServiceContext) -> None:
         await asyncio.Event().wait()
 
 
-SPEC = ServiceSpec("vol", VolSettings, main)
+SPEC = ServiceSpec("vol", VolSettings, main, nice=5)  # background: yields the cores to the decision path
