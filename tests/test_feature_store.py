@@ -68,6 +68,12 @@ async def test_samples_and_vectors_round_trip(pg_server):
     assert await put_features(pool, vals, s) == (5, 4)
     assert await put_features(pool, vals, s) == (0, 0)
     assert await get_samples(pool, "v2", "CCCUSDT") == s
+    # only what was stored after a row: the rest of its epoch, later epochs, later runs
+    assert await get_samples(pool, "v2", "CCCUSDT", after=("r", 0, 1)) == s[2:]
+    assert await get_samples(pool, "v2", "CCCUSDT", after=("r", 1, 0)) == []
+    later = FeatureSample(venue="v2", symbol="CCCUSDT", ts_event_ns=3, run_id="r2", epoch=0, n=0, seq=1, levels=20)
+    assert await put_features(pool, [], [later]) == (0, 1)
+    assert await get_samples(pool, "v2", "CCCUSDT", after=("r", 1, 0)) == [later]  # a later run, an earlier time
     vec = await get_vectors(pool, "v2", "CCCUSDT")
     assert vec[9] == {"obi": 4.5, "mid": 4.5} and set(vec) == {5, 6, 7, 9}
     assert ("v2", "CCCUSDT") in await stored_keys(pool)

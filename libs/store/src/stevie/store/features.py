@@ -111,14 +111,27 @@ async def stored_keys(pool: asyncpg.Pool) -> list[tuple[str, str]]:
     return [(r["venue"], r["symbol"]) for r in rows]
 
 
-async def get_samples(pool: asyncpg.Pool, venue: str, symbol: str) -> list[FeatureSample]:
-    """The stored lineage of ``venue``/``symbol``, by (run, epoch, index within the epoch)."""
-    rows = await pool.fetch(
-        """SELECT ts_event_ns, run_id, epoch, n, seq, levels, trade_first, trade_last FROM feature_samples
-           WHERE venue = $1 AND symbol = $2 ORDER BY run_id, epoch, n""",
-        venue,
-        symbol,
-    )
+async def get_samples(
+    pool: asyncpg.Pool, venue: str, symbol: str, after: tuple[str, int, int] | None = None
+) -> list[FeatureSample]:
+    """The stored lineage of ``venue``/``symbol``, by (run, epoch, index within the epoch);
+    ``after``: only the rows past that (run_id, epoch, n) — what was stored since a previous
+    read (run ids grow with time, and a run writes its rows in order)."""
+    cols = "ts_event_ns, run_id, epoch, n, seq, levels, trade_first, trade_last"
+    if after is None:
+        rows = await pool.fetch(
+            f"SELECT {cols} FROM feature_samples WHERE venue = $1 AND symbol = $2 ORDER BY run_id, epoch, n",
+            venue,
+            symbol,
+        )
+    else:
+        rows = await pool.fetch(
+            f"""SELECT {cols} FROM feature_samples WHERE venue = $1 AND symbol = $2
+                AND (run_id, epoch, n) > ($3, $4, $5) ORDER BY run_id, epoch, n""",
+            venue,
+            symbol,
+            *after,
+        )
     return [FeatureSample(venue=venue, symbol=symbol, **dict(r)) for r in rows]
 
 

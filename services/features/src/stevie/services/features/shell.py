@@ -18,7 +18,7 @@ import stamina
 from prometheus_client import Counter
 
 from stevie.contracts import BookStatus, BookTopK, Trade, encode, subjects
-from stevie.contracts.featstore import ParityReport, ParityRequest
+from stevie.contracts.featstore import FeatureSample, ParityReport, ParityRequest
 from stevie.quant.kernels import load as load_kernels
 from stevie.runtime.service import ServiceContext, ServiceSpec
 from stevie.services.features import offline
@@ -91,17 +91,24 @@ async def main(ctx: ServiceContext) -> None:
 
     async def keep_warm() -> None:
         """Replay new stored vectors offline every ``parity_warm_s`` (in a thread), so a parity
-        request only pays for the vectors stored since."""
+        request only pays for the vectors stored since. Each pass reads only the rows stored
+        since the last one: the event loop (the tick → decision path) does work in
+        proportion to the new vectors, not to everything stored since the start."""
         assert pool is not None
+        lineage: dict[tuple[str, str], list[FeatureSample]] = {}  # the stored rows read so far, in order
         await asyncio.sleep(min(2.0, s.parity_warm_s))  # decode the captures as soon as vectors are stored
         while True:
             try:
                 for v, y in await stored_keys(pool):
-                    samples = await get_samples(pool, v, y)
-                    for ts in sorted({smp.ts_event_ns for smp in samples if smp.n == 0}):
+                    seen = lineage.setdefault((v, y), [])
+                    last = (seen[-1].run_id, seen[-1].epoch, seen[-1].n) if seen else None
+                    new = await get_samples(pool, v, y, after=last)
+                    seen.extend(new)
+                    for ts in sorted({smp.ts_event_ns for smp in new if smp.n == 0}):
                         # decode outside the lock (a dict insert; a parity request may run meanwhile)
                         await asyncio.to_thread(recomputer.capture, v, y, ts)
-                    await asyncio.to_thread(locked, functools.partial(recomputer.replay, v, y, samples))
+                    if new:
+                        await asyncio.to_thread(locked, functools.partial(recomputer.replay, v, y, seen))
             except (OSError, asyncpg.PostgresError, ValueError) as exc:
                 ctx.log.warning("parity_warm_failed", error=str(exc)[:200])
             await asyncio.sleep(s.parity_warm_s)
