@@ -12,6 +12,8 @@ PostgreSQL, every service) measured from the outside.
 - ``/api/health`` latency at 32 concurrent connections: in the gateway
   (``gateway_request_duration_seconds``, handler and middlewares) and as the load generator
   sees it (which includes its own queueing: the generator shares the cores);
+- one hop: the round trip of a trivial request/reply (``risk-guards.state``) from a client of
+  our own while the API is idle — the floor under each step of a decision on this machine;
 - RSS and PSS of every process of the stack at the end — the supervisor and all its
   descendants: services, the fork server, NATS, PostgreSQL and its backends (PSS shares the
   pages of common libraries, and of the fork server's imports, between processes, so the
@@ -41,6 +43,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
+import nats
+import nats.errors
 import numpy as np
 
 from stevie.runtime.infra import free_port
@@ -69,6 +73,7 @@ class StackBench:
     tick_load_ms: tuple[float, float, int] = (float("nan"), float("nan"), 0)
     stored_idle_ms: tuple[float, float, int] = (float("nan"), float("nan"), 0)  # tick → JetStream's ack
     stages_idle_ms: dict[str, tuple[float, float, int]] = field(default_factory=dict)
+    rpc_floor_ms: tuple[float, float, int] = (float("nan"), float("nan"), 0)  # one hop, API idle
     load_rps: float = 0.0
     health_p99_ms: float = float("nan")
     health_server_p99_ms: float = float("nan")
@@ -123,6 +128,23 @@ def quantile(before: dict[float, float], after: dict[float, float], q: float) ->
             return lo_b + (b - lo_b) * ((rank - lo_c) / width if width > 0 else 1.0), int(total)
         lo_b, lo_c = b, c
     return bounds[-1], int(total)
+
+
+async def _rpc_round_trips(nats_url: str, subject: str, n: int = 200, gap_s: float = 0.005) -> list[float]:
+    """Round-trip times (ms) of ``n`` requests to ``subject`` from a client of our own, one at a
+    time ``gap_s`` apart: what one hop between two processes costs on this machine while the
+    stack runs (the floor under each step of a decision)."""
+    nc = await nats.connect(nats_url)
+    out: list[float] = []
+    try:
+        for _ in range(n):
+            t0 = time.perf_counter()
+            await nc.request(subject, b"{}", timeout=2.0)
+            out.append((time.perf_counter() - t0) * 1e3)
+            await asyncio.sleep(gap_s)
+    finally:
+        await nc.close()
+    return out
 
 
 async def _hammer(urls: list[str], concurrency: int, seconds: float, rps: float | None) -> tuple[list[float], float]:
@@ -255,6 +277,12 @@ def run(seconds: float = 60.0, speed: float = 4.0, load_rps: float = 2000.0, win
             s0, s1 = histogram(text0, STAGE, f'stage="{st}"'), histogram(text1, STAGE, f'stage="{st}"')
             (sp50, _), (sp99, sn) = quantile(s0, s1, 0.5), quantile(s0, s1, 0.99)
             res.stages_idle_ms[st] = (sp50 * 1e3, sp99 * 1e3, sn)
+        try:  # a trivial request/reply (risk-guards.state) from outside, API idle
+            stack = json.loads((state / "stack.json").read_text())
+            rtt = asyncio.run(_rpc_round_trips(stack["nats_url"], "stevie.rpc.risk-guards.state"))
+            res.rpc_floor_ms = (float(np.percentile(rtt, 50)), float(np.percentile(rtt, 99)), len(rtt))
+        except (OSError, ValueError, KeyError, TimeoutError, nats.errors.Error) as exc:
+            print(f"rpc floor not measured: {exc!r}", file=sys.stderr)
         urls = [f"{gw}/api/health", f"{gw}/api/l2/binance/BTCUSDT", f"{gw}/api/microstructure/BTCUSDT"]
         _, res.load_rps = asyncio.run(_hammer(urls, 64, phase, load_rps))
         h2 = histogram(_get(f"{gw}/metrics")[1].decode())
@@ -308,6 +336,7 @@ def summary(r: StackBench) -> dict[str, str]:
         "tick → decision, API idle (p50 / p99, samples)": f"{idle[0]:.1f} / {idle[1]:.1f} ms ({idle[2]})",
         f"tick → decision under {r.load_rps:,.0f} req/s": f"{load[0]:.1f} / {load[1]:.1f} ms ({load[2]})",
         "tick → audit stored (JetStream ack), API idle": "{:.1f} / {:.1f} ms ({})".format(*r.stored_idle_ms),
+        "one hop: a trivial request/reply from outside, API idle": "{:.2f} / {:.2f} ms ({})".format(*r.rpc_floor_ms),
         "  idle: steps p50 / p99 ms (samples)": ", ".join(
             f"{k} {v[0]:.1f} / {v[1]:.1f} ({v[2]})" for k, v in r.stages_idle_ms.items()
         ),
