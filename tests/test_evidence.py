@@ -276,12 +276,19 @@ async def test_registry_checkpoint_promote_rollback(evdb):
     assert await repo.checkpoint(pool, "ckpt-b", "test", checkpoint.export(r), "pbt-best")
     back = await repo.set_current(pool, "ckpt-a", "rollback", "op1")
     assert back.previous == "ckpt-b" and (await repo.current_model(pool))[0].id == "ckpt-a"  # type: ignore[index]
+    # a rollback to a session's own parent: that session's late checkpoint does not undo it
+    await repo.set_current(pool, "pbt-best", "rollback", "op1")
+    assert not await repo.checkpoint(pool, "ckpt-b", "test", checkpoint.export(r), "pbt-best")
+    assert (await repo.current_model(pool))[0].id == "pbt-best"  # type: ignore[index]
+    assert await repo.checkpoint(pool, "ckpt-c", "test", checkpoint.export(r), "pbt-best")  # the next session does
+    await repo.set_current(pool, "ckpt-a", "rollback", "op1")
     with pytest.raises(KeyError):
         await repo.set_current(pool, "nope", "promote")
     actions = [h[1] for h in await repo.model_history(pool)]
-    assert actions[:3] == ["rollback", "checkpoint", "promote"]
+    assert actions[:5] == ["rollback", "checkpoint", "rollback", "rollback", "checkpoint"]
     views = await repo.list_models(pool)
-    assert {v.id for v in views} == {"ckpt-a", "ckpt-b", "pbt-best"} and [v.current for v in views].count(True) == 1
+    assert {v.id for v in views} == {"ckpt-a", "ckpt-b", "ckpt-c", "pbt-best"}
+    assert [v.current for v in views].count(True) == 1
 
 
 @pytest.mark.integration

@@ -92,7 +92,13 @@ def test_checkpoint_promote_rollback_and_bad_input(e2e_stack):
         return snap["modelId"] in follow
 
     wait_for(reloaded, 30, "the router to follow the promoted model")
+    _, models = s.get("/api/models")
+    before = {m["id"] for m in models}  # the session following the promoted model among them
     code, back = s.post("/api/models/rollback", {"id": ckpt["id"]}, token=s.token)
     assert code == 200 and back["action"] == "rollback" and back["model"]["id"] == ckpt["id"]
     _, models = s.get("/api/models")
-    assert [m["id"] for m in models if m["current"]] == [ckpt["id"]]
+    # current: the rolled-back model — or already a checkpoint of the session the router starts
+    # from it; never a late checkpoint of the session that was running before the rollback
+    cur = [m for m in models if m["current"]]
+    assert len(cur) == 1, cur
+    assert cur[0]["id"] == ckpt["id"] or (cur[0]["parent"] == ckpt["id"] and cur[0]["id"] not in before), cur

@@ -98,8 +98,10 @@ async def checkpoint(
 ) -> bool:
     """Write the router's posterior as model ``model_id`` (insert, or update the same row on
     later checkpoints of the same session). It becomes current only if the current model is
-    still its ``parent`` or itself (compare-and-set: a promote or rollback that happened in
-    between wins). Returns whether it is current."""
+    itself, or its ``parent`` made current before this session began (compare-and-set: a
+    promote or rollback that happened since wins — also a rollback to this session's own
+    parent, which a late checkpoint of the session must not undo). Returns whether it is
+    current."""
     updates = json.dumps({a: s.n for a, s in posterior.arms.items()})
     body = msgspec.json.encode(posterior).decode()
     async with pool.acquire() as conn, conn.transaction():
@@ -119,8 +121,15 @@ async def checkpoint(
         cur = await _current_id(conn)
         if cur == model_id:
             return True
-        if cur is not None and cur != parent:
-            return False
+        if cur is not None:
+            set_later = await conn.fetchval(
+                """SELECT c.since > m.created_at FROM model_current c, models m
+                   WHERE c.slot = $1 AND m.id = $2""",
+                SLOT,
+                model_id,
+            )
+            if cur != parent or set_later:
+                return False
         await conn.execute(
             """INSERT INTO model_current (slot, model_id) VALUES ($1, $2)
                ON CONFLICT (slot) DO UPDATE SET model_id = EXCLUDED.model_id, since = now()""",
