@@ -281,7 +281,12 @@ def check_decision_loop(port: int, state) -> None:
         30,
         "router restarted",
     )
-    wait_for(lambda: get(port, "/api/router/snapshot")[1]["decisions"] > 0, 60, "decisions after the restart")
+
+    def decided_again() -> bool:  # a 503 JSON while the restarted router is not serving yet
+        status, snap = get(port, "/api/router/snapshot")
+        return status == 200 and snap["decisions"] > 0
+
+    wait_for(decided_again, 60, "decisions after the restart")
     # /api/health's router figure comes from a background probe (every 0.25 s): poll briefly
     health = wait_for(
         lambda: (h := get(port, "/api/health")[1])["router"]["decisionsLastMin"] is not None and h, 10, "health probe"
