@@ -19,6 +19,9 @@ import pytest
 
 from stevie.bus.nats_bus import BusDisconnected, NatsBus
 from stevie.contracts.rpc import RouterContext
+import socket
+
+from stevie.runtime import infra
 from stevie.runtime.infra import NatsServer, clear_stale_pidfile
 from stevie.runtime.supervisor import ServerKeeper
 from stevie.services.execution.core import Position
@@ -69,6 +72,37 @@ def test_router_what_if_choices_are_not_decisions():
     c = r.choose(RouterContext(obi=0.1), 3)
     snap = r.snapshot(4)
     assert snap.decisions == 1 and snap.decisionsLastMin == 1 and snap.lastChoice == c
+
+
+def test_free_ports_are_distinct():
+    ports = infra.free_ports(64)
+    assert len(set(ports)) == 64
+
+
+def test_cluster_start_survives_a_port_taken_after_the_pick(tmp_path, monkeypatch):
+    """A node whose port a stranger took exits before listening: a new attempt on new
+    ports still forms a healthy cluster, and the first attempt's nodes are stopped."""
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))  # bound, not listening: the node's bind fails, a probe is refused
+    real, calls = infra.free_ports, []
+
+    def first_with_a_taken_port(n):
+        calls.append(n)
+        ports = real(n)
+        if len(calls) == 1:
+            ports[3] = taken.getsockname()[1]  # node 1's client port
+        return ports
+
+    monkeypatch.setattr(infra, "free_ports", first_with_a_taken_port)
+    try:
+        nodes = infra.start_nats_cluster(tmp_path, n=3, timeout_s=20)
+        try:
+            assert len(calls) == 2 and all(node.alive() for node in nodes)
+        finally:
+            for node in nodes:
+                node.stop()
+    finally:
+        taken.close()
 
 
 def test_stale_pidfile_rule(tmp_path):

@@ -55,9 +55,17 @@ def pdeathsig(sig: int = signal.SIGTERM, parent_pid: int | None = None) -> Calla
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that is free right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct TCP ports on 127.0.0.1 that are free right now (all sockets are held
+    open together, so the kernel cannot hand out the same port twice)."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in socks]
 
 
 def port_open(port: int, timeout_s: float = 0.2) -> bool:
@@ -182,17 +190,23 @@ class NatsServer:
     @classmethod
     def spawn(cls, store_dir: Path, port: int = 0, extra_args: tuple[str, ...] = ()) -> NatsServer:
         """Start the process without waiting for it to listen (call ``wait_ready``)."""
-        port = port or free_port()
-        monitor = free_port()
+        if port:
+            monitor = free_port()
+            while monitor == port:
+                monitor = free_port()
+        else:
+            port, monitor = free_ports(2)
         return cls(cls._popen(store_dir, port, monitor, extra_args), port, monitor, store_dir, extra_args)
 
     def wait_ready(self, timeout_s: float = 15.0) -> None:
         """Block until the client port listens. Raises InfraError (the process is stopped)."""
         try:
             wait_port(self.port, timeout_s, self.proc)
-        except InfraError:
+        except InfraError as e:
             stop_process(self.proc)
-            raise
+            log = self.store_dir / "nats.log"
+            tail = log.read_text(errors="replace")[-400:] if log.exists() else ""
+            raise InfraError(f"{e}; {log} ends with: {tail}") from None
 
     @classmethod
     def start(
@@ -222,20 +236,37 @@ class NatsServer:
         stop_process(self.proc)
 
 
-def start_nats_cluster(base_dir: Path, n: int = 3, timeout_s: float = 30.0) -> list[NatsServer]:
+def start_nats_cluster(base_dir: Path, n: int = 3, timeout_s: float = 30.0, attempts: int = 3) -> list[NatsServer]:
     """``n`` local nats-server processes on loopback forming the JetStream cluster "stevie"
     (routes between every pair), each with its own store under ``base_dir``; returns once
-    every node answers ``/healthz`` (JetStream meta leader elected). Raises InfraError."""
+    every node answers ``/healthz`` (JetStream meta leader elected).
+
+    A node that exits before it listens (a port another process took between our pick and
+    its bind) makes a fresh attempt on new ports, up to ``attempts``. Raises InfraError."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return _start_cluster_once(base_dir, n, timeout_s)
+        except InfraError as e:
+            if attempt == attempts or "exited with" not in str(e):
+                raise
+    raise AssertionError("unreachable")
+
+
+def _start_cluster_once(base_dir: Path, n: int, timeout_s: float) -> list[NatsServer]:
     import urllib.error
     import urllib.request
 
-    cluster_ports = [free_port() for _ in range(n)]
+    ports = free_ports(3 * n)
+    cluster_ports, client_ports, monitor_ports = ports[:n], ports[n : 2 * n], ports[2 * n :]
     routes = ",".join(f"nats://127.0.0.1:{p}" for p in cluster_ports)
     nodes: list[NatsServer] = []
     try:
         for i, cp in enumerate(cluster_ports):
             args = ("-n", f"n{i + 1}", "--cluster_name", "stevie", "--cluster", f"nats://127.0.0.1:{cp}")
-            nodes.append(NatsServer.spawn(base_dir / f"n{i + 1}", 0, (*args, "--routes", routes)))
+            extra = (*args, "--routes", routes)
+            store = base_dir / f"n{i + 1}"
+            proc = NatsServer._popen(store, client_ports[i], monitor_ports[i], extra)
+            nodes.append(NatsServer(proc, client_ports[i], monitor_ports[i], store, extra))
         for node in nodes:
             node.wait_ready(timeout_s)
         deadline = time.monotonic() + timeout_s
