@@ -43,7 +43,12 @@ def test_events_routes_and_router_context(e2e_stack):
     }
     st, out = s.post("/api/events/ingest", {"events": [ev]})
     assert st == 401  # operator route
-    st, out = s.post("/api/events/ingest", {"events": [ev]}, token=s.token)
+
+    def ingested() -> tuple[int, dict] | None:  # events is up (heartbeat) before its model is built
+        st, out = s.post("/api/events/ingest", {"events": [ev]}, token=s.token)
+        return None if st == 503 else (st, out)
+
+    st, out = wait_for(ingested, 60, "events answering ingest")
     assert st == 200, out
     assert out["dim"] == 384 and len(out["ids"]) == 1
     st, arr = s.get("/api/events/embeddings?symbol=BTCUSDT&full=1")

@@ -5,8 +5,10 @@ The clock: an event whose ``ts`` is after "now" is refused (look-ahead). "Now" i
 clock — the newest event time seen on the book stream (``md.book.*.*``); before the first
 book arrives (or with no market data at all) it is the wall clock.
 
-The model is loaded once per process at start (≈ 0.3 s) and shared by every request;
-embedding runs in a worker thread (onnxruntime releases the GIL), so heartbeats keep going.
+The model is built at start (≈ 0.3 s) to fit the context projection, shared by every
+request, and dropped after ``model_idle_s`` without an embedding (≈ 150 MB given back; the next
+ingest builds it again); embedding runs in a worker thread (onnxruntime releases the GIL), so
+heartbeats keep going.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from stevie.contracts.events import (
 from stevie.contracts.rpc import RpcError
 from stevie.runtime.service import ServiceContext, ServiceSpec
 from stevie.services.events.core import SymbolEvents, TooManyEvents, prepare
-from stevie.services.events.embedder import MiniLMEmbedder
+from stevie.services.events.embedder import MiniLMEmbedder, OnDemandEmbedder
 from stevie.services.events.projection import fit_default
 from stevie.services.events.settings import EventsSettings
 from stevie.store import connect_pool, migrate
@@ -61,7 +63,7 @@ class EventClock:
 async def main(ctx: ServiceContext) -> None:
     s = ctx.settings
     assert isinstance(s, EventsSettings)
-    embedder = await asyncio.to_thread(MiniLMEmbedder, threads=s.threads)
+    embedder = OnDemandEmbedder(lambda: MiniLMEmbedder(threads=s.threads), s.model_idle_s)
     fitted = await asyncio.to_thread(fit_default, embedder)
     ctx.log.info(
         "projection",
@@ -154,13 +156,24 @@ async def main(ctx: ServiceContext) -> None:
     await ctx.bus.subscribe(subjects.md_book(s.subject_root, "*", "*"), on_book)
     await ctx.serve_rpc("ingest", EventIngestRequest, ingest)
     await ctx.serve_rpc("embeddings", EmbeddingsRequest, embeddings)
+    release = asyncio.ensure_future(_release_when_idle(embedder, s.model_idle_s, ctx))
     try:
         while True:
             await asyncio.sleep(s.republish_s)
             for sym in sorted(state.by_symbol):
                 await publish(sym)
     finally:
+        release.cancel()
         await pool.close()
+
+
+async def _release_when_idle(embedder: OnDemandEmbedder, idle_s: float, ctx: ServiceContext) -> None:
+    """Check every ``idle_s / 4`` whether the model has been idle for ``idle_s``; the freed
+    pages go back to the OS at the service's next ``malloc_trim``."""
+    while True:
+        await asyncio.sleep(idle_s / 4)
+        if await asyncio.to_thread(embedder.release_if_idle):
+            ctx.log.info("model_released", idle_s=idle_s, loads=embedder.loads)
 
 
 def _np(v: list[float]) -> np.ndarray:
