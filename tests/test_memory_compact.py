@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -75,35 +74,3 @@ def test_malloc_trim_gives_back_the_free_middle_of_the_heap() -> None:
     assert trim() == 1
     assert before - anon_mb() > 40
     del pin
-
-
-
-_MAPPED_BLOCKS = """
-import ctypes, sys
-from stevie.runtime import service
-class MallInfo2(ctypes.Structure):
-    _fields_ = [(n, ctypes.c_size_t) for n in
-                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
-libc = ctypes.CDLL("libc.so.6")
-libc.mallinfo2.restype = MallInfo2
-if sys.argv[1] == "tuned":
-    assert service.tune_malloc()
-big = ctypes.create_string_buffer(8 << 20); del big  # untuned, this free raises the mmap threshold to 8 MiB
-before = libc.mallinfo2().hblks
-blocks = [ctypes.create_string_buffer(2 << 20) for _ in range(10)]
-print(libc.mallinfo2().hblks - before)
-"""
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc")
-def test_tuned_malloc_keeps_large_blocks_mapped() -> None:
-    """Tuned, a 2 MiB block is always its own mapping (unmapped when freed); untuned, glibc
-    serves it from the heap once an 8 MiB block was freed (the dynamic threshold)."""
-
-    def mapped(mode: str) -> int:
-        out = subprocess.run([sys.executable, "-c", _MAPPED_BLOCKS, mode], capture_output=True, text=True, timeout=60)
-        assert out.returncode == 0, out.stderr
-        return int(out.stdout.strip().splitlines()[-1])
-
-    assert mapped("tuned") == 10
-    assert mapped("untuned") == 0

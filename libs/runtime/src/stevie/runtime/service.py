@@ -223,34 +223,6 @@ async def _heartbeat(ctx: ServiceContext) -> None:
         await asyncio.sleep(ctx.settings.heartbeat_interval_s)
 
 
-#: glibc ``mallopt`` parameters (malloc.h): at most ``MALLOC_ARENAS`` heaps for all threads, and
-#: blocks of ``MMAP_THRESHOLD_B`` bytes or more always from ``mmap`` (unmapped when freed)
-M_MMAP_THRESHOLD, M_ARENA_MAX = -3, -8
-MALLOC_ARENAS = 2
-MMAP_THRESHOLD_B = 1 << 20
-
-
-def tune_malloc() -> bool:
-    """Bound glibc's heap growth in a long-lived service (True when applied; False where the C
-    library has no ``mallopt``). Two settings (glibc manual, "Memory Allocation Tunables"):
-
-    - ``M_ARENA_MAX`` = 2: each thread that allocates would otherwise get its own arena (up to
-      8 × cores), and the worker threads of ``asyncio.to_thread`` each kept tens of MB of
-      fragmented free memory;
-    - ``M_MMAP_THRESHOLD`` = 1 MiB, fixed: glibc raises this threshold after every large free
-      (up to 32 MiB), after which large numpy arrays (a bootstrap's resamples) come from the
-      heap and stay resident; fixed, they are mapped and unmapped."""
-    name = ctypes.util.find_library("c")
-    try:
-        mallopt = ctypes.CDLL(name).mallopt if name else None
-    except (OSError, AttributeError):
-        return False
-    if mallopt is None:
-        return False
-    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    return bool(mallopt(M_ARENA_MAX, MALLOC_ARENAS)) and bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_B))
-
-
 def _malloc_trim() -> Callable[[], int] | None:
     """glibc's ``malloc_trim(0)`` (returns 1 when memory was given back), or None where the C
     library has none (musl, macOS)."""
@@ -352,7 +324,6 @@ def run(spec: ServiceSpec) -> None:
     """Entry point: load settings (exit 2 with a clear message when invalid) and serve."""
     settings = load_settings(spec.settings_cls, spec.name)
     configure_logging(settings.log_level)
-    tune_malloc()
     factory = uvloop.new_event_loop if settings.event_loop == "uvloop" else asyncio.new_event_loop
     with asyncio.Runner(loop_factory=factory) as runner:
         runner.run(serve(spec, settings))

@@ -149,12 +149,12 @@ class StackSplit:
         own = [u for svc, u in rewards if svc == first]
         carried, overflow = own[:MAX_CARRIED_REWARDS], own[MAX_CARRIED_REWARDS:]
         others = [(svc, u) for svc, u in rewards if svc != first]
-        if send is None:
-            if overflow or others:
+        apart = None
+        if overflow or others:
+            if send is None:
                 raise ValueError("rewards beyond the first stack's carried ones need a sender")
-        elif overflow:
             await asyncio.gather(*(send(first, u) for u in overflow))
-        apart = asyncio.gather(*(send(svc, u) for svc, u in others)) if others and send is not None else None
+            apart = asyncio.gather(*(send(svc, u) for svc, u in others)) if others else None
         try:
             for c in order:
                 if c != order[0] and apart is not None:
