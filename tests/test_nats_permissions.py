@@ -5,6 +5,8 @@ from ``stevie.runtime.nats_perms``) against a real nats-server:
 - every service's RPCs answer exactly their callers in the table (and the gateway); anonymous
   and every other service user get no answer; nobody else can serve or overhear them;
 - only book-maintainer can put market data on the bus;
+- no service reads or forges another's replies (each reads only its own inbox prefix and
+  answers only requests it was delivered);
 - a wrong password is refused; the runtime logs in as its service;
 - ``STEVIE_NATS_AUTH=1 stevie up`` (e2e): decisions flow with no permission violation by the
   stack's own users, while anonymous and wrong-user clients can call no service's RPC nor
@@ -23,6 +25,7 @@ import nats
 import pytest
 from nats.errors import NoRespondersError, NoServersError
 
+from stevie.contracts import subjects
 from stevie.runtime import nats_perms, service
 from stevie.runtime.infra import free_port, nats_server_binary
 from stevie.runtime.registry import SERVICES
@@ -104,8 +107,6 @@ def test_every_data_subject_has_a_publisher_and_a_subscriber_in_the_table():
     not in the table would be refused at run time under ``STEVIE_NATS_AUTH=1``."""
     import inspect
 
-    from stevie.contracts import subjects
-
     def overlap(a: str, b: str) -> bool:  # some concrete subject matches both patterns
         x, y = a.split("."), b.split(".")
         for i, (p, q) in enumerate(zip(x, y, strict=False)):
@@ -117,7 +118,7 @@ def test_every_data_subject_has_a_publisher_and_a_subscriber_in_the_table():
                 return len(x) == len(y)
         return False
 
-    structural = {"token", "rpc", "heartbeat", "dlq", "durable_patterns", "all_subjects"}
+    structural = {"token", "rpc", "heartbeat", "dlq", "inbox_prefix", "durable_patterns", "all_subjects"}
     builders = [
         (name, fn)
         for name, fn in inspect.getmembers(subjects, inspect.isfunction)
@@ -147,15 +148,19 @@ async def _responders(url: str) -> list[nats.NATS]:
     return out
 
 
-async def _ask(url: str, subject: str = SUBJECT, timeout_s: float = 1.0, **creds) -> bytes | None:
+async def _ask(
+    url: str, subject: str = SUBJECT, timeout_s: float = 1.0, payload: bytes = b"{}", **creds
+) -> bytes | None:
     errors: list[Exception] = []
 
     async def on_error(e: Exception) -> None:
         errors.append(e)
 
+    if "user" in creds:  # the runtime's own inbox prefix: the only one the user may read
+        creds["inbox_prefix"] = subjects.inbox_prefix(str(creds["user"]))
     nc = await nats.connect(url, error_cb=on_error, max_reconnect_attempts=0, **creds)
     try:
-        return (await nc.request(subject, b"{}", timeout=timeout_s)).data
+        return (await nc.request(subject, payload, timeout=timeout_s)).data
     except (TimeoutError, NoRespondersError):
         return None
     finally:
@@ -207,6 +212,51 @@ async def test_nobody_else_can_serve_or_overhear_execution(auth_server):
         assert spy_seen == []
     finally:
         await spy.close()
+        for nc in responders:
+            await nc.close()
+
+
+async def test_nobody_reads_or_forges_another_services_replies(auth_server):
+    """vol subscribes to every inbox it can name and tries to answer on the gateway's inbox:
+    the server refuses all four, and the gateway gets execution's answer, only it."""
+    responders = await _responders(auth_server)
+    refused: list[Exception] = []
+
+    async def on_error(e: Exception) -> None:
+        refused.append(e)
+
+    spy = await nats.connect(auth_server, user="vol", password=PW, error_cb=on_error)
+    gw = await nats.connect(auth_server, user="gateway", password=PW, inbox_prefix=subjects.inbox_prefix("gateway"))
+    seen: list[bytes] = []
+    try:
+
+        async def overhear(msg):
+            seen.append(msg.data)
+
+        for pattern in ("_INBOX_gateway.>", "_INBOX.>", ">"):
+            await spy.subscribe(pattern, cb=overhear)
+        await spy.flush()
+        inbox = gw.new_inbox()
+        got: list[bytes] = []
+
+        async def on_reply(msg):
+            got.append(msg.data)
+
+        await gw.subscribe(inbox, cb=on_reply)
+        await gw.flush()
+        await spy.publish(inbox, b"forged")
+        await spy.flush()
+        await gw.publish(SUBJECT, b"{}", reply=inbox)
+        deadline = time.monotonic() + 2
+        while not got and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.2)
+        assert got == [b"execution"]
+        assert seen == []
+        assert sum("permissions violation" in str(e).lower() for e in refused) == 4
+    finally:
+        await spy.close()
+        await gw.close()
         for nc in responders:
             await nc.close()
 
@@ -322,15 +372,16 @@ async def test_stevie_up_with_nats_auth(tmp_path):
         text = (tmp_path / "nats" / "auth-accounts.conf").read_text()
         pw = re.search(r'user: gateway,\s+password: "(\w+)"', text)
         assert pw is not None
-        reply = await _ask_subject(url, "stevie.rpc.execution.positions", user="gateway", password=pw.group(1))
+        positions = b'{"type": "PositionsRequest"}'
+        reply = await _ask(url, "stevie.rpc.execution.positions", 1.5, positions, user="gateway", password=pw.group(1))
         assert reply is not None and b"positions" in reply
         for callee, method in METHOD.items():
             if callee == "gateway":
                 continue
             subject = f"stevie.rpc.{callee}.{method}"
-            assert await _ask_subject(url, subject) is None, subject  # anonymous
+            assert await _ask(url, subject, 1.5, positions) is None, subject  # anonymous
             wrong = "features" if callee != "features" else "vol"
-            assert await _ask_subject(url, subject, user=wrong, password=pw.group(1)) is None, subject
+            assert await _ask(url, subject, 1.5, positions, user=wrong, password=pw.group(1)) is None, subject
         seen: list[bytes] = []
         reader = await nats.connect(url, user="features", password=pw.group(1))
         try:
@@ -372,13 +423,3 @@ def _register_candidate(db_url: str) -> None:
             await pool.close()
 
     asyncio.run(go())
-
-
-async def _ask_subject(url: str, subject: str, **creds) -> bytes | None:
-    nc = await nats.connect(url, max_reconnect_attempts=0, **creds)
-    try:
-        return (await nc.request(subject, b'{"type": "PositionsRequest"}', timeout=1.5)).data
-    except (TimeoutError, NoRespondersError):
-        return None
-    finally:
-        await nc.close()

@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -19,8 +20,6 @@ import pytest
 
 from stevie.bus.nats_bus import BusDisconnected, NatsBus
 from stevie.contracts.rpc import RouterContext
-import socket
-
 from stevie.runtime import infra
 from stevie.runtime.infra import NatsServer, clear_stale_pidfile
 from stevie.runtime.supervisor import ServerKeeper

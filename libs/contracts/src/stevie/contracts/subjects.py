@@ -77,6 +77,12 @@ def dlq(root: str, service: str) -> str:
     return _join(root, "dlq", service)
 
 
+def inbox_prefix(service: str) -> str:
+    """The reply-subject prefix of ``service``'s NATS connection (``_INBOX_<service>``, outside
+    the root: NATS inboxes); its user may read replies there only (``nats_perms``)."""
+    return f"_INBOX_{service}"
+
+
 def rpc(root: str, service: str, method: str) -> str:
     """Request/reply endpoint ``method`` of ``service`` (queue group = the service name)."""
     return _join(root, "rpc", service, method)

@@ -17,17 +17,19 @@ Each service may
 - use the JetStream API only when listed in ``JETSTREAM`` (execution stores audits, the
   reporter consumes them).
 
-Every user keeps ``_INBOX.>`` (request replies) and ``$SRV.>`` (NATS micro discovery). The
+Replies: each service gets its replies on its own inbox prefix (``_INBOX_<service>``, set
+by the runtime's connect), may subscribe to that prefix only, and may publish a reply only to
+the reply subject of a request it was delivered (``allow_responses``) — so no service reads
+or forges answers meant for another. Every user keeps ``$SRV.>`` (NATS micro discovery). The
 ``anonymous`` user (a client without credentials, e.g. ``stevie tail``) may read the data
-subjects but publish nothing and see no RPC. Known limit: replies travel on ``_INBOX.>``,
-which every credentialed user may subscribe to (a compromised service could read answers
-meant for others, not call anything it is not allowed to).
+subjects but publish nothing and see no RPC.
 """
 
 from __future__ import annotations
 
 import sys
 
+from stevie.contracts.subjects import inbox_prefix
 from stevie.runtime.registry import SERVICES
 
 ROOT = "stevie"
@@ -96,7 +98,6 @@ SUBSCRIBES: dict[str, tuple[str, ...]] = {
 }
 
 JETSTREAM = frozenset({"execution", "reporter"})
-_ALWAYS = ["_INBOX.>", "$SRV.>"]
 
 
 def _q(subjects: list[str]) -> str:
@@ -104,8 +105,9 @@ def _q(subjects: list[str]) -> str:
 
 
 def rules(service: str, root: str = ROOT) -> tuple[list[str], list[str]]:
-    """(publish allow, subscribe allow) of ``service``. Raises KeyError for an unknown service
-    or a call to an unknown one."""
+    """(publish allow, subscribe allow) of ``service`` (replies to requests it was delivered
+    are allowed besides: ``allow_responses``). Raises KeyError for an unknown service or a
+    call to an unknown one."""
     if service not in SERVICES:
         raise KeyError(f"unknown service {service!r}")
     calls = CALLS.get(service, ())
@@ -120,7 +122,7 @@ def rules(service: str, root: str = ROOT) -> tuple[list[str], list[str]]:
         sub.append(f"{root}.ctl.flags")
     if service in JETSTREAM:
         pub += ["$JS.API.>", "$JS.ACK.>"]
-    return pub + _ALWAYS, sub + _ALWAYS
+    return [*pub, "$SRV.>"], [*sub, f"{inbox_prefix(service)}.>", "$SRV.>"]
 
 
 def render(root: str = ROOT) -> str:
@@ -131,12 +133,16 @@ def render(root: str = ROOT) -> str:
         "# libs/runtime/src/stevie/runtime/nats_perms.py — edit those, not this file.",
         "# Per-service NATS permissions (variables used by accounts.conf): each service serves only",
         "# its own RPCs, calls only the RPCs its code calls (the gateway: all), publishes and",
-        "# subscribes only its own data subjects. anonymous (no credentials) reads data only.",
+        "# subscribes only its own data subjects, reads replies only on its own inbox prefix and",
+        "# replies only to requests it was delivered. anonymous (no credentials) reads data only.",
     ]
     for name in SERVICES:
         pub, sub = rules(name, root)
         var = "PERMS_" + name.upper().replace("-", "_")
-        lines.append(f"{var} = {{\n  publish: {{ allow: {_q(pub)} }}\n  subscribe: {{ allow: {_q(sub)} }}\n}}")
+        lines.append(
+            f"{var} = {{\n  publish: {{ allow: {_q(pub)} }}\n  subscribe: {{ allow: {_q(sub)} }}\n"
+            "  allow_responses: true\n}"
+        )
     anon_sub = [f"{root}.>", "_INBOX.>"]
     lines.append(
         "PERMS_ANONYMOUS = {\n"

@@ -195,11 +195,13 @@ def apply_nice(nice: int) -> int:
 @stamina.retry(on=(NoServersError, OSError, TimeoutError), attempts=30, timeout=30.0)
 async def _connect(url: str, name: str) -> NatsBus:
     """With ``STEVIE_NATS_PASSWORD`` set the service logs in as the NATS user named like it
-    (``deploy/nats-cluster/accounts.conf``: per-service subject permissions); else anonymous."""
+    (``deploy/nats-cluster/accounts.conf``: per-service subject permissions); else anonymous.
+    Either way its request replies come on ``_INBOX_<name>``, the only inbox its user may read."""
     password = os.environ.get("STEVIE_NATS_PASSWORD", "")
+    inbox = subjects.inbox_prefix(name)  # replies on the service's own prefix (nats_perms)
     if password:
-        return await NatsBus.connect(url, name=name, user=name, password=password)
-    return await NatsBus.connect(url, name=name)
+        return await NatsBus.connect(url, name=name, user=name, password=password, inbox_prefix=inbox)
+    return await NatsBus.connect(url, name=name, inbox_prefix=inbox)
 
 
 async def _heartbeat(ctx: ServiceContext) -> None:

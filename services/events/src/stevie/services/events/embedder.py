@@ -220,4 +220,3 @@ class OnDemandEmbedder:
             self._model = None
         gc.collect()  # onnxruntime's session goes now, not at some later collection
         return True
-
