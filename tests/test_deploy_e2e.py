@@ -174,3 +174,27 @@ def test_green_gets_decisions_at_canary_then_cutover_then_a_breach_rolls_back(st
     d = status(s)
     assert d["state"] == "rolled_back" and d["stacks"]["green"]["modelId"] == "cand-bad"
     assert n0 > 0 and set(stacks_of_latest_audits(s)[:5]) == {"blue"}
+
+
+def test_operator_rolls_a_canary_back_over_http(stack):
+    """``POST /api/deploy/action``: refused without the operator token and for an action the
+    state does not allow (4xx JSON); a rollback during a canary ends it at once, audited with
+    the operator's reason and token id."""
+    s, db = stack, stack.database_url()
+    code, body = s.post("/api/deploy/action", {"action": "rollback"})
+    assert code == 401, body
+    code, body = s.post("/api/deploy/action", {"action": "launch"}, token=s.token)
+    assert code == 400 and "start or rollback" in body["detail"], body
+    code, body = s.post("/api/deploy/action", {"action": "rollback", "extra": 1}, token=s.token)
+    assert code == 400, body  # unknown field
+    register(db, "cand-op", 9)
+    status_when(s, lambda x: x["green"] == "cand-op" and x["state"] in ("canary", "partial"), 30, "canary of cand-op")
+    code, d = s.post("/api/deploy/action", {"action": "rollback", "reason": "e2e: by hand"}, token=s.token)
+    assert code == 200, d
+    last = d["transitions"][-1]
+    assert d["state"] == "rolled_back" and d["greenShare"] == 0.0
+    assert (last["toState"], last["reason"]) == ("rolled_back", "e2e: by hand") and last["actor"] not in ("", "auto")
+    assert ops_audit(db)[-1] == (last["fromState"], "rolled_back", "e2e: by hand")
+    code, body = s.post("/api/deploy/action", {"action": "start"}, token=s.token)
+    assert code == 400, body  # nothing to start: the candidate was rolled back
+
