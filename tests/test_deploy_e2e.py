@@ -197,4 +197,3 @@ def test_operator_rolls_a_canary_back_over_http(stack):
     assert ops_audit(db)[-1] == (last["fromState"], "rolled_back", "e2e: by hand")
     code, body = s.post("/api/deploy/action", {"action": "start"}, token=s.token)
     assert code == 400, body  # nothing to start: the candidate was rolled back
-
