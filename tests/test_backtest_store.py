@@ -105,3 +105,14 @@ def test_quarantined_candles_land_with_the_run(pg_server, tmp_path):
         (row,) = asyncio.run(quarantined(rid))
         assert row["reason"] == "spike" and "robust z of the return in +" in row["detail"] and row["replaced"]
         assert json.loads(row["item"])["close"] == c[2000] and json.loads(row["replacement"])["close"] == c[1999]
+
+
+def test_records_carry_each_decisions_venue_last():
+    """An L2 run's ``venue`` column lands in ``backtest_decisions.venue`` (009); a bar run has none: ''."""
+    from stevie.backtest import store
+
+    one = {k: [1.0] for k in store._FIXED} | {"symbol": ["BTCUSDT"], "policy_id": ["p_flat"], "reason": ["ok"]}
+    one |= {"ts_event_ns": [5_000_000_000], "blocked": [False], "ctx_obi": [0.1], "shadow_p_flat": [0]}
+    assert store.COLUMNS[-1] == "venue" and len(store.COLUMNS) == len(store.records("r", one)[0])
+    assert store.records("r", one)[0][-1] == ""
+    assert store.records("r", one | {"venue": ["binance-usdm"]})[0][-1] == "binance-usdm"

@@ -428,10 +428,32 @@ def test_backtest_outcomes_use_the_same_symbols_price_one_interval_later():
         BacktestDecision(5 * m, "B", "p_sma", 0.5, 1, 49.0, {}, shadow),
         BacktestDecision(10 * m, "A", "p_sma", 0.5, 1, 99.0, {}, shadow),
     ]
-    out = core.backtest_outcomes(rows, 5)
+    out = core.backtest_outcomes(rows, 5 * 60.0)
     assert [(d.symbol, d.ts_ns) for d in out] == [("A", 0), ("B", 0), ("A", 5 * m)]  # the last ones lack t+H
     a0 = out[0]
     assert a0.ret_bps == pytest.approx(100.0) and a0.reward == pytest.approx(100.0)
     assert a0.rewards == {"p_flat": 0.0, "p_sma": pytest.approx(100.0), "p_breakout": pytest.approx(-100.0)}
     assert a0.regime == "bull" and a0.x[1] == pytest.approx(1.0)  # σ in %
     assert out[1].ret_bps == pytest.approx(-200.0) and out[1].reward == 0.0
+
+
+def test_backtest_outcomes_read_the_later_price_on_the_same_venue_at_the_runs_horizon():
+    """An L2 run decides on spot and USD-M books of one symbol (prices differ by the basis):
+    a decision's return is read on its own venue, ``horizon_s`` later (30 s, not a bar run's
+    5 minutes)."""
+    from stevie.store.evidence import BacktestDecision
+
+    shadow = {"p_flat": 0, "p_obi_momentum": 1}
+    rows = [
+        BacktestDecision(0, "BTC", "p_obi_momentum", 0.5, 1, 100.0, {}, shadow, "binance"),
+        BacktestDecision(0, "BTC", "p_obi_momentum", 0.5, 1, 110.0, {}, shadow, "binance-usdm"),
+        BacktestDecision(10 * S, "BTC", "p_flat", 0.5, 0, 100.5, {}, shadow, "binance"),
+        BacktestDecision(30 * S, "BTC", "p_flat", 0.5, 0, 111.1, {}, shadow, "binance-usdm"),
+        BacktestDecision(30 * S, "BTC", "p_flat", 0.5, 0, 101.0, {}, shadow, "binance"),
+    ]
+    out = core.backtest_outcomes(rows, 30.0)
+    got = {(d.venue, d.ts_ns): d.ret_bps for d in out}
+    assert got == {("binance", 0): pytest.approx(100.0), ("binance-usdm", 0): pytest.approx(100.0)}
+    assert core.backtest_outcomes(rows, 10.0)[0].ret_bps == pytest.approx(50.0)  # binance at 10 s
+    with pytest.raises(QuantInputError):
+        core.backtest_outcomes(rows, 0.0)

@@ -42,7 +42,8 @@ def _num(x: object) -> float | None:
 
 
 def records(run_id: str, cols: dict[str, list[object]]) -> list[tuple[object, ...]]:
-    """Rows in the column order of ``backtest_decisions``."""
+    """Rows in ``COLUMNS`` order (``venue`` '' for a bar run, which has no venue column)."""
+    venues = cols.get("venue")
     ctx = [c for c in cols if c.startswith("ctx_")]
     shadow = [c for c in cols if c.startswith("shadow_")]
     out: list[tuple[object, ...]] = []
@@ -72,12 +73,13 @@ def records(run_id: str, cols: dict[str, list[object]]) -> list[tuple[object, ..
                 float(cols["equity_quote"][i]),  # type: ignore[arg-type]
                 json.dumps({c[4:]: cols[c][i] for c in ctx}),
                 json.dumps({c[7:]: cols[c][i] for c in shadow}),
+                str(venues[i]) if venues is not None else "",
             )
         )
     return out
 
 
-COLUMNS = ["run_id", "seq", "ts", *_FIXED, "context", "shadow"]
+COLUMNS = ["run_id", "seq", "ts", *_FIXED, "context", "shadow", "venue"]
 
 
 _QUARANTINE = ["source", "venue", "symbol", "item_ts", "reason", "detail", "item", "replaced", "replacement"]

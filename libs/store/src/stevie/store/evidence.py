@@ -336,8 +336,9 @@ async def table_exists(pool: asyncpg.Pool, name: str) -> bool:
 
 class BacktestDecision(msgspec.Struct, frozen=True):
     """One row of ``backtest_decisions`` (008_backtests) as evidence reads it: event time (ns),
-    symbol, the router's choice and propensity, the chosen signal, price (last close at t),
-    context numbers and regime, every policy's shadow signal."""
+    symbol, the router's choice and propensity, the chosen signal, price (last close or mid at
+    t), context numbers and regime, every policy's shadow signal, and the venue (009; '' for
+    a bar run)."""
 
     ts_ns: int
     symbol: str
@@ -347,6 +348,7 @@ class BacktestDecision(msgspec.Struct, frozen=True):
     price: float
     context: dict[str, float | str | None]
     shadow: dict[str, int]
+    venue: str = ""
 
 
 _ctx = msgspec.json.Decoder(dict[str, float | str | None])
@@ -355,10 +357,11 @@ _shadow = msgspec.json.Decoder(dict[str, int])
 
 async def backtest_decisions(
     pool: asyncpg.Pool, run_id: str | None, limit: int
-) -> tuple[str, int, list[BacktestDecision]] | None:
-    """(run id, decision interval in minutes, its decisions in event-time order) of a
-    ``stevie backtest`` run — the newest when ``run_id`` is None; None when no run is stored;
-    KeyError for an unknown run. At most the ``limit`` latest decisions."""
+) -> tuple[str, float, list[BacktestDecision]] | None:
+    """(run id, reward horizon in seconds, its decisions in event-time order) of a ``stevie
+    backtest`` run — the newest when ``run_id`` is None; None when no run is stored; KeyError
+    for an unknown run. At most the ``limit`` latest decisions. The horizon is the run's own:
+    ``horizon_s`` of an L2 run, the decision interval of a bar run."""
     if not await table_exists(pool, "backtest_runs"):
         return None
     if run_id is None:
@@ -371,9 +374,11 @@ async def backtest_decisions(
             raise KeyError(f"unknown backtest run {run_id!r}")
     if row is None:
         return None
-    interval = int(json.loads(row["s"]).get("decision_interval_min", 5))
+    settings = json.loads(row["s"])
+    horizon_s = float(settings.get("horizon_s") or 60.0 * int(settings.get("decision_interval_min", 5)))
     rows = await pool.fetch(
-        """SELECT ts_event_ns, symbol, policy_id, propensity, signal, price, context::text AS c, shadow::text AS sh
+        """SELECT ts_event_ns, symbol, policy_id, propensity, signal, price, context::text AS c,
+                  shadow::text AS sh, venue
            FROM backtest_decisions WHERE run_id = $1 ORDER BY seq DESC LIMIT $2""",
         row["run_id"],
         limit,
@@ -388,10 +393,11 @@ async def backtest_decisions(
             r["price"],
             _ctx.decode(r["c"]),
             _shadow.decode(r["sh"]),
+            r["venue"],
         )
         for r in reversed(rows)
     ]
-    return str(row["run_id"]), interval, out
+    return str(row["run_id"]), horizon_s, out
 
 
 async def backtest_run_sharpes(pool: asyncpg.Pool) -> list[float]:

@@ -130,18 +130,22 @@ def outcomes(audits: list[Audit], horizon_s: float) -> list[Logged]:
 BACKTEST_CTX = ("sigmaHAR", "sigmaGARCH", "funding")
 
 
-def backtest_outcomes(rows: list[BacktestDecision], interval_min: int) -> list[Logged]:
-    """Logged decisions of a bar backtest run: the return of a decision at t is
-    (price(t+H) − price(t))/price(t) in bps, price(t+H) the price of the same symbol's first
-    decision at or after t+H (H = the decision interval: the backtest's own reward
-    definition), so the counterfactual reward of every policy is its shadow signal × that
-    return. The reward model's features: a bias, σ HAR/GARCH (%), funding (bps)."""
-    h = interval_min * 60 * 1_000_000_000
-    by: dict[str, list[BacktestDecision]] = {}
+def backtest_outcomes(rows: list[BacktestDecision], horizon_s: float) -> list[Logged]:
+    """Logged decisions of a backtest run: the return of a decision at t is
+    (price(t+H) − price(t))/price(t) in bps, price(t+H) the price of the first decision on
+    the same venue and symbol at or after t+H (H = ``horizon_s``, the run's own reward horizon:
+    a bar run's decision interval, an L2 run's ``horizon_s``; the venue matters in an L2 run,
+    whose spot and USD-M books of one symbol differ by the basis), so the counterfactual reward
+    of every policy is its shadow signal × that return. The reward model's features: a bias,
+    σ HAR/GARCH (%), funding (bps). Raises QuantInputError for ``horizon_s`` ≤ 0."""
+    if not horizon_s > 0:
+        raise QuantInputError(f"horizon_s must be > 0, got {horizon_s}")
+    h = int(horizon_s * 1e9)
+    by: dict[tuple[str, str], list[BacktestDecision]] = {}
     for r in rows:
-        by.setdefault(r.symbol, []).append(r)
+        by.setdefault((r.venue, r.symbol), []).append(r)
     out = []
-    for sym, rs in by.items():
+    for (venue, sym), rs in by.items():
         rs.sort(key=lambda r: r.ts_ns)
         j = 0
         for i, r in enumerate(rs):
@@ -158,7 +162,7 @@ def backtest_outcomes(rows: list[BacktestDecision], interval_min: int) -> list[L
                 Logged(
                     r.ts_ns,
                     r.ts_ns,
-                    "backtest",
+                    venue or "backtest",
                     sym,
                     regime if isinstance(regime, str) else "unknown",
                     r.policy_id,
@@ -171,7 +175,7 @@ def backtest_outcomes(rows: list[BacktestDecision], interval_min: int) -> list[L
                     0.0,
                 )
             )
-    out.sort(key=lambda d: (d.ts_ns, d.symbol))
+    out.sort(key=lambda d: (d.ts_ns, d.symbol, d.venue))
     return out
 
 

@@ -176,7 +176,7 @@ class Evidence:
         if got is None:
             return None
         logged = await asyncio.to_thread(core.backtest_outcomes, got[2], got[1])
-        return f"backtest:{got[0]}", got[1] * 60.0, logged
+        return f"backtest:{got[0]}", got[1], logged
 
     async def promotion_status(self, req: PromotionStatusRequest) -> PromotionStatus:
         self._check_source(req.source)
