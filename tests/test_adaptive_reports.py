@@ -137,3 +137,26 @@ def test_backtest_decisions_become_trades_causally() -> None:
     # the fill at 12 closes at the next decision's price (horizon = the decision interval)
     pnl = 0.5 * (101.3 - 101.2 * 1.0001) - 0.02
     assert r.fills == 1 and r.pnlQuote == pytest.approx(pnl)
+
+
+def test_an_l2_runs_books_stay_apart_at_its_own_horizon() -> None:
+    """Spot and USD-M decisions of one symbol: each trade closes on its own venue's later mid,
+    and the horizon is the run's ``horizon_s`` (a bar run: its decision interval)."""
+    from stevie.quant.alpha import AlphaRegistry
+    from stevie.services.adaptive.reports import BacktestDecision, rows_from_backtest
+    from stevie.services.adaptive.shell import _run_settings
+
+    assert _run_settings.decode(b'{"horizon_s": 30.0, "decision_interval_s": 10.0}').horizon_ns == 30 * S
+    assert _run_settings.decode(b'{"decision_interval_min": 15}').horizon_ns == 15 * 60 * S
+    ctx = {"sigmaGARCH": 0.004}
+    ds = [
+        BacktestDecision(0, 0, "BTCUSDT", 100.0, 0.5, 100.0, 0.0, ctx, "binance"),
+        BacktestDecision(1, 0, "BTCUSDT", 110.0, 0.0, None, 0.0, ctx, "binance-usdm"),
+        BacktestDecision(2, 30 * S, "BTCUSDT", 111.0, 0.0, None, 0.0, ctx, "binance-usdm"),
+        BacktestDecision(3, 30 * S, "BTCUSDT", 101.0, 0.0, None, 0.0, ctx, "binance"),
+    ]
+    trades, mids = rows_from_backtest(ds, 10**18, AlphaRegistry(), 20_000.0, "l2run")
+    assert [t.venue for t in trades] == ["binance", "binance-usdm", "binance-usdm", "binance"]
+    assert {(m.venue, m.mid) for m in mids} >= {("binance", 101.0), ("binance-usdm", 111.0)}
+    r = risk_report(trades, mids, 30 * S, "7d", "backtest:l2run")
+    assert r.fills == 1 and r.pnlQuote == pytest.approx(0.5 * (101.0 - 100.0))  # binance's mid, not usdm's

@@ -130,7 +130,8 @@ def rows_from_audits(
 class BacktestDecision:
     """One row of ``backtest_decisions`` (a ``stevie backtest`` run): ``price`` = last close at
     the decision (quote), ``order_size`` signed base units filled (0: nothing traded),
-    ``context`` the router context's numeric fields (``ctx_`` prefix removed)."""
+    ``context`` the router context's numeric fields (``ctx_`` prefix removed), ``venue`` the
+    decision's book ('' for a bar run: one venue)."""
 
     seq: int
     ts_ns: int
@@ -140,6 +141,7 @@ class BacktestDecision:
     fill_price: float | None
     fee_quote: float
     context: dict[str, float]
+    venue: str = ""
 
 
 def rows_from_backtest(
@@ -152,17 +154,18 @@ def rows_from_backtest(
 ) -> tuple[list[TradeRow], list[MidRow]]:
     """A backtest run's decisions (ordered by ``seq``) in the last ``window_ns`` of its event
     time as TradeRows: the mid is the decision's price, the alphas' signals are those of the
-    registry on the decision's context with the symbol's previous ``mids_kept`` decision prices
-    as the recent mids (causal), ``s_max_quote`` the run's sizing cap. Every decision's price is
+    registry on the decision's context with the book's (venue and symbol) previous ``mids_kept``
+    decision prices as the recent mids (causal), ``s_max_quote`` the run's sizing cap. Every decision's price is
     a MidRow (the later ones close the horizons)."""
     if not decisions:
         return [], []
     end = max(d.ts_ns for d in decisions)
-    recent: dict[str, list[float]] = {}
+    recent: dict[tuple[str, str], list[float]] = {}
     trades, mids = [], []
     for d in decisions:
-        mids.append(MidRow("backtest", d.symbol, d.ts_ns, d.price))
-        past = recent.setdefault(d.symbol, [])
+        venue = d.venue or "backtest"  # an L2 run's spot and USD-M books of a symbol stay apart
+        mids.append(MidRow(venue, d.symbol, d.ts_ns, d.price))
+        past = recent.setdefault((venue, d.symbol), [])
         past.append(d.price)
         del past[:-mids_kept]
         if d.ts_ns < end - window_ns:
@@ -184,7 +187,7 @@ def rows_from_backtest(
         trades.append(
             TradeRow(
                 f"{run_id}:{d.seq}",
-                "backtest",
+                venue,
                 d.symbol,
                 d.ts_ns,
                 d.price,

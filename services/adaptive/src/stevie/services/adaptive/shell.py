@@ -45,10 +45,16 @@ _context = msgspec.json.Decoder(dict[str, float | str | bool | None])
 
 
 class _RunSettings(msgspec.Struct, frozen=True):
-    """What the reports need of a backtest run's settings (``backtest_runs.settings``)."""
+    """What the reports need of a backtest run's settings (``backtest_runs.settings``): the
+    reward horizon is an L2 run's ``horizon_s``, a bar run's decision interval."""
 
     decision_interval_min: int = 5
+    horizon_s: float | None = None
     s_max_quote: float = 20_000.0
+
+    @property
+    def horizon_ns(self) -> int:
+        return int((self.horizon_s or self.decision_interval_min * 60.0) * 1e9)
 
 
 _run_settings = msgspec.json.Decoder(_RunSettings)
@@ -233,9 +239,10 @@ class Adaptive:
         if settings is None:
             raise KeyError(f"unknown backtest run: {run}")
         cfg = _run_settings.decode(settings)
-        horizon_ns = int(cfg.decision_interval_min * 60 * 1e9)
+        horizon_ns = cfg.horizon_ns
         records = await self.pool.fetch(
-            """SELECT seq, ts_event_ns, symbol, price, order_size, fill_price, fee_quote, context::text AS context
+            """SELECT seq, ts_event_ns, symbol, price, order_size, fill_price, fee_quote, context::text AS context,
+                      venue
                FROM backtest_decisions
                WHERE run_id = $1 AND ts >= (SELECT max(ts) FROM backtest_decisions WHERE run_id = $1)
                      - make_interval(secs => $2)
@@ -258,6 +265,7 @@ class Adaptive:
                     for k, v in _context.decode(r["context"]).items()
                     if isinstance(v, int | float) and not isinstance(v, bool)
                 },
+                str(r["venue"]),
             )
             for r in records
         ]
