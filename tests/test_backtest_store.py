@@ -107,12 +107,53 @@ def test_quarantined_candles_land_with_the_run(pg_server, tmp_path):
         assert json.loads(row["item"])["close"] == c[2000] and json.loads(row["replacement"])["close"] == c[1999]
 
 
-def test_records_carry_each_decisions_venue_last():
-    """An L2 run's ``venue`` column lands in ``backtest_decisions.venue`` (009); a bar run has none: ''."""
+def test_records_carry_each_decisions_venue_and_forecast():
+    """An L2 run's ``venue`` column lands in ``backtest_decisions.venue`` (009; a bar run has
+    none: ''), ``score`` − ``exploration_bonus`` in ``mean_bps`` and ``width`` in ``width_bps``."""
     from stevie.backtest import store
 
     one = {k: [1.0] for k in store._FIXED} | {"symbol": ["BTCUSDT"], "policy_id": ["p_flat"], "reason": ["ok"]}
     one |= {"ts_event_ns": [5_000_000_000], "blocked": [False], "ctx_obi": [0.1], "shadow_p_flat": [0]}
-    assert store.COLUMNS[-1] == "venue" and len(store.COLUMNS) == len(store.records("r", one)[0])
-    assert store.records("r", one)[0][-1] == ""
-    assert store.records("r", one | {"venue": ["binance-usdm"]})[0][-1] == "binance-usdm"
+
+    def row(cols: dict) -> dict:
+        (rec,) = store.records("r", cols)
+        assert len(rec) == len(store.COLUMNS)
+        return dict(zip(store.COLUMNS, rec, strict=True))
+
+    assert (row(one)["venue"], row(one)["mean_bps"], row(one)["width_bps"]) == ("", None, None)
+    full = row(one | {"venue": ["binance-usdm"], "score": [3.0], "exploration_bonus": [0.5], "width": [2.0]})
+    assert (full["venue"], full["mean_bps"], full["width_bps"]) == ("binance-usdm", 2.5, 2.0)
+
+
+@pytest.mark.integration
+def test_evidence_reads_a_stored_runs_forecasts_and_calibrates_them(pg_server, tmp_path):
+    """A stored bar run carries the router's posterior mean and width per decision (009), read
+    back at the run's horizon; the calibration over them has forecasts (n > 0), which it could
+    not have before (width 0 for every row)."""
+    from stevie.quant.calibration import NudgeBounds
+    from stevie.services.evidence import core
+    from stevie.store import evidence as repo
+
+    url = pg_server.url
+    r = CliRunner().invoke(app, [*ARGS, "--out", str(tmp_path / "a"), "--database-url", url])
+    assert r.exit_code == 0, r.output
+    table = pq.read_table(tmp_path / "a" / "decisions.parquet").to_pydict()
+
+    async def read():
+        pool = await asyncpg.create_pool(url, min_size=1, max_size=1)
+        try:
+            return await repo.backtest_decisions(pool, None, 100_000)
+        finally:
+            await pool.close()
+
+    got = asyncio.run(read())
+    assert got is not None
+    _, horizon_s, rows = got
+    assert horizon_s == 5 * 60.0  # the bar run's decision interval
+    assert len(rows) == len(table["score"]) and all(d.venue == "" for d in rows)
+    want = [s - b for s, b in zip(table["score"], table["exploration_bonus"], strict=True)]
+    assert [d.mean_bps for d in rows] == pytest.approx(want)
+    assert [d.width_bps for d in rows] == pytest.approx(table["width"])
+    logged = core.backtest_outcomes(rows, horizon_s)
+    cal = core.calibration_report(logged, 30 * 86_400.0, NudgeBounds(), 10, 10)
+    assert cal.n > 0 and cal.ece is not None and sum(b.count for b in cal.bins) == cal.n

@@ -51,6 +51,10 @@ def test_evidence_routes_answer_from_live_audits(e2e_stack):
 
     code, meta = s.get("/api/meta/quality")
     assert code == 200 and {"brier", "ece", "reliability", "routerPriorDelta", "sizingCapDelta"} <= set(meta)
+    assert meta["source"] == "live"
+    code, bmeta = s.get("/api/meta/quality?source=backtest")
+    assert code == 200 and bmeta["source"].startswith("backtest") and (bmeta["n"] > 0 or bmeta["warnings"])
+    assert s.get("/api/meta/quality?source=bogus")[0] == 400
     code, lineage = s.get("/api/pbt/lineage")
     assert code == 200 and isinstance(lineage, list)
 

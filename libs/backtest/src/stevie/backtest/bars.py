@@ -295,6 +295,7 @@ def _replay(
             "propensity",
             "score",
             "width",
+            "exploration_bonus",
             "signal",
             "target_size",
             "order_size",
@@ -344,9 +345,10 @@ def _replay(
     source = f"garch h={h}m"
     spread, fee_bps, min_order = s.spread_bps, s.fee_bps, s.min_order_quote
     col_names = [
-        "ts_event_ns", "symbol", "policy_id", "propensity", "score", "width", "signal", "target_size",
-        "order_size", "fill_price", "cost_bps", "fee_quote", "funding_quote", "reward", "blocked", "reason",
-        "position_after", "price", "equity_quote", "ctx_regime", "ctx_sigmaHAR", "ctx_sigmaGARCH", "ctx_funding",
+        "ts_event_ns", "symbol", "policy_id", "propensity", "score", "width", "exploration_bonus", "signal",
+        "target_size", "order_size", "fill_price", "cost_bps", "fee_quote", "funding_quote", "reward", "blocked",
+        "reason", "position_after", "price", "equity_quote", "ctx_regime", "ctx_sigmaHAR", "ctx_sigmaGARCH",
+        "ctx_funding",
     ]  # fmt: skip
     appenders = [d[n].append for n in col_names]
     rewards = d["reward"]
@@ -424,7 +426,8 @@ def _replay(
             st.pending.append((t_ms + horizon_ms, choice.policyId, choice.features, signal, price, row))
         traded = not (blocked or math.isnan(fill_price))
         values = (
-            now_ns, sym, choice.policyId, choice.propensity, choice.score, choice.width, signal, snap.target_size,
+            now_ns, sym, choice.policyId, choice.propensity, choice.score, choice.width, choice.explorationBonus,
+            signal, snap.target_size,
             side * qty if traded else 0.0, fill_price, cost, 0.0 if math.isnan(fee) else fee, funding_due[sym],
             math.nan, blocked, reason, pos.size, price, eq_now, regime, s_har, s_garch, fund,
         )  # fmt: skip

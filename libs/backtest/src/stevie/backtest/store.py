@@ -42,8 +42,10 @@ def _num(x: object) -> float | None:
 
 
 def records(run_id: str, cols: dict[str, list[object]]) -> list[tuple[object, ...]]:
-    """Rows in ``COLUMNS`` order (``venue`` '' for a bar run, which has no venue column)."""
-    venues = cols.get("venue")
+    """Rows in ``COLUMNS`` order: ``venue`` '' for a bar run (it has no venue column);
+    ``mean_bps`` = ``score`` − ``exploration_bonus`` (the posterior mean), ``width_bps`` =
+    ``width`` (None for a run without them)."""
+    venues, score, bonus, width = cols.get("venue"), cols.get("score"), cols.get("exploration_bonus"), cols.get("width")
     ctx = [c for c in cols if c.startswith("ctx_")]
     shadow = [c for c in cols if c.startswith("shadow_")]
     out: list[tuple[object, ...]] = []
@@ -74,12 +76,14 @@ def records(run_id: str, cols: dict[str, list[object]]) -> list[tuple[object, ..
                 json.dumps({c[4:]: cols[c][i] for c in ctx}),
                 json.dumps({c[7:]: cols[c][i] for c in shadow}),
                 str(venues[i]) if venues is not None else "",
+                None if score is None else _num(float(score[i]) - (0.0 if bonus is None else float(bonus[i]))),  # type: ignore[arg-type]
+                None if width is None else _num(width[i]),
             )
         )
     return out
 
 
-COLUMNS = ["run_id", "seq", "ts", *_FIXED, "context", "shadow", "venue"]
+COLUMNS = ["run_id", "seq", "ts", *_FIXED, "context", "shadow", "venue", "mean_bps", "width_bps"]
 
 
 _QUARANTINE = ["source", "venue", "symbol", "item_ts", "reason", "detail", "item", "replaced", "replacement"]

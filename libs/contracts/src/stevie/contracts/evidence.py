@@ -173,7 +173,10 @@ class ModelChange(msgspec.Struct, frozen=True, tag=True):
 
 
 class MetaQualityRequest(msgspec.Struct, frozen=True, tag=True, forbid_unknown_fields=True):
-    pass
+    """``source``: ``live`` (the audits), ``backtest`` (the newest stored run) or
+    ``backtest:<run-id>``."""
+
+    source: str = "live"
 
 
 class ReliabilityBin(msgspec.Struct, frozen=True):
@@ -193,7 +196,8 @@ class CalibrationRow(msgspec.Struct, frozen=True):
 class MetaQuality(msgspec.Struct, frozen=True, tag=True):
     """Win-probability forecasts Φ(m/w) of the router against realised reward > 0, over the
     last ``windowS`` seconds of event time; nudges as ``POST /api/meta/apply-nudges`` would
-    apply them (bounded by ``bounds``)."""
+    apply them (bounded by ``bounds``; they are applied from the live source only).
+    ``source``: the data it was computed on (``live`` or ``backtest:<run-id>``)."""
 
     n: int
     windowS: float
@@ -206,6 +210,7 @@ class MetaQuality(msgspec.Struct, frozen=True, tag=True):
     sizingCapDelta: float
     bounds: dict[str, float]
     warnings: list[str]
+    source: str = "live"
 
 
 class ApplyNudgesRequest(msgspec.Struct, frozen=True, tag=True, forbid_unknown_fields=True):

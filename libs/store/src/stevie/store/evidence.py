@@ -337,8 +337,9 @@ async def table_exists(pool: asyncpg.Pool, name: str) -> bool:
 class BacktestDecision(msgspec.Struct, frozen=True):
     """One row of ``backtest_decisions`` (008_backtests) as evidence reads it: event time (ns),
     symbol, the router's choice and propensity, the chosen signal, price (last close or mid at
-    t), context numbers and regime, every policy's shadow signal, and the venue (009; '' for
-    a bar run)."""
+    t), context numbers and regime, every policy's shadow signal, the venue (009; '' for a bar
+    run) and the router's posterior mean and width of the chosen policy's score (bps; 009,
+    None for older rows)."""
 
     ts_ns: int
     symbol: str
@@ -349,6 +350,8 @@ class BacktestDecision(msgspec.Struct, frozen=True):
     context: dict[str, float | str | None]
     shadow: dict[str, int]
     venue: str = ""
+    mean_bps: float | None = None
+    width_bps: float | None = None
 
 
 _ctx = msgspec.json.Decoder(dict[str, float | str | None])
@@ -378,7 +381,7 @@ async def backtest_decisions(
     horizon_s = float(settings.get("horizon_s") or 60.0 * int(settings.get("decision_interval_min", 5)))
     rows = await pool.fetch(
         """SELECT ts_event_ns, symbol, policy_id, propensity, signal, price, context::text AS c,
-                  shadow::text AS sh, venue
+                  shadow::text AS sh, venue, mean_bps, width_bps
            FROM backtest_decisions WHERE run_id = $1 ORDER BY seq DESC LIMIT $2""",
         row["run_id"],
         limit,
@@ -394,6 +397,8 @@ async def backtest_decisions(
             _ctx.decode(r["c"]),
             _shadow.decode(r["sh"]),
             r["venue"],
+            r["mean_bps"],
+            r["width_bps"],
         )
         for r in reversed(rows)
     ]

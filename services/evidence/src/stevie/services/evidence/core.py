@@ -137,7 +137,8 @@ def backtest_outcomes(rows: list[BacktestDecision], horizon_s: float) -> list[Lo
     a bar run's decision interval, an L2 run's ``horizon_s``; the venue matters in an L2 run,
     whose spot and USD-M books of one symbol differ by the basis), so the counterfactual reward
     of every policy is its shadow signal × that return. The reward model's features: a bias,
-    σ HAR/GARCH (%), funding (bps). Raises QuantInputError for ``horizon_s`` ≤ 0."""
+    σ HAR/GARCH (%), funding (bps); ``mean``/``width`` the stored posterior forecast (0 where
+    none was stored). Raises QuantInputError for ``horizon_s`` ≤ 0."""
     if not horizon_s > 0:
         raise QuantInputError(f"horizon_s must be > 0, got {horizon_s}")
     h = int(horizon_s * 1e9)
@@ -171,8 +172,8 @@ def backtest_outcomes(rows: list[BacktestDecision], horizon_s: float) -> list[Lo
                     r.signal,
                     ret,
                     {p: sig * ret for p, sig in r.shadow.items()},
-                    0.0,
-                    0.0,
+                    _num(r.mean_bps),
+                    _num(r.width_bps),  # 0 (no forecast: not calibrated) for rows before 009
                 )
             )
     out.sort(key=lambda d: (d.ts_ns, d.symbol, d.venue))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import TypeVar
 
 import asyncpg
@@ -230,9 +231,9 @@ class Evidence:
         if not m:
             return
         cal = self._cache.get("calibration")
-        if cal is not None and isinstance(cal[1], core.CalibrationResult) and cal[1].ece is not None:
-            m["ece"] = cal[1].ece
-            m["brier"] = cal[1].brier or 0.0
+        if cal is not None and isinstance(cal[1], tuple) and cal[1][1].ece is not None:
+            m["ece"] = cal[1][1].ece
+            m["brier"] = cal[1][1].brier or 0.0
         await repo.set_metrics(self.pool, cur[0].id, m)
 
     # -- model registry -------------------------------------------------------------------
@@ -255,17 +256,25 @@ class Evidence:
         return await self._change(req, "rollback")
 
     # -- calibration ----------------------------------------------------------------------
-    async def _calibration(self) -> core.CalibrationResult:
-        async def make() -> core.CalibrationResult:
-            logged = await self.logged()
-            return await asyncio.to_thread(
+    async def _calibration(self, source: str = "live") -> tuple[str, core.CalibrationResult]:
+        """(label, calibration) of a source; the label is ``backtest`` with a warning when no
+        backtest run is stored."""
+        self._check_source(source)
+
+        async def make() -> tuple[str, core.CalibrationResult]:
+            src = await self._logged_of(source)
+            label, logged = ("backtest", []) if src is None else (src[0], src[2])
+            c = await asyncio.to_thread(
                 core.calibration_report, logged, self.s.window_s, self.bounds, self.s.n_bins, self.s.min_forecasts
             )
+            if src is None:
+                c = replace(c, warnings=["no backtest run stored yet", *c.warnings])
+            return label, c
 
-        return await self.cached("calibration", make)
+        return await self.cached("calibration" if source == "live" else f"calibration:{source}", make)
 
-    async def meta_quality(self, _: MetaQualityRequest) -> MetaQuality:
-        c = await self._calibration()
+    async def meta_quality(self, req: MetaQualityRequest) -> MetaQuality:
+        label, c = await self._calibration(req.source)
         nd = c.nudges
         return MetaQuality(
             n=c.n,
@@ -279,11 +288,12 @@ class Evidence:
             sizingCapDelta=nd.sizingCapDelta if nd else 0.0,
             bounds={"routerPriorDelta": self.bounds.prior, "sizingCapDelta": self.bounds.sizing},
             warnings=c.warnings,
+            source=label,
         )
 
     async def meta_apply_nudges(self, req: ApplyNudgesRequest) -> NudgesApplied:
         core.check_explicit_nudges(req.routerPriorDelta, req.sizingCapDelta, self.bounds)
-        c = await self._calibration()
+        _, c = await self._calibration()  # the live router is nudged from live forecasts only
         explicit = req.routerPriorDelta is not None or req.sizingCapDelta is not None
         prior = (
             req.routerPriorDelta

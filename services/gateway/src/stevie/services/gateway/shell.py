@@ -241,7 +241,14 @@ FORWARDS: list[Forward] = [
         dev=True,
     ),
     Forward(
-        "GET", "/api/meta/quality", "evidence", "meta_quality", ev.MetaQualityRequest, ev.MetaQuality, "Calibration"
+        "GET",
+        "/api/meta/quality",
+        "evidence",
+        "meta_quality",
+        ev.MetaQualityRequest,
+        ev.MetaQuality,
+        "Calibration (query: source = live | backtest | backtest:<run-id>)",
+        query=("source",),
     ),
     Forward(
         "POST",
