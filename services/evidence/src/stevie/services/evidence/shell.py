@@ -231,9 +231,9 @@ class Evidence:
         if not m:
             return
         cal = self._cache.get("calibration")
-        if cal is not None and isinstance(cal[1], tuple) and cal[1][1].ece is not None:
-            m["ece"] = cal[1][1].ece
-            m["brier"] = cal[1][1].brier or 0.0
+        if cal is not None and isinstance(cal[1], tuple) and cal[1][2].ece is not None:
+            m["ece"] = cal[1][2].ece
+            m["brier"] = cal[1][2].brier or 0.0
         await repo.set_metrics(self.pool, cur[0].id, m)
 
     # -- model registry -------------------------------------------------------------------
@@ -256,29 +256,33 @@ class Evidence:
         return await self._change(req, "rollback")
 
     # -- calibration ----------------------------------------------------------------------
-    async def _calibration(self, source: str = "live") -> tuple[str, core.CalibrationResult]:
-        """(label, calibration) of a source; the label is ``backtest`` with a warning when no
-        backtest run is stored."""
+    async def _calibration(self, source: str = "live") -> tuple[str, float, core.CalibrationResult]:
+        """(label, window s, calibration) of a source: the live audits over ``window_s``, a
+        backtest run over its whole span of event time; the label is ``backtest`` with a
+        warning when no backtest run is stored."""
         self._check_source(source)
 
-        async def make() -> tuple[str, core.CalibrationResult]:
+        async def make() -> tuple[str, float, core.CalibrationResult]:
             src = await self._logged_of(source)
             label, logged = ("backtest", []) if src is None else (src[0], src[2])
+            window_s = self.s.window_s
+            if source != "live" and logged:
+                window_s = max(1.0, (max(d.init_ns for d in logged) - min(d.init_ns for d in logged)) / 1e9 + 1.0)
             c = await asyncio.to_thread(
-                core.calibration_report, logged, self.s.window_s, self.bounds, self.s.n_bins, self.s.min_forecasts
+                core.calibration_report, logged, window_s, self.bounds, self.s.n_bins, self.s.min_forecasts
             )
             if src is None:
                 c = replace(c, warnings=["no backtest run stored yet", *c.warnings])
-            return label, c
+            return label, window_s, c
 
         return await self.cached("calibration" if source == "live" else f"calibration:{source}", make)
 
     async def meta_quality(self, req: MetaQualityRequest) -> MetaQuality:
-        label, c = await self._calibration(req.source)
+        label, window_s, c = await self._calibration(req.source)
         nd = c.nudges
         return MetaQuality(
             n=c.n,
-            windowS=self.s.window_s,
+            windowS=window_s,
             brier=c.brier,
             ece=c.ece,
             reliability=c.bins,
@@ -293,7 +297,7 @@ class Evidence:
 
     async def meta_apply_nudges(self, req: ApplyNudgesRequest) -> NudgesApplied:
         core.check_explicit_nudges(req.routerPriorDelta, req.sizingCapDelta, self.bounds)
-        _, c = await self._calibration()  # the live router is nudged from live forecasts only
+        _, _, c = await self._calibration()  # the live router is nudged from live forecasts only
         explicit = req.routerPriorDelta is not None or req.sizingCapDelta is not None
         prior = (
             req.routerPriorDelta
