@@ -272,8 +272,6 @@ def _exit_watchdog(name: str, after_s: float) -> None:
 async def serve(spec: ServiceSpec, settings: CommonSettings) -> None:
     """Run ``spec`` until SIGTERM/SIGINT, then cancel its main and drain NATS (bounded)."""
     log = get_logger(service=spec.name)
-    nice = apply_nice(spec.nice if settings.nice is None else settings.nice)
-    log.info("starting", settings=describe(settings), nice=nice)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
 
@@ -284,6 +282,8 @@ async def serve(spec: ServiceSpec, settings: CommonSettings) -> None:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal)
+    nice = apply_nice(spec.nice if settings.nice is None else settings.nice)
+    log.info("starting", settings=describe(settings), nice=nice)  # a SIGTERM from now on stops it cleanly
     connecting = asyncio.ensure_future(_connect(settings.nats_url, spec.name))
     stopped = asyncio.ensure_future(stop.wait())
     await asyncio.wait({connecting, stopped}, return_when=asyncio.FIRST_COMPLETED)
