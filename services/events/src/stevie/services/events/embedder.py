@@ -190,21 +190,20 @@ class OnDemandEmbedder:
     def loaded(self) -> bool:
         return self._model is not None
 
-    @property
-    def model_id(self) -> str:
+    def _ids(self) -> tuple[str, int]:
         if self._id is None:
             with self._lock:
                 self._get()
         assert self._id is not None
-        return self._id[0]
+        return self._id
+
+    @property
+    def model_id(self) -> str:
+        return self._ids()[0]
 
     @property
     def dim(self) -> int:
-        if self._id is None:
-            with self._lock:
-                self._get()
-        assert self._id is not None
-        return self._id[1]
+        return self._ids()[1]
 
     def embed(self, texts: Sequence[str]) -> Vectors:
         with self._lock:

@@ -230,10 +230,11 @@ class Evidence:
         m = core.router_metrics([d for d in logged if d.init_ns >= since_ns], self.s.min_n)
         if not m:
             return
-        cal = self._cache.get("calibration")
-        if cal is not None and isinstance(cal[1], tuple) and cal[1][2].ece is not None:
-            m["ece"] = cal[1][2].ece
-            m["brier"] = cal[1][2].brier or 0.0
+        hit = self._cache.get("calibration")  # the live calibration, when computed: (label, window, result)
+        cal = hit[1][2] if hit is not None and isinstance(hit[1], tuple) else None
+        if isinstance(cal, core.CalibrationResult) and cal.ece is not None:
+            m["ece"] = cal.ece
+            m["brier"] = cal.brier or 0.0
         await repo.set_metrics(self.pool, cur[0].id, m)
 
     # -- model registry -------------------------------------------------------------------
