@@ -84,6 +84,8 @@ def test_dashboard_cards_fill_in_a_real_browser(e2e_stack):
             assert page.locator("#card-health ul.svc li.up").count() >= 10
             assert page.locator("#card-router p.big").inner_text().startswith("p_")
             assert pnl_points == 1
+            pbt = page.locator("#card-pbt .body").inner_text()  # a population's lineage, or how to get one
+            assert ("no PBT run yet" in pbt and "stevie pbt" in pbt) or "best score per generation" in pbt, pbt
             # the venue picker reloads the ladder from the other venue's book
             page.select_option("#card-book select[name=venue]", "binance-usdm")
             page.wait_for_function(

@@ -97,6 +97,17 @@
       }
       return out;
     },
+    pbt(src) {  // the lineage, newest first: the best member of each generation, as a score line
+      const rows = Array.isArray(src[0].body) ? src[0].body : [];
+      if (!rows.length) return [el("p", {}, "no PBT run yet"),
+        el("p", { class: "muted" }, "uv run stevie pbt --generations 3 trains a population and writes its lineage here")];
+      const run = rows[0].runId, best = {};
+      for (const r of rows) if (r.runId === run && r.score !== null && !(best[r.generation] && best[r.generation].score >= r.score)) best[r.generation] = r;
+      const gens = Object.values(best).sort((a, b) => a.generation - b.generation);
+      return [el("p", {}, `run ${run}: ${rows.filter((r) => r.runId === run).length} versions`),
+        el("h3", {}, "best score per generation"), bars(gens.map((r) => [`gen ${r.generation} · m${r.member}`, r.score])),
+        table(gens.map((r) => ({ generation: r.generation, member: r.member, score: r.score, exploited: r.exploited, params: JSON.stringify(r.params) })))];
+    },
     risk(src) {
       const g = src[0].body, out = [];
       out.push(el("p", { class: g.killSwitch ? "big bad" : "big good" }, g.killSwitch ? "KILL SWITCH ON" : "kill switch off"));
