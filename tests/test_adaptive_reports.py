@@ -144,10 +144,11 @@ def test_an_l2_runs_books_stay_apart_at_its_own_horizon() -> None:
     and the horizon is the run's ``horizon_s`` (a bar run: its decision interval)."""
     from stevie.quant.alpha import AlphaRegistry
     from stevie.services.adaptive.reports import BacktestDecision, rows_from_backtest
-    from stevie.services.adaptive.shell import _run_settings
+    from stevie.store.evidence import run_horizon_s
 
-    assert _run_settings.decode(b'{"horizon_s": 30.0, "decision_interval_s": 10.0}').horizon_ns == 30 * S
-    assert _run_settings.decode(b'{"decision_interval_min": 15}').horizon_ns == 15 * 60 * S
+    assert run_horizon_s({"horizon_s": 30.0, "decision_interval_s": 10.0}) == 30.0  # an L2 run
+    assert run_horizon_s({"decision_interval_min": 15}) == 15 * 60.0  # a bar run
+    assert run_horizon_s({}) == 5 * 60.0
     ctx = {"sigmaGARCH": 0.004}
     ds = [
         BacktestDecision(0, 0, "BTCUSDT", 100.0, 0.5, 100.0, 0.0, ctx, "binance"),

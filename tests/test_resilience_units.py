@@ -73,11 +73,6 @@ def test_router_what_if_choices_are_not_decisions():
     assert snap.decisions == 1 and snap.decisionsLastMin == 1 and snap.lastChoice == c
 
 
-def test_free_ports_are_distinct():
-    ports = infra.free_ports(64)
-    assert len(set(ports)) == 64
-
-
 def test_cluster_start_survives_a_port_taken_after_the_pick(tmp_path, monkeypatch):
     """A node whose port a stranger took exits before listening: a new attempt on new
     ports still forms a healthy cluster, and the first attempt's nodes are stopped."""

@@ -358,6 +358,16 @@ _ctx = msgspec.json.Decoder(dict[str, float | str | None])
 _shadow = msgspec.json.Decoder(dict[str, int])
 
 
+def run_horizon_s(settings: dict[str, object]) -> float:
+    """The reward horizon (s) of a stored backtest run from its settings (``backtest_runs.settings``):
+    an L2 run's ``horizon_s``, a bar run's ``decision_interval_min`` (default 5) in seconds."""
+    h = settings.get("horizon_s")
+    if isinstance(h, int | float) and h > 0:
+        return float(h)
+    m = settings.get("decision_interval_min", 5)
+    return 60.0 * float(m) if isinstance(m, int | float) else 300.0
+
+
 async def backtest_decisions(
     pool: asyncpg.Pool, run_id: str | None, limit: int
 ) -> tuple[str, float, list[BacktestDecision]] | None:
@@ -377,8 +387,7 @@ async def backtest_decisions(
             raise KeyError(f"unknown backtest run {run_id!r}")
     if row is None:
         return None
-    settings = json.loads(row["s"])
-    horizon_s = float(settings.get("horizon_s") or 60.0 * int(settings.get("decision_interval_min", 5)))
+    horizon_s = run_horizon_s(json.loads(row["s"]))
     rows = await pool.fetch(
         """SELECT ts_event_ns, symbol, policy_id, propensity, signal, price, context::text AS c,
                   shadow::text AS sh, venue, mean_bps, width_bps

@@ -37,6 +37,7 @@ from stevie.services.adaptive import reports
 from stevie.services.adaptive.core import AdaptiveCore
 from stevie.services.adaptive.settings import AdaptiveSettings
 from stevie.store import connect_pool
+from stevie.store.evidence import run_horizon_s
 
 KlineRow = tuple[int, str, str, str, str, str, int, str, int, str, str, str]
 _klines = msgspec.json.Decoder(list[KlineRow])
@@ -45,16 +46,10 @@ _context = msgspec.json.Decoder(dict[str, float | str | bool | None])
 
 
 class _RunSettings(msgspec.Struct, frozen=True):
-    """What the reports need of a backtest run's settings (``backtest_runs.settings``): the
-    reward horizon is an L2 run's ``horizon_s``, a bar run's decision interval."""
+    """What the reports need of a backtest run's settings (``backtest_runs.settings``) besides
+    its horizon (``stevie.store.evidence.run_horizon_s``)."""
 
-    decision_interval_min: int = 5
-    horizon_s: float | None = None
     s_max_quote: float = 20_000.0
-
-    @property
-    def horizon_ns(self) -> int:
-        return int((self.horizon_s or self.decision_interval_min * 60.0) * 1e9)
 
 
 _run_settings = msgspec.json.Decoder(_RunSettings)
@@ -239,7 +234,7 @@ class Adaptive:
         if settings is None:
             raise KeyError(f"unknown backtest run: {run}")
         cfg = _run_settings.decode(settings)
-        horizon_ns = cfg.horizon_ns
+        horizon_ns = int(run_horizon_s(msgspec.json.decode(settings)) * 1e9)
         records = await self.pool.fetch(
             """SELECT seq, ts_event_ns, symbol, price, order_size, fill_price, fee_quote, context::text AS context,
                       venue
