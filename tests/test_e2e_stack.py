@@ -265,6 +265,16 @@ def check_decision_loop(port: int, state) -> None:
         "POV",
     )
     wait_for(lambda: get(port, "/api/exec/sizing/last")[1]["sigma_forecast"] > 0, 90, "sizing with a vol forecast")
+    # the bar policies' 1-minute closes (vol.closes): a decision names the newest bar it could
+    # read, which had closed by its event time; the replay's kline history is from another
+    # period, a day or more before the capture, so it is named but not read (0 bars at first)
+    with_bars = wait_for(
+        lambda: next((a for a in get(port, "/api/audit/latest?limit=5")[1] if a["context"]["lastBarTs"]), None),
+        60,
+        "a decision that names its bars",
+    )
+    assert with_bars["context"]["lastBarTs"] + 60_000 <= with_bars["ts_event_ns"] // 1_000_000
+    assert isinstance(with_bars["context"]["bars"], int)
     assert get(port, "/api/budget/status")[1]["providers"][0]["calls"] > 0
 
     def updated():

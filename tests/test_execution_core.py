@@ -9,7 +9,7 @@ import pytest
 
 from stevie.contracts import BookState, BookTopK, MicroFeatures
 from stevie.contracts.rpc import Choice, GuardDecision, RouterContext
-from stevie.services.execution.core import ExecutionCore, NotTradable, Position, provenance
+from stevie.services.execution.core import BarCloses, ExecutionCore, NotTradable, Position, provenance
 from stevie.services.execution.settings import ExecutionSettings
 
 S = 1_000_000_000
@@ -132,3 +132,53 @@ def test_reward_due_at_a_given_event_time():
     assert reward == pytest.approx(200.0) and got is ctx
     feed(c, 30 * S, mid=102.0)
     assert c.due_rewards(KEY) == []
+
+
+MIN_MS = 60_000
+
+
+def test_bar_closes_seen_by_a_decision_are_only_bars_closed_by_its_event_time():
+    """A bar opening at t closes at t + 1 min: a decision at event time T sees the bars with
+    t + 1 min ≤ T and nothing later; a step longer than MAX_BAR_GAP_MS starts a new series,
+    and a series whose newest bar closed longer ago than that is not seen at all."""
+    t0 = 1_000 * MIN_MS
+    opens = [t0 + i * MIN_MS for i in range(10)] + [t0 + 100 * MIN_MS + i * MIN_MS for i in range(5)]
+    bars = BarCloses.of(opens, [float(100 + i) for i in range(15)])
+    assert bars.breaks == [10]
+    closes, last = bars.closed_by((t0 + 5 * MIN_MS) * 1_000_000)  # bars 0..4 have closed
+    assert closes.tolist() == [100.0, 101.0, 102.0, 103.0, 104.0] and last == t0 + 4 * MIN_MS
+    closes, last = bars.closed_by((t0 + 5 * MIN_MS) * 1_000_000 - 1)  # bar 4 closes 1 ns later
+    assert closes.tolist()[-1] == 103.0 and last == t0 + 3 * MIN_MS
+    closes, last = bars.closed_by((t0 + 103 * MIN_MS) * 1_000_000)  # after the gap: its own run only
+    assert closes.tolist() == [110.0, 111.0, 112.0] and last == t0 + 102 * MIN_MS
+    closes, last = bars.closed_by((t0 + 16 * MIN_MS) * 1_000_000)  # the newest closed 6 min ago: stale
+    assert closes.size == 0 and last == t0 + 9 * MIN_MS
+    closes, last = bars.closed_by((t0 + 15 * MIN_MS) * 1_000_000)  # 5 min: still the series
+    assert closes.size == 10
+    closes, last = bars.closed_by(t0 * 1_000_000)
+    assert closes.size == 0 and last is None
+    for bad in (([t0, t0], [1.0, 2.0]), ([t0], [1.0, 2.0]), ([t0, t0 + MIN_MS], [1.0, float("nan")])):
+        with pytest.raises(ValueError):
+            BarCloses.of(*bad)
+
+
+def test_bar_policies_trade_on_the_closes_and_the_audit_says_which_bars():
+    """With 1-minute closes trending up, p_sma goes long (it is flat without them); the shadow
+    actions the audit stores for off-policy evaluation use the same closes, and the context
+    names how many bars and the last one (event time), so the decision is reproducible."""
+    c = core()
+    now = 10_000 * MIN_MS * 1_000_000
+    feed(c, now)
+    ch = Choice("p_sma", 1.0, 0.0, 0.9, 0.0, {}, [])
+    flat = c.size(KEY, ch, c.context(KEY, 0.0, 0.0), 0.0, "none", now)
+    assert flat.signal == 0  # no closes: too little history
+    n = 200
+    opens = [now // 1_000_000 - (n - i) * MIN_MS for i in range(n)]  # the newest closed exactly at now
+    c.bars["BTCUSDT"] = BarCloses.of([*opens, now // 1_000_000], [*(100.0 + 0.1 * i for i in range(n)), 1.0])
+    ctx = c.context(KEY, 0.0, 0.0)
+    assert ctx.bars == n and ctx.lastBarTs == opens[-1]  # the open bar (a crash to 1.0) is not seen
+    sizing = c.size(KEY, ch, ctx, 0.0, "none", now)
+    assert sizing.signal == 1
+    audit, _ = c.record(KEY, "e1", ch, sizing, GuardDecision(False, ""), None, ctx, c.feature_window(KEY), now, 0, 0.0)
+    assert audit.shadow["p_sma"] == 1 and audit.shadow["p_breakout"] == 1 and audit.shadow["p_flat"] == 0
+    assert audit.context.bars == n

@@ -2,7 +2,8 @@
 their RPC subjects: one book's decision never waits on another's, a book's due rewards
 reach the router before its decision, the route is scored in-process from the venues
 service's published inputs (the RPC only without a fresh publication), and a book going
-LIVE fetches the first vol forecast and smile before any decision needs them."""
+LIVE fetches the first vol forecast, smile and 1-minute closes before any decision needs
+them, and the bar policies decide on those closes."""
 
 from __future__ import annotations
 
@@ -15,7 +16,16 @@ import pytest
 
 from stevie.bus import InMemoryBus
 from stevie.contracts import BookState, BookStatus, BookTopK, MicroFeatures, encode, subjects
-from stevie.contracts.rpc import Audit, Choice, DecideRequest, GuardDecision, PosteriorSummary, RpcError
+from stevie.contracts.rpc import (
+    Audit,
+    Choice,
+    Closes,
+    ClosesRequest,
+    DecideRequest,
+    GuardDecision,
+    PosteriorSummary,
+    RpcError,
+)
 from stevie.contracts.venues import VenueScoreRequest
 from stevie.runtime.clock import LiveClock
 from stevie.runtime.logs import get_logger
@@ -102,6 +112,12 @@ class Fakes:
         async def unavailable(_: bytes) -> msgspec.Struct:
             return RpcError(503, "unavailable", "not fitted yet")
 
+        async def closes(data: bytes) -> msgspec.Struct:  # an uptrend whose newest bar closes at T0
+            req = msgspec.json.decode(data, type=ClosesRequest)
+            end_ms = T0 // 1_000_000
+            opens = [end_ms - (req.n - i) * 60_000 for i in range(req.n)]
+            return Closes(req.symbol, opens, [MIDS[req.symbol] * (1 + 1e-4 * i) for i in range(req.n)])
+
         async def score(data: bytes) -> msgspec.Struct:
             req = msgspec.json.decode(data, type=VenueScoreRequest)
             assert self.venues is not None
@@ -113,6 +129,7 @@ class Fakes:
             ("risk-guards", "check", check),
             ("vol", "forecast", unavailable),
             ("vol", "options_smile", unavailable),
+            ("vol", "closes", closes),
             ("venues", "score", score),
         ):
             await self.bus.add_endpoint(
@@ -253,19 +270,28 @@ async def test_route_scored_in_process_from_the_published_inputs_and_the_rpc_wit
 
 
 @pytest.mark.asyncio
-async def test_a_book_going_live_fetches_the_first_vol_forecast_and_smile():
-    ex, fakes, _ = await started()
+async def test_a_book_going_live_fetches_the_first_vol_forecast_smile_and_closes():
+    ex, fakes, bus = await started(venue_routing=False)
     status = BookStatus(
         venue="binance", symbol="BTCUSDT", state=BookState.LIVE, reason="", seq=1, resyncs=0, ts_event_ns=T0,
         ts_init_ns=T0,
     )  # fmt: skip
     ex.on_status(status)
-    await until(lambda: "BTCUSDT" in ex.vol_cache and "BTCUSDT" in ex.smile_cache)
+    await until(lambda: "BTCUSDT" in ex.vol_cache and "BTCUSDT" in ex.smile_cache and "BTCUSDT" in ex.core.bars)
     assert fakes.count("vol.forecast") == 1 and fakes.count("vol.options_smile") >= 1
+    assert fakes.count("vol.closes") == 1 and ex.core.bars["BTCUSDT"].close.size == ex.s.bar_history
     assert not any(n.startswith("router.") for n, _ in fakes.calls)  # before any decision
     ex.on_status(status)  # LIVE again: cached, not fetched twice
     await asyncio.sleep(0.01)
-    assert fakes.count("vol.forecast") == 1
+    assert fakes.count("vol.forecast") == 1 and fakes.count("vol.closes") == 1
+    # the first decision reads them: the bar policies see the uptrend, the context names the bars
+    ex.on_book(book(BTC, T0))
+    ex.on_features(features(BTC, T0))
+    await until(lambda: len(audits(bus)) == 1)
+    (a,) = audits(bus)
+    assert a.context.bars == ex.s.bar_history and a.context.lastBarTs == T0 // 1_000_000 - 60_000
+    assert a.shadow["p_sma"] == 1 and a.shadow["p_mean_reversion"] == 0
+    assert fakes.count("vol.closes") == 1  # fresh: no second call on the decision path
 
 
 def test_gc_pauses_are_timed_and_the_start_up_state_is_frozen():

@@ -9,7 +9,15 @@ import numpy as np
 import pytest
 
 from stevie.bus import InMemoryBus
-from stevie.contracts.rpc import ChainPoint, OptionsChainRequest, RouterContext, SmileRequest, VolForecastRequest
+from stevie.contracts.rpc import (
+    MAX_CLOSES,
+    ChainPoint,
+    ClosesRequest,
+    OptionsChainRequest,
+    RouterContext,
+    SmileRequest,
+    VolForecastRequest,
+)
 from stevie.quant.errors import QuantInputError
 from stevie.runtime.clock import LiveClock
 from stevie.runtime.logs import get_logger
@@ -124,6 +132,24 @@ def test_options_symbols_only_from_the_universe():
         v.forecast(VolForecastRequest("Q" * 1_000_000, 10))
     assert len(str(e.value)) < 400
     assert isinstance(v.desk, OptionsDesk)
+
+
+def test_vol_closes_answers_the_newest_bars_aligned_and_bounds_n():
+    v = _vol()
+    book = v.books["BTCUSDT"]
+    book.times_ms[:] = [60_000 * i for i in range(2_000)]
+    book.closes[:] = [100.0 + i for i in range(2_000)]
+    book.closes.append(1e6)  # add_bars (a worker thread) has appended the close, not yet its time
+    got = v.closes(ClosesRequest("btcusdt", 3))
+    assert got.symbol == "BTCUSDT" and got.openTimeMs == [60_000 * i for i in (1_997, 1_998, 1_999)]
+    assert got.close == [2_097.0, 2_098.0, 2_099.0]
+    assert len(v.closes(ClosesRequest("BTCUSDT", MAX_CLOSES)).close) == MAX_CLOSES
+    for n in (0, -1, MAX_CLOSES + 1):
+        with pytest.raises(QuantInputError, match="n must be"):
+            v.closes(ClosesRequest("BTCUSDT", n))
+    with pytest.raises(KeyError) as e:
+        v.closes(ClosesRequest("Q" * 1_000_000, 10))
+    assert len(str(e.value)) < 400
 
 
 def test_gateway_errors_never_echo_megabytes():

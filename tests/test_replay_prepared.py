@@ -11,6 +11,7 @@ import os
 import pickle
 import shutil
 
+import numpy as np
 import pytest
 
 from stevie.services.venue_replay.captures import (
@@ -24,7 +25,7 @@ from stevie.services.venue_replay.captures import (
     read_prepared,
     write_prepared,
 )
-from stevie.services.venue_replay.core import klines_from_trades, reanchor, timeline, wire_payload
+from stevie.services.venue_replay.core import first_mid, klines_from_trades, reanchor, timeline, wire_payload
 from tests.helpers.capture import SAMPLES
 
 WINDOW = "2023-04-04"  # one USD-M capture: the smallest window
@@ -88,6 +89,31 @@ def test_kline_history_rows_and_reanchoring(tmp_path):
         assert hist[i] == rows[i] and back[i] == rows[i] and moved[i][1:6] == rows[i][1:6], i
     with pytest.raises(ValueError):
         KlineHistory.from_rows([[0, "1,5", "2", "3", "4", "5"]])
+
+
+def test_history_anchored_at_the_captures_first_mid_keeps_every_return(tmp_path):
+    """The replay's kline history is from another period (LTC here; BTC at 105,000 before a
+    capture at 61,800): scaled so its last close is the capture's first mid, it joins the
+    capture without a jump, while every one-minute return (and the volume) stays as recorded."""
+    one = tmp_path / "binance" / "usdm" / "klines_1m"
+    one.mkdir(parents=True)
+    shutil.copy(SAMPLES / "binance" / "usdm" / "klines_1m" / "LTCUSDT.csv.gz", one)
+    rows = load_kline_history(tmp_path)["LTCUSDT"][-3_000:]
+    hist = KlineHistory.from_rows(rows)
+    origin, mid = 1_723_161_256_299, 61_807.8
+    moved = hist.reanchored(origin, mid)
+    assert float(str(moved[-1][4])) == pytest.approx(mid, rel=1e-9) and int(str(moved[-1][6])) < origin
+    got = np.array([[float(str(x)) for x in r[1:6]] for r in moved[:]])
+    want = np.array([[float(str(x)) for x in r[1:6]] for r in rows])
+    np.testing.assert_allclose(np.diff(np.log(got[:, 3])), np.diff(np.log(want[:, 3])), atol=1e-9)
+    np.testing.assert_allclose(got[:, :4] / want[:, :4], mid / want[-1, 3], rtol=1e-9)  # o, h, l, c alike
+    assert [r[5] for r in moved[:]] == [r[5] for r in rows]  # volume verbatim
+    assert pickle.loads(pickle.dumps(moved))[-1] == moved[-1]
+    assert hist.reanchored(origin)[-1][1:6] == rows[-1][1:6]  # no price: verbatim
+    with pytest.raises(ValueError):
+        hist.reanchored(origin, float("nan"))
+    assert first_mid({"bids": [["61807.7", "1"]], "asks": [["61807.9", "2"]]}) == pytest.approx(61_807.8)
+    assert first_mid({"bids": [], "asks": [["1", "1"]]}) is None and first_mid({}) is None
 
 
 def test_cache_round_trip_and_key(prepared, tmp_path):

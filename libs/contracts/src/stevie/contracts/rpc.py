@@ -37,6 +37,26 @@ class VolForecast(msgspec.Struct, frozen=True, tag=True):
     lastBarTs: int
 
 
+MAX_CLOSES = 1500
+"""The most 1-minute closes one ``vol.closes`` answer carries (Binance's klines page)."""
+
+
+class ClosesRequest(msgspec.Struct, frozen=True, tag=True, forbid_unknown_fields=True):
+    """The newest ``n`` (1 ≤ n ≤ ``MAX_CLOSES``) 1-minute closes of ``symbol`` the vol service holds."""
+
+    symbol: str
+    n: int = 512
+
+
+class Closes(msgspec.Struct, frozen=True, tag=True):
+    """1-minute bars, oldest first: ``openTimeMs[i]`` (event time, ms) and ``close[i]`` (quote
+    units), the history the vol service loaded and screened plus the live bars since."""
+
+    symbol: str
+    openTimeMs: list[int]
+    close: list[float]
+
+
 class ChainPoint(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """One option. Moneyness form: ``k`` (= K/F), ``tenor`` ('7d'), ``type``, ``iv`` (decimal).
     Full-chain form (Deribit-like): ``strike``, ``expiryMs``, ``tsMs``, ``underlying``

@@ -50,6 +50,7 @@ CALLS: dict[str, tuple[str, ...]] = {
         "green-router.update",
         "risk-guards.check",
         "vol.forecast",
+        "vol.closes",  # the bar policies' 1-minute closes
         "vol.options_smile",
         "venues.score",
         *FLAGS,

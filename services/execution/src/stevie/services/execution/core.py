@@ -2,6 +2,9 @@
 
 The shell does the request/reply calls (vol forecast, router choose/update, risk check) and
 hands their answers to these functions; everything here is deterministic given its inputs.
+The policies read the book's features and, for the bar policies (``p_sma``, ``p_breakout``,
+``p_mean_reversion``), the symbol's 1-minute closes (``BarCloses``, from the vol service):
+only bars closed at or before the decision's event time.
 Sizing: s = s_max·sigmoid(−w/w*) (``stevie.quant.sizing``), capped by vol targeting
 capital·σ_target/σ_forecast(horizon). Fills walk the LIVE top-k book (``stevie.quant.impact``)
 and pay ``fee_bps``. Reward of a decision = signal·(mid(t+H) − mid(t))/mid(t) in bps.
@@ -9,11 +12,13 @@ and pay ``fee_bps``. Reward of a decision = signal·(mid(t+H) − mid(t))/mid(t)
 
 from __future__ import annotations
 
+import bisect
 import hashlib
+import itertools
 import math
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import msgspec
@@ -47,9 +52,66 @@ def provenance(feature_window: list[list[float]], context: RouterContext, decisi
     return hashlib.sha256(_canonical.encode(ProvenanceInput(feature_window, context, decision))).hexdigest()
 
 
-def shadow_signals(ctx: RouterContext) -> dict[str, int]:
-    """What every policy would do in ``ctx`` (shadow actions for off-policy evaluation)."""
-    inputs = PolicyInputs(ctx.value("obi"), ctx.value("ti"), ctx.value("micro_dev_bps"), ctx.value("micro_vol"))
+MINUTE_MS = 60_000
+#: a longer step between two bars' open times breaks the series (minutes without trades have
+#: no bar; the replay's kline history, from another period, ends a day or more before its capture)
+MAX_BAR_GAP_MS = 5 * MINUTE_MS
+
+
+@dataclass(frozen=True)
+class BarCloses:
+    """One symbol's 1-minute bars, oldest first: open times (event time, ms, increasing) and
+    closes (quote units) — ``vol.closes``'s answer —, and where the series breaks (``breaks``:
+    the indices whose bar opens more than ``MAX_BAR_GAP_MS`` after the one before)."""
+
+    open_ms: list[int]
+    close: npt.NDArray[np.float64]
+    breaks: list[int]
+
+    @classmethod
+    def of(cls, open_ms: list[int], close: list[float]) -> BarCloses:
+        """Raises ValueError unless the lists are as long as each other, the times increase and
+        every close is finite and > 0 (what the vol service's screening guarantees)."""
+        c = np.asarray(close, dtype=float)
+        if len(open_ms) != c.size or any(b <= a for a, b in itertools.pairwise(open_ms)):
+            raise ValueError("bar open times must increase, one per close")
+        if not (np.isfinite(c).all() and (c > 0).all()):
+            raise ValueError("closes must be finite and > 0")
+        breaks = [i + 1 for i, (a, b) in enumerate(itertools.pairwise(open_ms)) if b - a > MAX_BAR_GAP_MS]
+        return cls(list(open_ms), c, breaks)
+
+    def closed_by(self, now_ns: int) -> tuple[npt.NDArray[np.float64], int | None]:
+        """(the closes of the bars closed at or before event time ``now_ns`` — open + 1 min ≤
+        now, so a decision never sees a later bar — since the last break before them (a policy
+        never reads across a gap as if it were one minute); none when the newest of them
+        closed more than ``MAX_BAR_GAP_MS`` before ``now_ns`` (stale), the last such bar's
+        open time in ms or None when there is none)."""
+        now_ms = now_ns // 1_000_000
+        i = bisect.bisect_right(self.open_ms, now_ms - MINUTE_MS)
+        if not i:
+            return self.close[:0], None
+        last = self.open_ms[i - 1]
+        if now_ms - (last + MINUTE_MS) > MAX_BAR_GAP_MS:
+            return self.close[:0], last
+        k = bisect.bisect_right(self.breaks, i - 1)
+        return self.close[(self.breaks[k - 1] if k else 0) : i], last
+
+
+def policy_inputs(ctx: RouterContext, closes: Sequence[float] | npt.NDArray[np.float64] = ()) -> PolicyInputs:
+    """What the policies see at a decision: the context's book numbers and funding, and the
+    1-minute ``closes`` (oldest first) closed by then."""
+    return PolicyInputs(
+        ctx.value("obi"),
+        ctx.value("ti"),
+        ctx.value("micro_dev_bps"),
+        ctx.value("micro_vol"),
+        closes,
+        ctx.value("funding"),
+    )
+
+
+def shadow_signals(inputs: PolicyInputs) -> dict[str, int]:
+    """What every policy would do with ``inputs`` (shadow actions for off-policy evaluation)."""
     return {pid: int(fn(inputs)) for pid, fn in POLICIES.items()}
 
 
@@ -132,6 +194,7 @@ class ExecutionCore:
         self.last_sizing: SizingSnapshot | None = None
         self.fill_obs: deque[tuple[float, float]] = deque(maxlen=500)  # (size, slippage bps) of our fills
         self.seq = 0
+        self.bars: dict[str, BarCloses] = {}  # symbol → its 1-minute closes (the shell refreshes them)
 
     def scale_sizing_cap(self, delta: float) -> float:
         """A calibration nudge: s_max ← s_max·(1 + delta) (delta > −1); returns the new s_max."""
@@ -225,6 +288,7 @@ class ExecutionCore:
         assert top is not None
         (bp, bq), (ap, aq) = top.bids[0], top.asks[0]
         dev = (micro_price(bp, bq, ap, aq) - f.mid) / f.mid * 1e4
+        closes, last_bar_ms = self.closes(key[1], f.ts_event_ns)
         return RouterContext(
             symbol=key[1],
             regime=regime,
@@ -238,7 +302,15 @@ class ExecutionCore:
             micro_dev_bps=dev,
             rr25=rr25,
             venue=key[0],
+            bars=len(closes),
+            lastBarTs=last_bar_ms,
         )
+
+    def closes(self, symbol: str, now_ns: int) -> tuple[npt.NDArray[np.float64], int | None]:
+        """``symbol``'s 1-minute closes closed by event time ``now_ns`` (``BarCloses.closed_by``);
+        none before the shell's first ``vol.closes`` answer."""
+        bars = self.bars.get(symbol)
+        return bars.closed_by(now_ns) if bars is not None else (np.empty(0), None)
 
     def feature_window(self, key: Key) -> list[list[float]]:
         fs = list(self.slot(key).features)[-self.s.feature_window :]
@@ -247,9 +319,8 @@ class ExecutionCore:
     def size(
         self, key: Key, choice: Choice, ctx: RouterContext, sigma: float, source: str, now_ns: int
     ) -> SizingSnapshot:
-        """Signal from the chosen policy, size from uncertainty and vol targeting."""
-        inputs = PolicyInputs(ctx.value("obi"), ctx.value("ti"), ctx.value("micro_dev_bps"), ctx.value("micro_vol"))
-        signal = POLICIES[choice.policyId](inputs)
+        """Signal from the chosen policy (on ``policy_inputs``), size from uncertainty and vol targeting."""
+        signal = POLICIES[choice.policyId](policy_inputs(ctx, self.closes(key[1], now_ns)[0]))
         snap = size_decision(self.s, key[1], choice.width, sigma, source, signal, self.mid(key), now_ns)
         self.last_sizing = snap
         return snap
@@ -326,7 +397,7 @@ class ExecutionCore:
             fill=fill,
             position_after=pos,
             provenance=provenance(window, ctx, choice),
-            shadow=shadow_signals(ctx),
+            shadow=shadow_signals(policy_inputs(ctx, self.closes(key[1], now_ns)[0])),
         )
         rec = ExecutionRecord(
             eventId=event_id,

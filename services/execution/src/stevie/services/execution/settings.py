@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
+from stevie.contracts.rpc import MAX_CLOSES
 from stevie.runtime.settings import CommonSettings, SettingsError
 
 
@@ -19,7 +20,9 @@ class ExecutionSettings(CommonSettings, frozen=True, kw_only=True, forbid_unknow
     decision clock stays on ``books``). local_venue_scoring: score the route in-process with
     the venues service's pure core, on the books execution sees and the venue health the
     service publishes every tick (``VenueScoring``), instead of a ``venues.score`` round trip;
-    without a publication of the last 3 ticks the RPC answers."""
+    without a publication of the last 3 ticks the RPC answers. bar_history: 1-minute closes
+    asked of the vol service per symbol for the bar policies (``p_sma``, ``p_breakout``,
+    ``p_mean_reversion``: ≥ the longest lookback a tuned member may use; 0 = none, they stay flat)."""
 
     books: list[str] = msgspec.field(default_factory=lambda: ["binance:BTCUSDT", "binance:ETHUSDT"])
     decision_interval_s: float = 10.0
@@ -35,6 +38,7 @@ class ExecutionSettings(CommonSettings, frozen=True, kw_only=True, forbid_unknow
     venue_routing: bool = True
     local_venue_scoring: bool = True
     route_venues: list[str] = msgspec.field(default_factory=lambda: ["binance", "binance-usdm"])
+    bar_history: int = 512
 
     def route_pairs(self) -> list[tuple[str, str]]:
         """Every route venue × traded symbol."""
@@ -65,3 +69,5 @@ class ExecutionSettings(CommonSettings, frozen=True, kw_only=True, forbid_unknow
             or self.fee_bps < 0
         ):
             raise SettingsError("intervals, sizes and targets must be > 0, fee_bps >= 0")
+        if not 0 <= self.bar_history <= MAX_CLOSES:
+            raise SettingsError(f"STEVIE_EXECUTION_BAR_HISTORY must be within 0..{MAX_CLOSES}, got {self.bar_history}")

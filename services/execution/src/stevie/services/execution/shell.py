@@ -1,5 +1,5 @@
 """execution shell: the event-time decision clock and the request/reply calls around the core
-(vol forecast, router choose/update, risk check); audits and execution records go to the
+(vol forecast and 1-minute closes, router choose/update, risk check); audits and execution records go to the
 durable JetStream stream (``Nats-Msg-Id`` = event id) for the reporter."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import contextlib
 import math
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Container, Sequence
 from typing import TypeVar
 
 import asyncpg
@@ -25,6 +25,8 @@ from stevie.contracts.evidence import NudgesApplied
 from stevie.contracts.ops import DeployShare
 from stevie.contracts.rpc import (
     Choice,
+    Closes,
+    ClosesRequest,
     ExecutionRecord,
     FillView,
     GuardDecision,
@@ -52,7 +54,7 @@ from stevie.quant.events import latest_event_dims
 from stevie.runtime.flags import FlagsClient
 from stevie.runtime.service import LATENCY_BUCKETS_S, ServiceContext, ServiceSpec
 from stevie.services.execution import gcwatch
-from stevie.services.execution.core import BookSlot, ExecutionCore, Key, NotTradable, Position
+from stevie.services.execution.core import BarCloses, BookSlot, ExecutionCore, Key, NotTradable, Position
 from stevie.services.execution.settings import ExecutionSettings
 from stevie.services.execution.split import StackSplit, publish_slo
 from stevie.services.venues.core import NoLiveVenue, Registry
@@ -64,8 +66,10 @@ Reward = tuple[str, float, RouterContext]  # (policy, reward in bps, the decisio
 STREAM = "STEVIE_EVENTS"
 #: base units; far beyond any book's depth, small enough that no size reaches float overflow
 MAX_ORDER_SIZE = 1e9
-#: seconds a decision waits for the very first vol forecast / smile of a symbol
+#: seconds a decision waits for the very first vol forecast / smile / closes of a symbol
 FIRST_FETCH_S = 0.25
+#: wall seconds between two refreshes of a symbol's 1-minute closes (5 s while the vol service has none)
+BARS_REFRESH_S = 15.0
 #: clock decisions whose audit and record may be on their way to JetStream at once; past it a
 #: decision waits for its own store (back-pressure while NATS or the stream leader is away)
 MAX_STORING = 256
@@ -87,6 +91,7 @@ class Execution:
         self.locks: dict[Key, asyncio.Lock] = {k: asyncio.Lock() for k in self.core.slots}
         self.vol_cache: dict[str, tuple[float, VolForecast | None]] = {}
         self.smile_cache: dict[str, tuple[float, float]] = {}
+        self.bars_at: dict[str, float] = {}  # symbol → when its closes were last asked for (monotonic)
         self._refreshing: dict[tuple[str, str], asyncio.Future[None]] = {}
         self._inbox: dict[Key, deque[MicroFeatures]] = {}  # features not yet handled, per book
         self._workers: dict[Key, asyncio.Future[None]] = {}
@@ -171,11 +176,16 @@ class Execution:
                 await asyncio.wait_for(asyncio.shield(task), FIRST_FETCH_S)
 
     def prefetch(self, symbol: str) -> None:
-        """Start fetching ``symbol``'s first vol forecast and smile now (one of its books just
-        went LIVE), so its first decision finds them instead of waiting ≤ ``FIRST_FETCH_S``."""
-        for fetch, cache in ((self.sigma, self.vol_cache), (self.rr25, self.smile_cache)):
-            if symbol not in cache:
-                task = asyncio.ensure_future(fetch(symbol))
+        """Start fetching ``symbol``'s first vol forecast, smile and closes now (one of its books
+        just went LIVE), so its first decision finds them instead of waiting ≤ ``FIRST_FETCH_S``."""
+        fetches: list[tuple[Callable[[str], Awaitable[object]], Container[str]]] = [
+            (self.sigma, self.vol_cache),
+            (self.rr25, self.smile_cache),
+            (self.bars, self.bars_at),
+        ]
+        for fetch, seen in fetches:
+            if symbol not in seen:
+                task: asyncio.Future[object] = asyncio.ensure_future(fetch(symbol))
                 self._prefetching.add(task)
                 task.add_done_callback(self._prefetching.discard)
 
@@ -199,6 +209,27 @@ class Execution:
         if fc is None:
             return 0.0, 0.0, "none"
         return fc.sigmaGARCH, fc.sigmaHAR, f"garch h={fc.h}m"
+
+    async def bars(self, symbol: str) -> None:
+        """Refresh ``symbol``'s 1-minute closes (``core.bars``, the bar policies' input) from
+        ``vol.closes`` in the background every ``BARS_REFRESH_S`` (every 5 s while there are
+        none); the very first waits ≤ ``FIRST_FETCH_S``. Without an answer the bar policies
+        keep the closes they had (none: they stay flat). ``bar_history`` 0: never asked."""
+        if self.s.bar_history == 0:
+            return
+        at = self.bars_at.get(symbol)
+        if at is not None and time.monotonic() - at <= (BARS_REFRESH_S if symbol in self.core.bars else 5):
+            return
+
+        async def fetch() -> None:
+            try:
+                got = await self.call("vol", "closes", ClosesRequest(symbol, self.s.bar_history), Closes)
+                self.core.bars[symbol] = BarCloses.of(got.openTimeMs, got.close)
+            except (TimeoutError, RuntimeError, msgspec.ValidationError, ValueError) as exc:
+                self.ctx.log.warning("closes_not_fetched", symbol=symbol, error=str(exc)[:200])
+            self.bars_at[symbol] = time.monotonic()
+
+        await self._refreshed(("bars", symbol), fetch, first=at is None)
 
     async def rr25(self, symbol: str) -> float:
         """Headline 25-delta risk reversal of the stored option chain (``SYMBOL`` or its base
@@ -238,6 +269,7 @@ class Execution:
             slot = self.core.slot(key)
             now = slot.features[-1].ts_event_ns
             sigma, sigma_har, source = await self.sigma(key[1])
+            await self.bars(key[1])
             ctx = self.core.context(key, sigma, sigma_har, await self.rr25(key[1]), self.regimes.get(key[1], "unknown"))
             ctx = self.with_events(ctx, now)
             if self.gated_off:  # features disabled by the gating: zeroed (neutral) in context and sizing

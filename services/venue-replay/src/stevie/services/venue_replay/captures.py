@@ -23,6 +23,7 @@ import csv
 import gzip
 import hashlib
 import json
+import math
 import os
 import pickle
 import sys
@@ -161,15 +162,17 @@ class KlineHistory(Sequence[list[object]]):
     Indexing (and slicing) builds the rows on demand, so ``bisect`` and slices work as on a
     list of rows."""
 
-    def __init__(self, open_ms: np.ndarray, chunks: list[bytes], chunk_rows: int) -> None:
-        self.open_ms, self.chunks, self.chunk_rows = open_ms, chunks, chunk_rows
+    def __init__(self, open_ms: np.ndarray, chunks: list[bytes], chunk_rows: int, scale: float = 1.0) -> None:
+        """``scale``: every price (open, high, low, close; not the volume) is multiplied by it
+        when a row is built (``reanchored``); 1 = the recorded strings verbatim."""
+        self.open_ms, self.chunks, self.chunk_rows, self.scale = open_ms, chunks, chunk_rows, scale
         self._last: tuple[int, list[bytes]] = (-1, [])
 
     def __getstate__(self) -> dict[str, object]:
-        return {"open_ms": self.open_ms, "chunks": self.chunks, "chunk_rows": self.chunk_rows}
+        return {"open_ms": self.open_ms, "chunks": self.chunks, "chunk_rows": self.chunk_rows, "scale": self.scale}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["open_ms"], state["chunks"], state["chunk_rows"])  # type: ignore[misc]
+        self.__init__(state["open_ms"], state["chunks"], state["chunk_rows"], state.get("scale", 1.0))  # type: ignore[misc]
 
     def __len__(self) -> int:
         return int(self.open_ms.shape[0])
@@ -186,6 +189,8 @@ class KlineHistory(Sequence[list[object]]):
             last = self._last = (c, zlib.decompress(self.chunks[c]).split(b"\n"))
         t = int(self.open_ms[i])
         o, h, lo, cl, v = last[1][i - c * self.chunk_rows].decode().split(",")
+        if self.scale != 1.0:
+            o, h, lo, cl = (format(float(x) * self.scale, ".10g") for x in (o, h, lo, cl))
         return [t, o, h, lo, cl, v, t + 59_999, "0", 0, "0", "0", "0"]
 
     @overload
@@ -201,15 +206,24 @@ class KlineHistory(Sequence[list[object]]):
             raise IndexError(i)
         return self._row(i)
 
-    def reanchored(self, origin_ms: int) -> KlineHistory:
+    def reanchored(self, origin_ms: int, price: float | None = None) -> KlineHistory:
         """Shifted by whole days so that the last bar closes at or before ``origin_ms`` (as
-        ``core.reanchor``): time of day and values unchanged; the strings are shared."""
+        ``core.reanchor``), time of day unchanged; with ``price`` (the capture's first mid, quote
+        units) every price is also scaled so that the last close equals it — returns, hence
+        realised variance and the GARCH fit, are unchanged, and the history no longer jumps to
+        the capture's level (the recorded history is from another period: BTC at 105,000
+        before a capture at 61,800 read as a −41 % one-minute return). The strings are shared."""
         if not len(self):
             return self
         day = 86_400_000
         last_close = int(self.open_ms[-1]) + 60_000
         shift = -((last_close - origin_ms + day - 1) // day) * day
-        return KlineHistory(self.open_ms + shift, self.chunks, self.chunk_rows)
+        scale = 1.0
+        if price is not None:
+            if not (math.isfinite(price) and price > 0):
+                raise ValueError(f"anchor price must be finite and > 0, got {price}")
+            scale = price / float(str(KlineHistory(self.open_ms, self.chunks, self.chunk_rows)[-1][4]))
+        return KlineHistory(self.open_ms + shift, self.chunks, self.chunk_rows, scale)
 
     @classmethod
     def empty(cls) -> KlineHistory:

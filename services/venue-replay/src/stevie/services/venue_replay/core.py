@@ -191,6 +191,17 @@ def klines_from_trades(trades: list[dict[str, Any]], until_ms: int, interval_ms:
 DAY_MS = 86_400_000
 
 
+def first_mid(snapshot: dict[str, Any]) -> float | None:
+    """The mid (quote units) of a Binance depth snapshot (``{"bids": [[price, qty], …],
+    "asks": …}``, prices as decimal strings); None when a side is empty or unreadable."""
+    try:
+        bid, ask = float(snapshot["bids"][0][0]), float(snapshot["asks"][0][0])
+    except (KeyError, IndexError, TypeError, ValueError):
+        return None
+    mid = 0.5 * (bid + ask)
+    return mid if math.isfinite(mid) and mid > 0 else None
+
+
 def reanchor(rows: list[list[object]], origin_ms: int) -> list[list[object]]:
     """Shift kline rows by a whole number of days so the last bar closes at or before
     ``origin_ms`` (the replay start): recorded history then precedes the replayed window,

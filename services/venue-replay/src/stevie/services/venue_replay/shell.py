@@ -33,6 +33,7 @@ from stevie.services.venue_replay.core import (
     Event,
     ReplayBook,
     exchange_info,
+    first_mid,
     pass_shift_ms,
     shift_klines,
     shift_payload,
@@ -82,8 +83,10 @@ class Replay:
         }
         self.events: Sequence[Event] = self.prepared.events()
         origin_ms = self.events[0].ts_ns // MS
-        for sym, rows in self.prepared.history.items():
-            self.venues["binance-usdm"].history[sym] = rows.reanchored(origin_ms)
+        usdm = self.venues["binance-usdm"]
+        for sym, rows in self.prepared.history.items():  # continuous with the capture's first mid
+            cap = usdm.captures.get(sym)
+            usdm.history[sym] = rows.reanchored(origin_ms, first_mid(cap.snapshot) if cap else None)
         self.clock = ReplayClock(self.events[0].ts_ns, settings.speed)
         self.session = 0
         self.shift_ms = 0  # event-time shift of this pass (core.pass_shift_ms): time never goes back

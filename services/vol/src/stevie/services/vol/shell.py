@@ -1,5 +1,5 @@
 """vol shell: loads kline history over the venue's REST API, follows 1-minute bars on the
-bus, and answers ``vol.forecast``, ``vol.options_chain``, ``vol.options_smile`` and
+bus, and answers ``vol.forecast``, ``vol.closes``, ``vol.options_chain``, ``vol.options_smile`` and
 ``vol.portfolio`` requests. Model fits run in a worker thread so heartbeats keep going.
 
 Data quality (``stevie.quant.quality`` via the core's ``screen_candles`` / ``LiveBarGuard``):
@@ -24,6 +24,9 @@ from prometheus_client import Gauge
 from stevie.bus import Msg
 from stevie.contracts import Bar, decoder_for, subjects
 from stevie.contracts.rpc import (
+    MAX_CLOSES,
+    Closes,
+    ClosesRequest,
     OptionsChainRequest,
     PortfolioRequest,
     PortfolioResult,
@@ -244,6 +247,20 @@ class Vol:
             raise KeyError(f"unknown symbol {sym[:40]!r}; known: {', '.join(self.books)}")
         return self.books[sym].forecast(req.h)
 
+    def closes(self, req: ClosesRequest) -> Closes:
+        """The newest ``req.n`` 1-minute closes of the series the forecasts are fitted on (the
+        screened history and the live bars since; the bar policies' input on the live clock).
+        Raises QuantInputError (400) for n outside 1..MAX_CLOSES, KeyError (404) for a symbol
+        the service does not follow."""
+        if not 1 <= req.n <= MAX_CLOSES:
+            raise QuantInputError(f"n must be an integer in [1, {MAX_CLOSES}]")
+        sym = req.symbol.upper()
+        if sym not in self.books:
+            raise KeyError(f"unknown symbol {sym[:40]!r}; known: {', '.join(self.books)}")
+        book = self.books[sym]
+        m = min(len(book.times_ms), len(book.closes))  # add_bars (a worker thread) may be between appends
+        return Closes(sym, book.times_ms[max(0, m - req.n) : m], book.closes[max(0, m - req.n) : m])
+
     def store_chain(self, req: OptionsChainRequest) -> Smile:
         """Only symbols of the configured universe (``symbols`` and their base assets, e.g.
         BTCUSDT and BTC): the desk never grows with junk names. Unknown → KeyError (404)."""
@@ -280,6 +297,7 @@ async def main(ctx: ServiceContext) -> None:
             stack.push_async_callback(pool.close)
         v = Vol(ctx, s, http, pool, flags)
         await ctx.serve_rpc("forecast", VolForecastRequest, v.forecast)
+        await ctx.serve_rpc("closes", ClosesRequest, v.closes)
         await ctx.serve_rpc("options_chain", OptionsChainRequest, v.store_chain)
         await ctx.serve_rpc("options_smile", SmileRequest, v.smile)
         await ctx.serve_rpc("portfolio", PortfolioRequest, v.portfolio)
