@@ -24,9 +24,10 @@ tuner can replace, see ``PARAMS`` and ``with_params``):
   (longs pay shorts when the rate is positive: be on the receiving side).
 
 Routing: the live router knows every policy here as an arm (``POLICIES``), so the mission's
-``POST /api/router/update {"policyId": "p_sma"}`` works; the L2 decision clock fills no
-``closes``, so bar policies are flat there until 1-minute closes are wired into it. The bar
-backtest routes over ``BAR_POLICIES``, the L2 backtest over ``L2_POLICIES``.
+``POST /api/router/update {"policyId": "p_sma"}`` works; the L2 decision clock fills
+``closes`` with the symbol's 1-minute closes closed by the decision (execution's
+``BarCloses``, from ``vol.closes``) but no ``funding`` yet. The bar backtest routes over
+``BAR_POLICIES``, the L2 backtest over ``L2_POLICIES``.
 """
 
 from __future__ import annotations
