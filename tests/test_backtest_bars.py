@@ -233,6 +233,66 @@ def test_batch_signals_equal_the_live_policies():
         assert batch_signals(pid, c, upto, np.zeros(c.size), 240).tolist() == want, pid
 
 
+def test_tuned_batch_signals_equal_the_live_policy_with_those_params():
+    """``--params`` reaches the batch twins: with tuned hyper-parameters (as ``stevie pbt``
+    registers them) every decision's signal is the live function's with the same parameters,
+    and differs from the defaults'."""
+    from stevie.backtest.bars import decision_index
+    from stevie.backtest.data import discover, load_klines
+    from stevie.backtest.signals import batch_signals
+
+    k = load_klines(discover(KLINES), ["BTCUSDT"], None, None)["BTCUSDT"]
+    upto = decision_index(k, 5)[:2000] + 1
+    tuned = P.tuned_params(
+        {"p_sma.fast": 7, "p_sma.slow": 45, "p_breakout.window": 20, "p_mean_reversion.entry_z": 1.2}
+    )
+    assert tuned["p_breakout"] == P.BreakoutParams(window=20, hold=15)  # unnamed: the default
+    zeros = np.zeros(upto.size)
+    for pid, params in tuned.items():
+        got = batch_signals(pid, k.close, upto, zeros, 240, params)
+        fn = P.with_params(pid, params)
+        want = [fn(P.PolicyInputs(closes=k.close[max(0, u - 240) : u])) for u in upto.tolist()]
+        assert got.tolist() == want, pid
+        assert got.tolist() != batch_signals(pid, k.close, upto, zeros, 240).tolist(), pid
+
+
+@pytest.mark.parametrize(
+    ("flat", "message"),
+    [
+        ({"p_sma.fast": 40, "p_sma.slow": 20}, "fast < slow"),
+        ({"p_sma.fast": 7.5}, "whole number"),
+        ({"p_sma.fats": 7}, "no parameter fats"),
+        ({"p_obi_momentum.threshold": 0.2}, "no hyper-parameters"),
+        ({"fast": 7}, "POLICY.PARAM"),
+        ({"p_mean_reversion.entry_z": -1}, "> 0"),
+        ({"p_funding_carry.threshold": float("inf")}, "finite"),
+    ],
+)
+def test_tuned_params_refuse_what_a_policy_cannot_take(flat, message):
+    with pytest.raises((KeyError, ValueError), match=message):
+        P.tuned_params(flat)
+
+
+def test_backtest_with_tuned_params_is_its_own_run(first_run, tmp_path):
+    """``stevie backtest --params``: the tuned values are in the settings (and so in the run id),
+    the lookback grows to what they read, and p_sma's signals change; bad values exit 2."""
+    import pyarrow.parquet as pq
+
+    out = tmp_path / "tuned"
+    code, text = run(*ARGS, "--out", str(out), "--workers", "1", "--params", "p_sma.fast=10,p_sma.slow=300")
+    assert code == 0, text
+    a, b = (json.loads((d / "summary.json").read_text()) for d in (first_run, out))
+    assert b["settings"]["policy_params"] == {"p_sma.fast": 10.0, "p_sma.slow": 300.0}
+    assert b["settings"]["lookback_bars"] == 300 and a["settings"]["lookback_bars"] == 240
+    assert a["runId"] != b["runId"]
+    da, db = (pq.read_table(d / "decisions.parquet").to_pydict() for d in (first_run, out))
+    assert da["shadow_p_sma"] != db["shadow_p_sma"] and da["shadow_p_breakout"] == db["shadow_p_breakout"]
+    for bad, message in (("p_sma.fast=ten", "POLICY.PARAM=NUMBER"), ("p_sma.fast=50,p_sma.slow=20", "fast < slow")):
+        code, text = run(*ARGS, "--out", str(tmp_path / "bad"), "--params", bad)
+        assert code == 2 and message in text and len(text.strip().splitlines()) == 1, text
+    assert not (tmp_path / "bad").exists()
+
+
 def test_batch_alpha_signals_equal_the_live_registry(first_run):
     """The report's per-alpha attribution evaluates the alphas in batch
     (``stevie.backtest.adaptive.batch_signals``): at every decision of a real run they give

@@ -42,7 +42,7 @@ from stevie.backtest.fits import min_train_bars
 from stevie.backtest.prepare import Prepared, PreparedStream, PrepareJob
 from stevie.contracts.rpc import OrderCheck, RouterContext
 from stevie.quant.impact import ImpactModel
-from stevie.quant.policies import BAR_POLICIES
+from stevie.quant.policies import BAR_POLICIES, lookback_of, tuned_params
 from stevie.services.execution.core import Position, size_decision
 from stevie.services.execution.settings import ExecutionSettings
 from stevie.services.risk_guards.core import RiskGuards
@@ -70,6 +70,10 @@ def backtest_guards(stale_book_ms: float) -> RiskGuardsSettings:
     )
 
 
+DEFAULT_LOOKBACK_BARS = 240
+"""Closes the bar policies see (more when tuned parameters read more: ``stevie backtest --params``)."""
+
+
 class BarSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Everything that decides a bar backtest's result (hashed into the run id).
 
@@ -80,7 +84,10 @@ class BarSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     capital_quote … min_order_quote: execution sizing (quote units, USDT). fee_bps: taker fee.
     spread_bps: assumed quoted spread; impact_y: square-root-law constant Y; cost_window_bars:
     trailing bars of σ and volume in the impact model. data_quality (``strict`` / ``relaxed``),
-    spike_window, spike_z_cap: the kline guards (``stevie.backtest.quality``)."""
+    spike_window, spike_z_cap: the kline guards (``stevie.backtest.quality``). policy_params:
+    tuned hyper-parameters by ``POLICY.PARAM`` (``stevie.quant.policies.tuned_params``, the
+    names ``stevie pbt`` registers; the rest keep their defaults); each must fit in
+    ``lookback_bars``. Raises ValueError / KeyError for parameters the policies cannot take."""
 
     symbols: list[str]
     start_ms: int | None = None
@@ -90,7 +97,7 @@ class BarSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     minutes_per_period: int = 60
     garch_window: int = 20_000
     refit_every_bars: int = 10_080
-    lookback_bars: int = 240
+    lookback_bars: int = DEFAULT_LOOKBACK_BARS
     regime_max_run: int = 288
     policies: list[str] = msgspec.field(default_factory=lambda: list(BAR_POLICIES))
     mc_draws: int = 500
@@ -109,6 +116,16 @@ class BarSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     data_quality: str = "strict"
     spike_window: int = 240
     spike_z_cap: float = 25.0
+    policy_params: dict[str, float] = msgspec.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for pid, p in self.tuned().items():
+            if lookback_of(p) > self.lookback_bars:
+                raise ValueError(f"{pid} reads {lookback_of(p)} closes, more than lookback_bars {self.lookback_bars}")
+
+    def tuned(self) -> dict[str, msgspec.Struct]:
+        """Policy id → its tuned hyper-parameters (``policy_params``)."""
+        return tuned_params(self.policy_params)
 
     def execution(self) -> ExecutionSettings:
         return ExecutionSettings(
@@ -228,6 +245,7 @@ def run_bars(
                 s.lookback_bars,
                 tuple(policies),
                 s.regime_max_run,
+                s.tuned(),
             )
         )
     if progress is not None:

@@ -8,6 +8,7 @@ Heavy imports happen inside the command (``stevie --help`` stays fast).
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from datetime import UTC, datetime
@@ -45,6 +46,29 @@ def parse_interval_min(text: str) -> int:
     return int(m.group(1)) * (60 if m.group(2) == "h" else 1)
 
 
+def parse_params(text: str) -> dict[str, float]:
+    """``"p_sma.fast=12,p_sma.slow=40"`` → ``{"p_sma.fast": 12.0, "p_sma.slow": 40.0}`` ('' → {}).
+    Raises BacktestInputError for an item that is not NAME=NUMBER or a name given twice (the
+    names and values are checked by ``stevie.quant.policies.tuned_params``)."""
+    from stevie.backtest.data import BacktestInputError
+
+    out: dict[str, float] = {}
+    for item in (x.strip() for x in text.split(",")):
+        if not item:
+            continue
+        name, eq, value = item.partition("=")
+        try:
+            number = float(value)
+        except ValueError:
+            number = math.nan
+        if not eq or not name.strip() or not math.isfinite(number):
+            raise BacktestInputError(f"--params: {item[:80]!r} is not POLICY.PARAM=NUMBER")
+        if name.strip() in out:
+            raise BacktestInputError(f"--params: {name.strip()[:80]} is given twice")
+        out[name.strip()] = number
+    return out
+
+
 def backtest(
     symbols: Annotated[
         list[str] | None, typer.Option(help="Symbols (comma-separated or repeated); default every file in --data.")
@@ -72,6 +96,13 @@ def backtest(
         str,
         typer.Option(help="Kline guards: strict quarantines and replaces bad candles, relaxed only counts them."),
     ] = "strict",
+    params: Annotated[
+        str,
+        typer.Option(
+            help="Tuned bar-policy hyper-parameters, POLICY.PARAM=VALUE comma-separated (as `stevie pbt` "
+            "prints its best member), e.g. p_sma.fast=12,p_sma.slow=40; the rest keep their defaults."
+        ),
+    ] = "",
 ) -> None:
     """Run the live decision cores over recorded data, deterministically; write report.html,
     decisions.parquet and summary.json (and the run to PostgreSQL when configured)."""
@@ -80,6 +111,8 @@ def backtest(
 
     db = database_url if database_url is not None else os.environ.get("STEVIE_DATABASE_URL", "")
     try:
+        if params and l2:
+            raise BacktestInputError("--params tunes the bar policies; the L2 backtest has none")
         if l2:
             from stevie.backtest.l2 import L2Command, run_l2_command
 
@@ -102,6 +135,7 @@ def backtest(
                 workers=workers,
                 refit_every=refit_every,
                 data_quality=data_quality,
+                policy_params=parse_params(params),
             )
             result = run_bar_command(cmd, console)
     except (BacktestInputError, QuantInputError) as exc:

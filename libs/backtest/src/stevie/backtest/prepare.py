@@ -33,6 +33,7 @@ from multiprocessing import get_context
 from multiprocessing.process import BaseProcess
 from typing import Any
 
+import msgspec
 import numpy as np
 
 from stevie.backtest.fits import PrecomputedFitter, ScheduledFits, min_train_bars, schedule
@@ -60,6 +61,7 @@ class PrepareJob:
     lookback_bars: int
     policies: tuple[str, ...]
     regime_max_run: int
+    params: dict[str, msgspec.Struct] = field(default_factory=dict)  # policy id → tuned hyper-parameters
 
 
 CHUNK_MS = 86_400_000
@@ -129,7 +131,7 @@ class SymbolPreparer:
         fi = np.searchsorted(job.funding_t, self.close_ms, side="right") - 1
         fund = np.where(fi >= 0, job.funding_r[np.maximum(fi, 0)] if job.funding_r.size else 0.0, 0.0)
         upto = job.decisions.astype(np.int64) + 1
-        cols = [batch_signals(p, job.close, upto, fund, job.lookback_bars) for p in job.policies]
+        cols = [batch_signals(p, job.close, upto, fund, job.lookback_bars, job.params.get(p)) for p in job.policies]
         shadows = np.column_stack(cols).astype(np.int8) if cols else np.zeros((upto.size, 0), np.int8)
         return Prepared(job.symbol, fund.tolist(), shadows.tolist())
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import resource
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.console import Console
@@ -17,9 +17,10 @@ from rich.progress import BarColumn, Progress, ProgressColumn, Task, TextColumn,
 from rich.text import Text
 
 from stevie.backtest import output, report
-from stevie.backtest.bars import VENUE, BarSettings, run_bars
+from stevie.backtest.bars import DEFAULT_LOOKBACK_BARS, VENUE, BarSettings, run_bars
 from stevie.backtest.data import BacktestInputError, discover, load_funding, load_klines
 from stevie.backtest.quality import screen
+from stevie.quant.policies import lookback_of, tuned_params
 
 
 class RateColumn(ProgressColumn):
@@ -60,6 +61,7 @@ class BarCommand:
     workers: int
     refit_every: int
     data_quality: str = "strict"
+    policy_params: dict[str, float] = field(default_factory=dict)  # POLICY.PARAM → value (``--params``)
 
 
 def finish(
@@ -94,6 +96,10 @@ def run_bar_command(cmd: BarCommand, console: Console) -> str:
         if k.n == 0:
             raise BacktestInputError(f"{sym}: no bars in the window (empty window)")
     fund = load_funding(cmd.funding)
+    try:
+        tuned = tuned_params(cmd.policy_params)
+    except (KeyError, ValueError) as exc:
+        raise BacktestInputError(f"--params: {str(exc).strip(chr(39))}") from exc
     settings = BarSettings(
         symbols=symbols,
         start_ms=cmd.start_ms,
@@ -102,6 +108,8 @@ def run_bar_command(cmd: BarCommand, console: Console) -> str:
         decision_interval_min=cmd.interval_min,
         refit_every_bars=cmd.refit_every,
         data_quality=cmd.data_quality,
+        lookback_bars=max([DEFAULT_LOOKBACK_BARS, *(lookback_of(p) for p in tuned.values())]),
+        policy_params=dict(cmd.policy_params),
     )
     raw_klines = klines
     klines, dq = screen(raw_klines, settings.data_quality, VENUE, settings.spike_window, settings.spike_z_cap)

@@ -17,6 +17,7 @@ Shapes: ``closes`` (n,) float64 quote units; ``upto`` (d,) int64 — decision k 
 
 from __future__ import annotations
 
+import msgspec
 import numpy as np
 
 from stevie.quant import policies as P
@@ -77,16 +78,22 @@ def _funding_carry(funding: np.ndarray, p: P.FundingCarryParams) -> np.ndarray:
 
 
 def batch_signals(
-    policy_id: str, closes: np.ndarray, upto: np.ndarray, funding: np.ndarray, lookback: int
+    policy_id: str,
+    closes: np.ndarray,
+    upto: np.ndarray,
+    funding: np.ndarray,
+    lookback: int,
+    params: msgspec.Struct | None = None,
 ) -> np.ndarray:
-    """The live policy ``policy_id`` (default hyper-parameters, ``POLICIES``) at every decision.
-    Raises KeyError for an unknown policy id."""
-    fn = P.POLICIES[policy_id]
+    """The live policy ``policy_id`` at every decision, with hyper-parameters ``params`` (its
+    own Struct, ``stevie.quant.policies.with_params``; None = the defaults, ``POLICIES``).
+    Raises KeyError for an unknown policy id, TypeError for params of another policy."""
+    fn = P.POLICIES[policy_id] if params is None else P.with_params(policy_id, params)
     c = np.asarray(closes, dtype=np.float64)
     u = np.asarray(upto, dtype=np.int64)
     f = np.asarray(funding, dtype=np.float64)
     seen = np.minimum(u, lookback)
-    params = P.PARAMS.get(policy_id)
+    params = P.PARAMS.get(policy_id) if params is None else params
     if policy_id == "p_flat":
         return np.zeros(u.size, dtype=np.int8)
     if policy_id == "p_sma" and isinstance(params, P.SmaParams):

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import msgspec
@@ -212,6 +212,63 @@ def with_params(policy_id: str, params: msgspec.Struct) -> Callable[[PolicyInput
     if type(params) is not type(PARAMS[policy_id]):
         raise TypeError(f"{policy_id} takes {type(PARAMS[policy_id]).__name__}, got {type(params).__name__}")
     return functools.partial(_TUNABLE[policy_id], p=params)
+
+
+def params_of(policy_id: str, values: Mapping[str, float]) -> msgspec.Struct:
+    """``policy_id``'s hyper-parameters with ``values`` (name → number) replacing the defaults
+    (``PARAMS``). Integer fields take integral numbers only (12.0 is 12). Raises KeyError for an
+    untunable policy or an unknown parameter name, ValueError for a value the policy cannot use:
+    non-finite, ≤ 0 or a fraction for an integer (an SMA with fast ≥ slow is allowed here: flat,
+    as a tuner may propose it; ``tuned_params`` refuses it)."""
+    if policy_id not in PARAMS:
+        raise KeyError(f"{policy_id!r} has no hyper-parameters; tunable: {', '.join(PARAMS)}")
+    default = PARAMS[policy_id]
+    fields = default.__struct_fields__
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise KeyError(f"{policy_id} has no parameter {', '.join(unknown)}; its parameters: {', '.join(fields)}")
+    out: dict[str, float | int] = {}
+    for name, v in values.items():
+        v = float(v)
+        if not (math.isfinite(v) and v > 0):
+            raise ValueError(f"{policy_id}.{name} must be a finite number > 0, got {v:g}")
+        if isinstance(getattr(default, name), int):
+            if v != int(v):
+                raise ValueError(f"{policy_id}.{name} is a whole number of bars, got {v:g}")
+            out[name] = int(v)
+        else:
+            out[name] = v
+    return msgspec.structs.replace(default, **out)
+
+
+def tuned_params(flat: Mapping[str, float]) -> dict[str, msgspec.Struct]:
+    """``{"p_sma.fast": 12, "p_sma.slow": 40}`` — the names ``stevie pbt`` registers a model's
+    parameters under — → {policy id: its hyper-parameters} (``params_of``; fields not named
+    keep their defaults). Raises KeyError / ValueError as ``params_of``, KeyError for a name
+    without a ``policy.`` prefix, ValueError for an SMA with fast ≥ slow (it could never trade)."""
+    by_policy: dict[str, dict[str, float]] = {}
+    for key, v in flat.items():
+        policy_id, dot, name = key.partition(".")
+        if not dot or not name:
+            raise KeyError(f"{key!r}: want POLICY.PARAM, e.g. p_sma.fast")
+        by_policy.setdefault(policy_id, {})[name] = v
+    out = {pid: params_of(pid, values) for pid, values in by_policy.items()}
+    sma = out.get("p_sma")
+    if isinstance(sma, SmaParams) and sma.fast >= sma.slow:
+        raise ValueError(f"p_sma needs fast < slow, got fast {sma.fast}, slow {sma.slow}")
+    return out
+
+
+def lookback_of(params: msgspec.Struct) -> int:
+    """Closes a policy with ``params`` reads at most (bars): SMA slow, breakout window + hold,
+    mean-reversion window; 0 for funding carry."""
+    if isinstance(params, SmaParams):
+        return params.slow
+    if isinstance(params, BreakoutParams):
+        return params.window + params.hold
+    if isinstance(params, MeanReversionParams):
+        return params.window
+    return 0
 
 
 def micro_price(bid: float, bid_size: float, ask: float, ask_size: float) -> float:

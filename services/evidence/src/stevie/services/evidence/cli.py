@@ -9,6 +9,7 @@ import json
 import math
 import os
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -99,6 +100,19 @@ def pbt(
         table.add_row(str(g), top.id, f"{top.score:+.4f}", json.dumps(top.params), f"{mean:+.4f}")
     Console().print(table)
     console.print(f"lineage {run_id}: {len(versions)} versions; best {best.id} registered as model {run_id}-best")
+    # the best member was chosen on the windows above: its honest test is on the bars after them
+    end = walk.start + need * walk.window_bars
+    later = [s for s in series if s.open_time_ms.size > end]
+    tuned = ",".join(f"{policy}.{k}={float(x):g}" for k, x in best.params.items())
+    if later:
+        start = datetime.fromtimestamp(max(int(s.open_time_ms[end]) for s in later) / 1000, UTC)
+        console.print(
+            "out of sample (the bars after the tuning windows): uv run stevie backtest "
+            f"--symbols {','.join(s.symbol for s in series)} --start {start:%Y-%m-%dT%H:%M} --params {tuned}",
+            soft_wrap=True,  # one line to copy
+        )
+    else:
+        console.print(f"no bars after the tuning windows to test {tuned} on: use fewer generations or windows")
 
 
 async def _store(

@@ -20,12 +20,11 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import msgspec
 import numpy as np
 
 from stevie.quant import pbt
 from stevie.quant.errors import QuantInputError
-from stevie.quant.policies import PARAMS, PolicyInputs, with_params
+from stevie.quant.policies import PARAMS, PolicyInputs, params_of, with_params
 
 
 @dataclass(frozen=True)
@@ -54,12 +53,6 @@ def space_of(policy_id: str, widen: float = 4.0) -> list[pbt.Param]:
     return out
 
 
-def params_struct(policy_id: str, params: dict[str, float]) -> msgspec.Struct:
-    default = PARAMS[policy_id]
-    kinds = {n: type(getattr(default, n)) for n in default.__struct_fields__}
-    return msgspec.structs.replace(default, **{n: kinds[n](params[n]) for n in kinds})
-
-
 @dataclass(frozen=True)
 class Walk:
     """The walk-forward layout: decisions every ``interval`` minutes, windows of
@@ -79,7 +72,7 @@ class Walk:
 def decision_pnl(policy_id: str, params: dict[str, float], series: Series, walk: Walk, w0: int, w1: int) -> np.ndarray:
     """Per-decision PnL (bps, net of the fee on position changes) of the policy with
     ``params`` on windows [w0, w1) of one symbol."""
-    fn = with_params(policy_id, params_struct(policy_id, params))
+    fn = with_params(policy_id, params_of(policy_id, params))
     c = series.close
     lo = walk.start + w0 * walk.window_bars
     hi = min(walk.start + w1 * walk.window_bars, c.size - walk.interval)
