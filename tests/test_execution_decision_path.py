@@ -15,7 +15,7 @@ import msgspec
 import pytest
 
 from stevie.bus import InMemoryBus
-from stevie.contracts import BookState, BookStatus, BookTopK, MicroFeatures, encode, subjects
+from stevie.contracts import BookState, BookStatus, BookTopK, MicroFeatures, Trade, encode, subjects
 from stevie.contracts.rpc import (
     Audit,
     Choice,
@@ -27,12 +27,15 @@ from stevie.contracts.rpc import (
     RpcError,
 )
 from stevie.contracts.venues import VenueScoreRequest
+from stevie.quant.kernels import load as load_kernels
 from stevie.runtime.clock import LiveClock
 from stevie.runtime.logs import get_logger
 from stevie.runtime.metrics import new_registry
 from stevie.runtime.service import ServiceContext
 from stevie.services.execution.settings import ExecutionSettings
 from stevie.services.execution.shell import Execution
+from stevie.services.features.core import Features
+from stevie.services.features.settings import FeaturesSettings
 from stevie.services.venues.core import Registry
 from stevie.services.venues.settings import VenuesSettings
 
@@ -140,13 +143,18 @@ class Fakes:
         return sum(1 for n, _ in self.calls if n == name)
 
 
-async def started(**settings: object) -> tuple[Execution, Fakes, InMemoryBus]:
+async def started(features: Features | None = None, **settings: object) -> tuple[Execution, Fakes, InMemoryBus]:
     bus = InMemoryBus()
     s = ExecutionSettings(subject_root=ROOT, books=["binance:BTCUSDT", "binance:ETHUSDT"], **settings)  # type: ignore[arg-type]
     ctx = ServiceContext("execution", s, bus, new_registry(), LiveClock(), get_logger(service="execution"), 0)
     fakes = Fakes(bus)
     await fakes.start()
-    return Execution(ctx, s), fakes, bus
+    return Execution(ctx, s, features), fakes, bus
+
+
+def local_features() -> Features:
+    fs = FeaturesSettings()  # the features service's defaults
+    return Features(fs.obi_levels, int(fs.window_s * 1e9), time.time_ns, load_kernels("reference"))
 
 
 def audits(bus: InMemoryBus) -> list[Audit]:
@@ -292,6 +300,54 @@ async def test_a_book_going_live_fetches_the_first_vol_forecast_smile_and_closes
     assert a.context.bars == ex.s.bar_history and a.context.lastBarTs == T0 // 1_000_000 - 60_000
     assert a.shadow["p_sma"] == 1 and a.shadow["p_mean_reversion"] == 0
     assert fakes.count("vol.closes") == 1  # fresh: no second call on the decision path
+
+
+@pytest.mark.asyncio
+async def test_features_computed_here_are_the_features_services_and_drive_the_clock():
+    """``local_features``: the clock books' books and trades go through the features core in
+    execution — the vectors the features service computes from the same stream — and decide
+    with no features message; the service's vectors for those books are not used twice, while
+    a book execution only routes to keeps taking them."""
+    ex, _, bus = await started(local_features(), venue_routing=False, decision_interval_s=1.0)
+    twin = local_features()  # what the features service computes from the same stream
+    live = BookStatus(
+        venue="binance", symbol="BTCUSDT", state=BookState.LIVE, reason="", seq=1, resyncs=0, ts_event_ns=T0,
+        ts_init_ns=T0,
+    )  # fmt: skip
+    ex.on_status(live)
+    twin.on_status(live)
+    want = []
+    for i in range(12):
+        ts = T0 + i * S // 4
+        trade = Trade(
+            venue="binance", symbol="BTCUSDT", trade_id=i, price=MIDS["BTCUSDT"] + (i % 3), size=0.1 * (i + 1),
+            aggressor="buy" if i % 2 else "sell", ts_event_ns=ts, ts_init_ns=ts,
+        )  # fmt: skip
+        b = book(BTC, ts + 1, half_spread=1.0 + 0.5 * (i % 2))
+        for sink in (ex, twin):
+            sink.on_trade(trade)
+        ex.on_book(b)
+        f = twin.on_book(b)
+        if f is not None:
+            want.append(f)
+        await until(lambda: not ex._inbox.get(BTC) and (BTC not in ex._workers or ex._workers[BTC].done()))
+    got = list(ex.core.slots[BTC].features)
+    assert len(want) >= 10 and got == want  # equal structs: every number the same
+    decided = [a for a in audits(bus) if a.symbol == "BTCUSDT"]
+    assert len(decided) >= 2  # one a second of event time, from these books alone
+    at = next(f for f in got if f.ts_event_ns == decided[-1].ts_event_ns)  # the vector that decided
+    assert decided[-1].feature_window[-1][1:] == [
+        at.obi,
+        at.ti,
+        at.spread_bps,
+        at.micro_vol_bps,
+        at.cancel_rate,
+        at.mid,
+    ]
+    ex.on_bus_features(features(BTC, T0 + 10 * S, obi=-0.9))  # the service's vector of a book computed here
+    ex.on_bus_features(features(BTC_PERP, T0 + 10 * S))  # a book execution only routes to
+    await until(lambda: not ex._inbox.get(BTC_PERP) and ex._workers[BTC_PERP].done())
+    assert list(ex.core.slots[BTC].features) == got and len(ex.core.slots[BTC_PERP].features) == 1
 
 
 def test_gc_pauses_are_timed_and_the_start_up_state_is_frozen():

@@ -83,6 +83,7 @@ SUBSCRIBES: dict[str, tuple[str, ...]] = {
     "green-router": _ROUTER_IN,
     "execution": (
         *_MARKET,
+        "md.trade.>",  # the clock books' trades, for the features computed in execution
         "adaptive.regime.>",
         "adaptive.gating",
         "events.ctx.>",

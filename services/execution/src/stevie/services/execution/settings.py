@@ -22,7 +22,11 @@ class ExecutionSettings(CommonSettings, frozen=True, kw_only=True, forbid_unknow
     service publishes every tick (``VenueScoring``), instead of a ``venues.score`` round trip;
     without a publication of the last 3 ticks the RPC answers. bar_history: 1-minute closes
     asked of the vol service per symbol for the bar policies (``p_sma``, ``p_breakout``,
-    ``p_mean_reversion``: ≥ the longest lookback a tuned member may use; 0 = none, they stay flat)."""
+    ``p_mean_reversion``: ≥ the longest lookback a tuned member may use; 0 = none, they stay flat).
+    local_features: the clock books' features are computed here, with the features service's
+    core and settings (``STEVIE_FEATURES_*``), from the books, trades and statuses execution
+    receives — the same vectors, one process hop less between a book and its decision; the
+    features service still computes, stores and serves them (off: its vectors drive the clock)."""
 
     books: list[str] = msgspec.field(default_factory=lambda: ["binance:BTCUSDT", "binance:ETHUSDT"])
     decision_interval_s: float = 10.0
@@ -39,6 +43,7 @@ class ExecutionSettings(CommonSettings, frozen=True, kw_only=True, forbid_unknow
     local_venue_scoring: bool = True
     route_venues: list[str] = msgspec.field(default_factory=lambda: ["binance", "binance-usdm"])
     bar_history: int = 512
+    local_features: bool = True
 
     def route_pairs(self) -> list[tuple[str, str]]:
         """Every route venue × traded symbol."""

@@ -18,7 +18,7 @@ import stamina
 from prometheus_client import Counter, Histogram
 
 from stevie.bus import NatsBus
-from stevie.contracts import BookState, BookStatus, BookTopK, MicroFeatures, encode, subjects
+from stevie.contracts import BookState, BookStatus, BookTopK, MicroFeatures, Trade, encode, subjects
 from stevie.contracts.adaptive import AlphaSignal, GatingState, RegimeState
 from stevie.contracts.events import EventContext
 from stevie.contracts.evidence import NudgesApplied
@@ -51,12 +51,16 @@ from stevie.contracts.venues import VenueRoute, VenueScore, VenueScoreRequest, V
 from stevie.quant.alpha import AlphaInputs, AlphaRegistry
 from stevie.quant.errors import QuantInputError
 from stevie.quant.events import latest_event_dims
+from stevie.quant.kernels import load as load_kernels
 from stevie.runtime.flags import FlagsClient
 from stevie.runtime.service import LATENCY_BUCKETS_S, ServiceContext, ServiceSpec
+from stevie.runtime.settings import load_settings
 from stevie.services.execution import gcwatch
 from stevie.services.execution.core import BarCloses, BookSlot, ExecutionCore, Key, NotTradable, Position
 from stevie.services.execution.settings import ExecutionSettings
 from stevie.services.execution.split import StackSplit, publish_slo
+from stevie.services.features.core import Features
+from stevie.services.features.settings import FeaturesSettings
 from stevie.services.venues.core import NoLiveVenue, Registry
 from stevie.store import connect_pool
 from stevie.store.state import audit_count, filled_trades
@@ -78,9 +82,13 @@ STOP_STORING_S = 0.3
 
 
 class Execution:
-    def __init__(self, ctx: ServiceContext, s: ExecutionSettings) -> None:
+    def __init__(self, ctx: ServiceContext, s: ExecutionSettings, features: Features | None = None) -> None:
+        """``features``: the features core run here on the clock books' books, trades and
+        statuses (``local_features``: one hop less on the tick → decision path); None = their
+        vectors come from the features service."""
         self.ctx, self.s, self.root = ctx, s, s.subject_root
         self.core = ExecutionCore(s)
+        self.local = features
         self.flags = FlagsClient(ctx)  # ExecutionRouter off: no new decisions; StrategyRouter off: p_flat
         self.split = StackSplit(ctx.clock.now_ns, time.perf_counter)  # blue/green router stacks (issue 13)
         self.slo_task: asyncio.Future[None] | None = None  # publish_slo, started in main
@@ -428,6 +436,11 @@ class Execution:
         key = (top.venue, top.symbol)
         if key not in self.clock_keys or top.state is not BookState.LIVE:
             return
+        if self.local is not None:  # its features now, here: the features step sends what is due
+            f = self.local.on_book(top)
+            if f is not None:
+                self.on_features(f)
+            return
         prev_ns, self._book_ts[key] = self._book_ts.get(key), top.ts_event_ns
         feats, worker = self.core.slots[key].features, self._workers.get(key)
         caught_up = bool(feats) and prev_ns is not None and feats[-1].ts_event_ns >= prev_ns
@@ -442,7 +455,19 @@ class Execution:
             await before
         await self.rewards(key, due, "book")
 
+    def on_trade(self, t: Trade) -> None:
+        """A clock book's trade, for the features computed here (``local_features``)."""
+        if self.local is not None and (t.venue, t.symbol) in self.clock_keys:
+            self.local.on_trade(t)
+
+    def on_bus_features(self, f: MicroFeatures) -> None:
+        """The features service's vector: used unless this book's are computed here."""
+        if self.local is None or (f.venue, f.symbol) not in self.clock_keys:
+            self.on_features(f)
+
     def on_status(self, st: BookStatus) -> None:
+        if self.local is not None and (st.venue, st.symbol) in self.clock_keys:
+            self.local.on_status(st)
         if st.state.value != "LIVE":
             slot = self.core.slots.get((st.venue, st.symbol))
             if slot is not None:
@@ -685,7 +710,11 @@ async def restore_state(ctx: ServiceContext, ex: Execution) -> None:
 async def main(ctx: ServiceContext) -> None:
     s = ctx.settings
     assert isinstance(s, ExecutionSettings)
-    ex = Execution(ctx, s)
+    local = None
+    if s.local_features:  # the features service's own settings (STEVIE_FEATURES_*), so the vectors are its
+        fs = load_settings(FeaturesSettings, "features")
+        local = Features(fs.obi_levels, int(fs.window_s * 1e9), ctx.clock.now_ns, load_kernels(s.kernels))
+    ex = Execution(ctx, s, local)
     await ctx.bus.ensure_stream(STREAM, subjects.durable_patterns(s.subject_root))
     await restore_state(ctx, ex)
     await ex.flags.start()
@@ -696,8 +725,11 @@ async def main(ctx: ServiceContext) -> None:
     await ctx.subscribe_typed(subjects.md_status(root, "*", "*"), BookStatus, ex.on_status, dlq.labels("status"))
     await ctx.subscribe_typed(subjects.venue_scoring(root), VenueScoring, ex.on_venue_scoring, dlq.labels("venues"))
     await ctx.subscribe_typed(
-        subjects.feat_micro(root, "*", "*"), MicroFeatures, ex.on_features, dlq.labels("features")
+        subjects.feat_micro(root, "*", "*"), MicroFeatures, ex.on_bus_features, dlq.labels("features")
     )
+    if local is not None:
+        for venue, symbol in sorted(ex.clock_keys):
+            await ctx.subscribe_typed(subjects.md_trade(root, venue, symbol), Trade, ex.on_trade, dlq.labels("trade"))
     await ctx.subscribe_typed(subjects.regime(root, "*", "*"), RegimeState, ex.on_regime, dlq.labels("regime"))
     await ctx.subscribe_typed(subjects.gating(root), GatingState, ex.on_gating, dlq.labels("gating"))
     await ctx.subscribe_typed(
